@@ -1,0 +1,61 @@
+// The polynomial math shared by every C++/CUDA kernel, written once. Torch-free so nvcc can compile it
+// without torch headers. p(x) = c_0 + c_1 x + ... + c_D x^D, always by Horner (no power matrix).
+#pragma once
+
+#include <cstdint>
+
+#include "host_device.h"
+
+namespace pykernels {
+
+// p(x) = (...((c_D x + c_{D-1}) x + c_{D-2}) ...) x + c_0, in the math type T.
+template <typename T, typename C>
+PK_INLINE T horner(const C* coeffs, int64_t degree, T x) {
+  T value = static_cast<T>(coeffs[degree]);
+  for (int64_t k = degree - 1; k >= 0; --k) {
+    value = value * x + static_cast<T>(coeffs[k]);
+  }
+  return value;
+}
+
+// p(x) and p'(x) in one Horner sweep: (p, p') <- (p x + c_k, p' x + p).
+template <typename T, typename C>
+PK_INLINE void horner_with_derivative(const C* coeffs, int64_t degree, T x, T& value, T& derivative) {
+  value = static_cast<T>(coeffs[degree]);
+  derivative = T(0);
+  for (int64_t k = degree - 1; k >= 0; --k) {
+    derivative = derivative * x + value;
+    value = value * x + static_cast<T>(coeffs[k]);
+  }
+}
+
+// sums[k] += weight * x^k for k = 0..degree: one element's share of grad_coeffs[k] = sum_i g_i x_i^k.
+// `stride` spaces the sums so that a kernel can keep independent lanes side by side.
+template <typename T, typename A>
+PK_INLINE void accumulate_powers(A* sums, int64_t stride, int64_t degree, T x, T weight) {
+  T term = weight;
+  for (int64_t k = 0; k <= degree; ++k) {
+    sums[k * stride] += static_cast<A>(term);
+    term *= x;
+  }
+}
+
+// Kahan-Babuska (Neumaier) compensated sum: used where already-accurate partial sums are combined,
+// so the combination adds no error of its order. Must not be compiled with reassociating fast-math.
+template <typename A>
+struct CompensatedSum {
+  A sum = A(0);
+  A compensation = A(0);
+
+  PK_INLINE void add(A value) {
+    const A total = sum + value;
+    const bool sum_is_larger = (sum >= A(0) ? sum : -sum) >= (value >= A(0) ? value : -value);
+    compensation += sum_is_larger ? (sum - total) + value : (value - total) + sum;
+    sum = total;
+  }
+
+  // A non-finite sum (inf, NaN) is returned as is: its compensation would turn inf into NaN.
+  PK_INLINE A result() const { return (sum - sum) == A(0) ? sum + compensation : sum; }
+};
+
+}  // namespace pykernels

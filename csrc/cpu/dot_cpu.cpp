@@ -1,0 +1,78 @@
+// CPU kernels of dot and dot_backward. dot accumulates in float64 lanes (memory-bound, so the widening is
+// free) and combines chunks with compensated summation.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../checks.h"
+#include "reduce_cpu.h"
+
+namespace pykernels {
+namespace {
+
+template <typename scalar_t>
+void dot_chunk(const scalar_t* a, const scalar_t* b, int64_t begin, int64_t end, double* out) {
+  double sums[kLanes] = {};
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    for (int lane = 0; lane < kLanes; ++lane) {
+      sums[lane] += static_cast<double>(a[i + lane]) * static_cast<double>(b[i + lane]);
+    }
+  }
+  for (int lane = 0; i < end; ++i, ++lane) sums[lane] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  fold_lanes(sums, 1, out);
+}
+
+at::Tensor dot_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {
+  check_dot_inputs(a_in, b_in, /*allow_reduced=*/false);
+  const at::Tensor a = a_in.contiguous();
+  const at::Tensor b = b_in.contiguous();
+  at::Tensor result = at::empty({}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "dot_cpu", [&] {
+    const scalar_t* a_data = a.const_data_ptr<scalar_t>();
+    const scalar_t* b_data = b.const_data_ptr<scalar_t>();
+    double total = 0.0;
+    reduce_in_chunks(a.numel(), 1, &total, [&](int64_t begin, int64_t end, double* out) {
+      dot_chunk(a_data, b_data, begin, end, out);
+    });
+    *result.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(total);
+  });
+  return result;
+}
+
+std::tuple<at::Tensor, at::Tensor> dot_backward_cpu(const at::Tensor& grad, const at::Tensor& a_in,
+                                                    const at::Tensor& b_in) {
+  check_dot_inputs(a_in, b_in, /*allow_reduced=*/false);
+  check_same_dtype_and_device({{&a_in, "a"}, {&grad, "grad"}});
+  check_scalar(grad, "grad");
+  const at::Tensor a = a_in.contiguous();
+  const at::Tensor b = b_in.contiguous();
+  at::Tensor grad_a = at::empty_like(a);
+  at::Tensor grad_b = at::empty_like(b);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "dot_backward_cpu", [&] {
+    const scalar_t g = grad.item<scalar_t>();
+    const scalar_t* a_data = a.const_data_ptr<scalar_t>();
+    const scalar_t* b_data = b.const_data_ptr<scalar_t>();
+    scalar_t* grad_a_data = grad_a.mutable_data_ptr<scalar_t>();
+    scalar_t* grad_b_data = grad_b.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, a.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        grad_a_data[i] = g * b_data[i];
+        grad_b_data[i] = g * a_data[i];
+      }
+    });
+  });
+  return {grad_a, grad_b};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pykernels, CPU, m) {
+  m.impl("dot", &dot_cpu);
+  m.impl("dot_backward", &dot_backward_cpu);
+}
+
+}  // namespace pykernels

@@ -1,0 +1,153 @@
+// CPU kernels of poly, poly_backward and poly_mse. All math in float64 (inputs are widened on load), one
+// pass over the data, degree unrolled at compile time for degrees <= kMaxUnrolledDegree.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../checks.h"
+#include "reduce_cpu.h"
+
+namespace pykernels {
+namespace {
+
+template <int kDegree, typename scalar_t>
+void poly_range(const scalar_t* x, const double* coeffs, int64_t degree, int64_t begin, int64_t end,
+                scalar_t* y) {
+  const int64_t deg = effective_degree<kDegree>(degree);
+  for (int64_t i = begin; i < end; ++i) {
+    y[i] = static_cast<scalar_t>(horner<double>(coeffs, deg, static_cast<double>(x[i])));
+  }
+}
+
+// One chunk of poly_mse: out[0] = sum r^2, out[1 + k] = sum r x^k, with r = p(x) - y.
+template <int kDegree, typename scalar_t>
+void poly_mse_chunk(const scalar_t* x, const scalar_t* y, const double* coeffs, int64_t degree, int64_t begin,
+                    int64_t end, double* out) {
+  const int64_t deg = effective_degree<kDegree>(degree);
+  LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 2> lanes(deg + 2);
+  double* sums = lanes.data();
+  auto add_element = [&](int64_t i, int lane) {
+    const double xi = static_cast<double>(x[i]);
+    const double r = horner<double>(coeffs, deg, xi) - static_cast<double>(y[i]);
+    sums[lane] += r * r;
+    accumulate_powers(sums + kLanes + lane, kLanes, deg, xi, r);
+  };
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    for (int lane = 0; lane < kLanes; ++lane) add_element(i + lane, lane);
+  }
+  for (int lane = 0; i < end; ++i, ++lane) add_element(i, lane);
+  fold_lanes(sums, deg + 2, out);
+}
+
+// One chunk of poly_backward: grad_x[i] = g_i p'(x_i) (written), out[k] = sum g x^k.
+template <int kDegree, typename scalar_t>
+void poly_backward_chunk(const scalar_t* grad_y, const scalar_t* x, const double* coeffs, int64_t degree,
+                         int64_t begin, int64_t end, scalar_t* grad_x, double* out) {
+  const int64_t deg = effective_degree<kDegree>(degree);
+  LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 1> lanes(deg + 1);
+  double* sums = lanes.data();
+  auto add_element = [&](int64_t i, int lane) {
+    const double xi = static_cast<double>(x[i]);
+    const double gi = static_cast<double>(grad_y[i]);
+    double value, derivative;
+    horner_with_derivative<double>(coeffs, deg, xi, value, derivative);
+    grad_x[i] = static_cast<scalar_t>(gi * derivative);
+    accumulate_powers(sums + lane, kLanes, deg, xi, gi);
+  };
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    for (int lane = 0; lane < kLanes; ++lane) add_element(i + lane, lane);
+  }
+  for (int lane = 0; i < end; ++i, ++lane) add_element(i, lane);
+  fold_lanes(sums, deg + 1, out);
+}
+
+at::Tensor poly_cpu(const at::Tensor& x_in, const at::Tensor& coeffs_in) {
+  check_poly_inputs(x_in, coeffs_in, /*allow_reduced=*/false);
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x);
+  const int64_t n = x.numel();
+  const int64_t degree = coeffs_in.numel() - 1;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poly_cpu", [&] {
+    const WideCoeffs coeffs = widen_coeffs<scalar_t>(coeffs_in.contiguous());
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
+    dispatch_degree(degree, [&](auto kDegree) {
+      at::parallel_for(0, n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        poly_range<decltype(kDegree)::value>(x_data, coeffs.data(), degree, begin, end, y_data);
+      });
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> poly_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
+                                                     const at::Tensor& coeffs_in) {
+  check_poly_inputs(x_in, coeffs_in, /*allow_reduced=*/false);
+  check_same_dtype_and_device({{&x_in, "x"}, {&grad_y_in, "grad_y"}});
+  check_same_shape(x_in, "x", grad_y_in, "grad_y");
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor grad_y = grad_y_in.contiguous();
+  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_coeffs = at::empty_like(coeffs_in, at::MemoryFormat::Contiguous);
+  const int64_t degree = coeffs_in.numel() - 1;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poly_backward_cpu", [&] {
+    const WideCoeffs coeffs = widen_coeffs<scalar_t>(coeffs_in.contiguous());
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    const scalar_t* grad_y_data = grad_y.const_data_ptr<scalar_t>();
+    scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
+    WideCoeffs sums(degree + 1);
+    dispatch_degree(degree, [&](auto kDegree) {
+      reduce_in_chunks(x.numel(), degree + 1, sums.data(), [&](int64_t begin, int64_t end, double* out) {
+        poly_backward_chunk<decltype(kDegree)::value>(grad_y_data, x_data, coeffs.data(), degree, begin, end,
+                                                      grad_x_data, out);
+      });
+    });
+    scalar_t* grad_coeffs_data = grad_coeffs.mutable_data_ptr<scalar_t>();
+    for (int64_t k = 0; k <= degree; ++k) grad_coeffs_data[k] = static_cast<scalar_t>(sums[k]);
+  });
+  return {grad_x, grad_coeffs};
+}
+
+std::tuple<at::Tensor, at::Tensor> poly_mse_cpu(const at::Tensor& x_in, const at::Tensor& y_in,
+                                                const at::Tensor& coeffs_in) {
+  check_poly_inputs(x_in, coeffs_in, /*allow_reduced=*/false);
+  check_same_dtype_and_device({{&x_in, "x"}, {&y_in, "y"}});
+  check_same_shape(x_in, "x", y_in, "y");
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor y = y_in.contiguous();
+  const int64_t n = x.numel();
+  const int64_t degree = coeffs_in.numel() - 1;
+  at::Tensor loss = at::empty({}, x.options());
+  at::Tensor grad_coeffs = at::empty_like(coeffs_in, at::MemoryFormat::Contiguous);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poly_mse_cpu", [&] {
+    const WideCoeffs coeffs = widen_coeffs<scalar_t>(coeffs_in.contiguous());
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    const scalar_t* y_data = y.const_data_ptr<scalar_t>();
+    WideCoeffs sums(degree + 2);
+    dispatch_degree(degree, [&](auto kDegree) {
+      reduce_in_chunks(n, degree + 2, sums.data(), [&](int64_t begin, int64_t end, double* out) {
+        poly_mse_chunk<decltype(kDegree)::value>(x_data, y_data, coeffs.data(), degree, begin, end, out);
+      });
+    });
+    const double inv_n = 1.0 / static_cast<double>(n);
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(sums[0] * inv_n);
+    scalar_t* grad_data = grad_coeffs.mutable_data_ptr<scalar_t>();
+    for (int64_t k = 0; k <= degree; ++k) grad_data[k] = static_cast<scalar_t>(2.0 * inv_n * sums[1 + k]);
+  });
+  return {loss, grad_coeffs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pykernels, CPU, m) {
+  m.impl("poly", &poly_cpu);
+  m.impl("poly_backward", &poly_backward_cpu);
+  m.impl("poly_mse", &poly_mse_cpu);
+}
+
+}  // namespace pykernels

@@ -1,0 +1,87 @@
+// Deterministic, accurate parallel reductions for the CPU kernels.
+//
+// The input is cut into fixed chunks (independent of the thread count, so results are bit-identical for
+// 1 and N threads). Each chunk sums into kLanes independent float64 lanes per output, which the compiler
+// vectorizes without reassociating anything; lanes are added in a fixed order, and chunk results are
+// combined with compensated summation.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "../common/degree_dispatch.h"
+#include "../common/poly_math.h"
+
+namespace pykernels {
+
+constexpr int kLanes = 8;                       // one AVX-512 register of doubles
+constexpr int64_t kReduceChunk = 1 << 15;       // elements per chunk: large enough to amortize a task
+constexpr int64_t kElementwiseGrain = 1 << 15;  // below this, elementwise kernels stay single-threaded
+
+// kLanes partial sums for each of `num_sums` outputs: sums[s * kLanes + lane]. Sized at compile time when
+// the degree is known, so the sums live in registers.
+template <int kNumSums>
+class LaneSums {
+ public:
+  explicit LaneSums(int64_t /*num_sums*/) { values_.fill(0.0); }
+  double* data() { return values_.data(); }
+
+ private:
+  std::array<double, kNumSums * kLanes> values_;
+};
+
+template <>
+class LaneSums<kDynamicDegree> {
+ public:
+  explicit LaneSums(int64_t num_sums) : values_(num_sums * kLanes, 0.0) {}
+  double* data() { return values_.data(); }
+
+ private:
+  std::vector<double> values_;
+};
+
+// Folds the lanes of each output into out[s], always in the same order.
+inline void fold_lanes(const double* sums, int64_t num_sums, double* out) {
+  for (int64_t s = 0; s < num_sums; ++s) {
+    double total = 0.0;
+    for (int lane = 0; lane < kLanes; ++lane) total += sums[s * kLanes + lane];
+    out[s] = total;
+  }
+}
+
+// out[0..num_sums) = sums over [0, n), where chunk_fn(begin, end, partial) writes one chunk's num_sums sums.
+template <typename ChunkFn>
+void reduce_in_chunks(int64_t n, int64_t num_sums, double* out, const ChunkFn& chunk_fn) {
+  const int64_t num_chunks = std::max<int64_t>(1, (n + kReduceChunk - 1) / kReduceChunk);
+  if (num_chunks == 1) {
+    chunk_fn(0, n, out);
+    return;
+  }
+  std::vector<double> partials(num_chunks * num_sums);
+  at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      chunk_fn(chunk * kReduceChunk, std::min(n, (chunk + 1) * kReduceChunk), partials.data() + chunk * num_sums);
+    }
+  });
+  for (int64_t s = 0; s < num_sums; ++s) {
+    CompensatedSum<double> total;
+    for (int64_t chunk = 0; chunk < num_chunks; ++chunk) total.add(partials[chunk * num_sums + s]);
+    out[s] = total.result();
+  }
+}
+
+// Coefficients widened to float64 once per call (the kernels do all their math in float64).
+using WideCoeffs = c10::SmallVector<double, kMaxUnrolledDegree + 1>;
+
+template <typename scalar_t>
+WideCoeffs widen_coeffs(const at::Tensor& coeffs) {
+  const scalar_t* data = coeffs.const_data_ptr<scalar_t>();
+  return WideCoeffs(data, data + coeffs.numel());
+}
+
+}  // namespace pykernels

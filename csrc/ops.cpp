@@ -1,0 +1,32 @@
+// The one place where pykernels' operators are declared. Backends (cpu/, cuda/, and the numba ops built in
+// Python from this same schema text) only register implementations for them.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing pykernels._C runs the static TORCH_LIBRARY initializers below; the module itself is empty
+// (no pybind11: ops are reached through torch.ops.pykernels, so one abi3 build serves every CPython).
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",
+      "pykernels' compiled operators; use them through torch.ops.pykernels or the pykernels package.",
+      -1,
+      nullptr,
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(pykernels, m) {
+  // y = p(x) = sum_k coeffs[k] x^k, elementwise, by Horner.
+  m.def("poly(Tensor x, Tensor coeffs) -> Tensor");
+  // grad_x = grad_y * p'(x); grad_coeffs[k] = sum grad_y * x^k.
+  m.def("poly_backward(Tensor grad_y, Tensor x, Tensor coeffs) -> (Tensor grad_x, Tensor grad_coeffs)");
+  // r = p(x) - y; loss = mean(r^2); grad_coeffs[k] = 2/N sum r x^k; one pass over the data.
+  m.def("poly_mse(Tensor x, Tensor y, Tensor coeffs) -> (Tensor loss, Tensor grad_coeffs)");
+  // sum_i a_i b_i, accumulated in float64.
+  m.def("dot(Tensor a, Tensor b) -> Tensor");
+  // grad_a = grad * b; grad_b = grad * a.
+  m.def("dot_backward(Tensor grad, Tensor a, Tensor b) -> (Tensor grad_a, Tensor grad_b)");
+}

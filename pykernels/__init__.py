@@ -1,0 +1,39 @@
+"""pykernels: fused, hand-differentiated PyTorch kernels for small training loops.
+
+    import pykernels
+    loss, grad = pykernels.poly_mse(x, y, coeffs)      # one pass: loss and its coefficient gradient
+    loss.backward()                                      # reuses grad; costs almost nothing
+
+Ops: ``poly``, ``poly_mse``, ``dot`` (and ``torch.ops.pykernels.*`` incl. the backward ops), autograd
+Functions ``PolyForward``, ``PolyMSE``, ``Dot``; backends ``"cpp"`` (default), ``"numba"``, ``"torch"``.
+"""
+
+from __future__ import annotations
+
+from . import _extension
+
+_BUILD_INFO = _extension.load()
+
+from . import _meta, reference  # noqa: E402
+from ._backends import available_backends, get_backend, register_backend  # noqa: E402
+from .autograd import Dot, PolyForward, PolyMSE  # noqa: E402
+from .ops import PolyMSEResult, dot, poly, poly_mse  # noqa: E402
+
+# The compiled ops' autograd kernels are registered in C++ (csrc/autograd.cpp); their fake kernels here.
+_meta.register_fake_kernels()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dot",
+    "PolyForward",
+    "PolyMSE",
+    "PolyMSEResult",
+    "available_backends",
+    "dot",
+    "get_backend",
+    "poly",
+    "poly_mse",
+    "reference",
+    "register_backend",
+]

@@ -1,0 +1,93 @@
+"""Backend selection: each backend is a table of the same five ops; adding one is one `register_backend` call.
+
+- ``"cpp"``: the compiled operators ``torch.ops.pykernels.<op>`` (CPU and, where built, CUDA kernels; the device
+  follows the tensors).
+- ``"numba"``: numba-JIT kernels registered as ``torch.ops.pykernels.numba_<op>`` (loaded on first use, so
+  ``import pykernels`` does not import numba).
+- ``"torch"``: the write-up's plain-torch formulas (:mod:`pykernels.reference`), differentiated by torch autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import _checks, reference
+
+OP_NAMES = ("poly", "poly_backward", "poly_mse", "dot", "dot_backward")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of pykernels' five ops (signatures as in ``csrc/ops.cpp``)."""
+
+    name: str
+    poly: Callable[..., torch.Tensor]
+    poly_backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    poly_mse: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    dot: Callable[..., torch.Tensor]
+    dot_backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def from_torch_ops(cls, name: str, prefix: str = "") -> Backend:
+        """The backend whose ops are ``torch.ops.pykernels.<prefix><op>.default``."""
+        namespace = torch.ops.pykernels
+        return cls(name, **{op: getattr(namespace, prefix + op).default for op in OP_NAMES})
+
+
+_LOADERS: dict[str, Callable[[], Backend]] = {}
+_LOADED: dict[str, Backend] = {}
+
+
+def register_backend(name: str, loader: Callable[[], Backend]) -> None:
+    """Make ``backend=name`` available; ``loader`` builds the op table on first use."""
+    _LOADERS[name] = loader
+    _LOADED.pop(name, None)
+
+
+def available_backends() -> tuple[str, ...]:
+    return tuple(_LOADERS)
+
+
+def get_backend(name: str) -> Backend:
+    """The op table of backend ``name``; a ValueError lists the valid names."""
+    backend = _LOADED.get(name)
+    if backend is None:
+        if name not in _LOADERS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, _LOADERS))}; got {name!r}")
+        backend = _LOADED[name] = _LOADERS[name]()
+    return backend
+
+
+def _checked(check: Callable[..., None], fn: Callable) -> Callable:
+    def checked(*args):
+        check(*args, allow_reduced=True)
+        return fn(*args)
+
+    checked.__name__ = checked.__qualname__ = fn.__name__
+    checked.__doc__ = fn.__doc__
+    return checked
+
+
+def _torch_reference_backend() -> Backend:
+    return Backend(
+        "torch",
+        poly=_checked(_checks.check_poly_inputs, reference.poly_torch),
+        poly_backward=_checked(_checks.check_poly_backward_inputs, reference.poly_backward_torch),
+        poly_mse=_checked(_checks.check_poly_mse_inputs, reference.poly_mse_torch),
+        dot=_checked(_checks.check_dot_inputs, reference.dot_torch),
+        dot_backward=_checked(_checks.check_dot_backward_inputs, reference.dot_backward_torch),
+    )
+
+
+def _numba_backend() -> Backend:
+    from .numba import ops as numba_ops  # imports numba only now
+
+    return numba_ops.backend()
+
+
+register_backend("cpp", lambda: Backend.from_torch_ops("cpp"))
+register_backend("numba", _numba_backend)
+register_backend("torch", _torch_reference_backend)

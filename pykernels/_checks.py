@@ -1,0 +1,102 @@
+"""Argument validation for the Python backends and the fake kernels.
+
+The messages are the same as those of the C++ checks (csrc/checks.h): whichever backend runs, a bad argument
+is reported by name, with what was expected, before any kernel runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_FLOATING = (torch.float32, torch.float64)
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def check_tensor(t: object, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def check_floating(t: torch.Tensor, name: str, allow_reduced: bool = False) -> None:
+    check_tensor(t, name)
+    if t.dtype in _FLOATING or (allow_reduced and t.dtype in _REDUCED):
+        return
+    expected = "float32 or float64" + (", float16 or bfloat16" if allow_reduced else "")
+    raise TypeError(f"{name} must be a floating-point tensor ({expected}), got {t.dtype}")
+
+
+def check_same_dtype_and_device(*named: tuple[torch.Tensor, str]) -> None:
+    first, first_name = named[0]
+    for other, name in named[1:]:
+        check_tensor(other, name)
+        if other.dtype != first.dtype:
+            raise TypeError(f"{name} must have the same dtype as {first_name} ({first.dtype}), got {other.dtype}")
+        if other.device != first.device:
+            raise RuntimeError(
+                f"{name} must be on the same device as {first_name} ({first.device}), got {other.device}"
+            )
+
+
+def check_not_empty(t: torch.Tensor, name: str) -> None:
+    if t.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {_shape(t)}")
+
+
+def check_same_shape(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{b_name} must have the same shape as {a_name} {_shape(a)}, got {_shape(b)}")
+
+
+def check_scalar(t: torch.Tensor, name: str) -> None:
+    if t.numel() != 1:
+        raise ValueError(f"{name} must hold a single value (0-d), got shape {_shape(t)}")
+
+
+def check_poly_inputs(x: torch.Tensor, coeffs: torch.Tensor, allow_reduced: bool = False) -> None:
+    """x: any shape, non-empty; coeffs: (D+1,), same dtype and device."""
+    check_floating(x, "x", allow_reduced)
+    check_same_dtype_and_device((x, "x"), (coeffs, "coeffs"))
+    if coeffs.dim() != 1 or coeffs.numel() == 0:
+        raise ValueError(
+            "coeffs must be 1-D with at least one coefficient (degree + 1 entries), got shape " + _shape(coeffs)
+        )
+    check_not_empty(x, "x")
+
+
+def check_poly_backward_inputs(
+    grad_y: torch.Tensor, x: torch.Tensor, coeffs: torch.Tensor, allow_reduced: bool = False
+) -> None:
+    check_poly_inputs(x, coeffs, allow_reduced)
+    check_same_dtype_and_device((x, "x"), (grad_y, "grad_y"))
+    check_same_shape(x, "x", grad_y, "grad_y")
+
+
+def check_poly_mse_inputs(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, allow_reduced: bool = False) -> None:
+    check_poly_inputs(x, coeffs, allow_reduced)
+    check_same_dtype_and_device((x, "x"), (y, "y"))
+    check_same_shape(x, "x", y, "y")
+
+
+def check_dot_inputs(a: torch.Tensor, b: torch.Tensor, allow_reduced: bool = False) -> None:
+    """a, b: 1-D, same length, non-empty, same dtype and device."""
+    check_floating(a, "a", allow_reduced)
+    check_same_dtype_and_device((a, "a"), (b, "b"))
+    if a.dim() != 1:
+        raise ValueError(f"a must be 1-D, got shape {_shape(a)}")
+    if b.dim() != 1:
+        raise ValueError(f"b must be 1-D, got shape {_shape(b)}")
+    if a.numel() != b.numel():
+        raise ValueError(f"a and b must have the same length, got {a.numel()} and {b.numel()}")
+    check_not_empty(a, "a")
+
+
+def check_dot_backward_inputs(
+    grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor, allow_reduced: bool = False
+) -> None:
+    check_dot_inputs(a, b, allow_reduced)
+    check_same_dtype_and_device((a, "a"), (grad, "grad"))
+    check_scalar(grad, "grad")

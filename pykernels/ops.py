@@ -1,0 +1,57 @@
+"""pykernels' public functions: thin, typed wrappers that pick the backend and call its op.
+
+``p(x) = c_0 + c_1 x + ... + c_D x^D`` with ``coeffs = (c_0, ..., c_D)``. Every function is differentiable
+(hand-written backward passes; see :mod:`pykernels.autograd`) and works under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ._backends import get_backend
+
+
+class PolyMSEResult(NamedTuple):
+    loss: torch.Tensor
+    """mean((p(x) - y)^2), 0-d, differentiable."""
+    grad_coeffs: torch.Tensor
+    """d loss / d coeffs = 2/N sum (p(x) - y) x^k, already computed (not differentiable)."""
+
+
+def poly(x: torch.Tensor, coeffs: torch.Tensor, *, backend: str = "cpp") -> torch.Tensor:
+    """Evaluate ``y = p(x) = sum_k coeffs[k] x^k`` elementwise by Horner's rule.
+
+    Args:
+        x: any shape, float32 or float64 (CUDA also float16/bfloat16).
+        coeffs: ``(D+1,)``, same dtype and device as ``x``.
+        backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the plain-torch reference).
+
+    Returns:
+        ``y`` with the shape of ``x``.
+    """
+    return get_backend(backend).poly(x, coeffs)
+
+
+def poly_mse(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, *, backend: str = "cpp") -> PolyMSEResult:
+    """Mean squared error of the polynomial fit and its coefficient gradient, in one pass over the data.
+
+    With ``r = p(x) - y`` and ``N = x.numel()``::
+
+        loss           = 1/N sum r^2
+        grad_coeffs[k] = 2/N sum r x^k
+
+    ``loss.backward()`` reuses ``grad_coeffs`` (it costs almost nothing); gradients for ``x`` and ``y`` are
+    derived only when they require grad. A manual gradient-descent step needs no autograd at all::
+
+        loss, grad = pykernels.poly_mse(x, y, w)
+        w -= lr * grad
+    """
+    return PolyMSEResult(*get_backend(backend).poly_mse(x, y, coeffs))
+
+
+def dot(a: torch.Tensor, b: torch.Tensor, *, backend: str = "cpp") -> torch.Tensor:
+    """``sum_i a_i b_i`` of two 1-D tensors of equal length, accumulated in float64 (correctly rounded to the
+    input dtype for all but adversarial inputs) and returned as a 0-d tensor of the input dtype."""
+    return get_backend(backend).dot(a, b)
