@@ -56,7 +56,7 @@ def build_extension():
     # link line makes it bind to the OpenMP runtime torch already loaded (so torch.set_num_threads applies).
     # No -ffast-math anywhere: it would delete the compensated sums.
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags += ["-fopenmp", "-DPy_LIMITED_API=0x03090000"]
+    cxx_flags.append("-fopenmp")  # (cpp_extension adds -DPy_LIMITED_API itself for py_limited_api=True)
     if arch:
         cxx_flags.append(f"-march={arch}")
     extra_compile_args = {"cxx": cxx_flags}

@@ -8,12 +8,19 @@
 
 namespace pykernels {
 
+// A coefficient as a value of the math type T. T may also be a SIMD vector type (the CPU kernels' lanes), which
+// overloads this to broadcast.
+template <typename T, typename C>
+PK_INLINE T splat(C c) {
+  return static_cast<T>(c);
+}
+
 // p(x) = (...((c_D x + c_{D-1}) x + c_{D-2}) ...) x + c_0, in the math type T.
 template <typename T, typename C>
 PK_INLINE T horner(const C* coeffs, int64_t degree, T x) {
-  T value = static_cast<T>(coeffs[degree]);
+  T value = splat<T>(coeffs[degree]);
   for (int64_t k = degree - 1; k >= 0; --k) {
-    value = value * x + static_cast<T>(coeffs[k]);
+    value = value * x + splat<T>(coeffs[k]);
   }
   return value;
 }
@@ -21,11 +28,11 @@ PK_INLINE T horner(const C* coeffs, int64_t degree, T x) {
 // p(x) and p'(x) in one Horner sweep: (p, p') <- (p x + c_k, p' x + p).
 template <typename T, typename C>
 PK_INLINE void horner_with_derivative(const C* coeffs, int64_t degree, T x, T& value, T& derivative) {
-  value = static_cast<T>(coeffs[degree]);
-  derivative = T(0);
+  value = splat<T>(coeffs[degree]);
+  derivative = splat<T>(0.0);
   for (int64_t k = degree - 1; k >= 0; --k) {
     derivative = derivative * x + value;
-    value = value * x + static_cast<T>(coeffs[k]);
+    value = value * x + splat<T>(coeffs[k]);
   }
 }
 

@@ -15,15 +15,16 @@ namespace {
 
 template <typename scalar_t>
 void dot_chunk(const scalar_t* a, const scalar_t* b, int64_t begin, int64_t end, double* out) {
-  double sums[kLanes] = {};
+  // Four independent accumulators hide the add latency: one multiply-add per element is all the work.
+  constexpr int kUnroll = 4;
+  LaneVector sums[kUnroll] = {};
   int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) {
-      sums[lane] += static_cast<double>(a[i + lane]) * static_cast<double>(b[i + lane]);
-    }
+  for (; i + kUnroll * kLanes <= end; i += kUnroll * kLanes) {
+    for (int u = 0; u < kUnroll; ++u) sums[u] += load_lanes(a + i + u * kLanes) * load_lanes(b + i + u * kLanes);
   }
-  for (int lane = 0; i < end; ++i, ++lane) sums[lane] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
-  fold_lanes(sums, 1, out);
+  for (; i < end; i += kLanes) sums[0] += load_group(a, i, end, 0.0) * load_group(b, i, end, 0.0);
+  const LaneVector total = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+  fold_lanes(&total, 1, out);
 }
 
 at::Tensor dot_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "../checks.h"
@@ -28,18 +29,14 @@ void poly_mse_chunk(const scalar_t* x, const scalar_t* y, const double* coeffs, 
                     int64_t end, double* out) {
   const int64_t deg = effective_degree<kDegree>(degree);
   LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 2> lanes(deg + 2);
-  double* sums = lanes.data();
-  auto add_element = [&](int64_t i, int lane) {
-    const double xi = static_cast<double>(x[i]);
-    const double r = horner<double>(coeffs, deg, xi) - static_cast<double>(y[i]);
-    sums[lane] += r * r;
-    accumulate_powers(sums + kLanes + lane, kLanes, deg, xi, r);
-  };
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) add_element(i + lane, lane);
+  LaneVector* sums = lanes.data();
+  for (int64_t i = begin; i < end; i += kLanes) {
+    // Padding lanes hold x = 0, y = c_0 = p(0): their residual is exactly 0 and adds nothing.
+    const LaneVector xs = load_group(x, i, end, 0.0);
+    const LaneVector residual = horner(coeffs, deg, xs) - load_group(y, i, end, coeffs[0]);
+    sums[0] += residual * residual;
+    accumulate_powers(sums + 1, 1, deg, xs, residual);
   }
-  for (int lane = 0; i < end; ++i, ++lane) add_element(i, lane);
   fold_lanes(sums, deg + 2, out);
 }
 
@@ -49,20 +46,18 @@ void poly_backward_chunk(const scalar_t* grad_y, const scalar_t* x, const double
                          int64_t begin, int64_t end, scalar_t* grad_x, double* out) {
   const int64_t deg = effective_degree<kDegree>(degree);
   LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 1> lanes(deg + 1);
-  double* sums = lanes.data();
-  auto add_element = [&](int64_t i, int lane) {
-    const double xi = static_cast<double>(x[i]);
-    const double gi = static_cast<double>(grad_y[i]);
-    double value, derivative;
-    horner_with_derivative<double>(coeffs, deg, xi, value, derivative);
-    grad_x[i] = static_cast<scalar_t>(gi * derivative);
-    accumulate_powers(sums + lane, kLanes, deg, xi, gi);
-  };
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) add_element(i + lane, lane);
+  LaneVector* sums = lanes.data();
+  for (int64_t i = begin; i < end; i += kLanes) {
+    const LaneVector xs = load_group(x, i, end, 0.0);
+    const LaneVector grads = load_group(grad_y, i, end, 0.0);  // padding lanes weigh 0
+    LaneVector value, derivative;
+    horner_with_derivative(coeffs, deg, xs, value, derivative);
+    const LaneVector grad_xs = grads * derivative;
+    for (int64_t lane = 0; lane < std::min<int64_t>(kLanes, end - i); ++lane) {
+      grad_x[i + lane] = static_cast<scalar_t>(grad_xs[lane]);
+    }
+    accumulate_powers(sums, 1, deg, xs, grads);
   }
-  for (int lane = 0; i < end; ++i, ++lane) add_element(i, lane);
   fold_lanes(sums, deg + 1, out);
 }
 
