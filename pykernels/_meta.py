@@ -14,45 +14,42 @@ def _contiguous_like(t: torch.Tensor) -> torch.Tensor:
     return t.new_empty(t.shape)  # the kernels return contiguous outputs
 
 
-def _allows_reduced(t: torch.Tensor) -> bool:
-    return t.device.type == "cuda"  # float16/bfloat16 are CUDA-only
+def _allows_reduced(t: torch.Tensor, reduced_on_cuda: bool) -> bool:
+    return reduced_on_cuda and t.device.type == "cuda"  # float16/bfloat16: the C++ CUDA kernels only
 
 
-def _poly_fake(x, coeffs):
-    _checks.check_poly_inputs(x, coeffs, _allows_reduced(x))
-    return _contiguous_like(x)
+def _fake_kernels(reduced_on_cuda: bool) -> dict:
+    def poly(x, coeffs):
+        _checks.check_poly_inputs(x, coeffs, _allows_reduced(x, reduced_on_cuda))
+        return _contiguous_like(x)
+
+    def poly_backward(grad_y, x, coeffs):
+        _checks.check_poly_backward_inputs(grad_y, x, coeffs, _allows_reduced(x, reduced_on_cuda))
+        return _contiguous_like(x), _contiguous_like(coeffs)
+
+    def poly_mse(x, y, coeffs):
+        _checks.check_poly_mse_inputs(x, y, coeffs, _allows_reduced(x, reduced_on_cuda))
+        return x.new_empty(()), _contiguous_like(coeffs)
+
+    def dot(a, b):
+        _checks.check_dot_inputs(a, b, _allows_reduced(a, reduced_on_cuda))
+        return a.new_empty(())
+
+    def dot_backward(grad, a, b):
+        _checks.check_dot_backward_inputs(grad, a, b, _allows_reduced(a, reduced_on_cuda))
+        return _contiguous_like(a), _contiguous_like(b)
+
+    return {
+        "poly": poly,
+        "poly_backward": poly_backward,
+        "poly_mse": poly_mse,
+        "dot": dot,
+        "dot_backward": dot_backward,
+    }
 
 
-def _poly_backward_fake(grad_y, x, coeffs):
-    _checks.check_poly_backward_inputs(grad_y, x, coeffs, _allows_reduced(x))
-    return _contiguous_like(x), _contiguous_like(coeffs)
-
-
-def _poly_mse_fake(x, y, coeffs):
-    _checks.check_poly_mse_inputs(x, y, coeffs, _allows_reduced(x))
-    return x.new_empty(()), _contiguous_like(coeffs)
-
-
-def _dot_fake(a, b):
-    _checks.check_dot_inputs(a, b, _allows_reduced(a))
-    return a.new_empty(())
-
-
-def _dot_backward_fake(grad, a, b):
-    _checks.check_dot_backward_inputs(grad, a, b, _allows_reduced(a))
-    return _contiguous_like(a), _contiguous_like(b)
-
-
-FAKE_KERNELS = {
-    "poly": _poly_fake,
-    "poly_backward": _poly_backward_fake,
-    "poly_mse": _poly_mse_fake,
-    "dot": _dot_fake,
-    "dot_backward": _dot_backward_fake,
-}
-
-
-def register_fake_kernels(prefix: str = "") -> None:
-    """register_fake for every ``pykernels::<prefix><op>``."""
-    for op, fake in FAKE_KERNELS.items():
+def register_fake_kernels(prefix: str = "", reduced_on_cuda: bool = True) -> None:
+    """register_fake for every ``pykernels::<prefix><op>``; ``reduced_on_cuda``: whether the backend's CUDA
+    kernels take float16/bfloat16."""
+    for op, fake in _fake_kernels(reduced_on_cuda).items():
         torch.library.register_fake(f"pykernels::{prefix}{op}", fake)

@@ -10,7 +10,7 @@ import torch
 import pykernels
 
 # Backends under test against the reference; the "torch" backend *is* the reference (tested in test_reference).
-KERNEL_BACKENDS = ["cpp"]
+KERNEL_BACKENDS = ["cpp", "numba"]
 DTYPES = [torch.float32, torch.float64]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

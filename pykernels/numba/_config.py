@@ -1,0 +1,22 @@
+"""Tunables of the numba kernels (module constants, so tests can patch them; ``_reset`` restores them)."""
+
+from __future__ import annotations
+
+# Elements per reduction chunk: the same fixed chunking as the C++ kernels, so serial and parallel runs (and any
+# thread count) combine the same partial sums in the same order and give bit-identical results.
+REDUCE_CHUNK = 1 << 15
+# Below this many elements the serial kernels run: starting threads costs more than the work (numba#3213).
+PARALLEL_THRESHOLD = 1 << 17
+# CUDA launch shape: threads per block (a power of two: the block reduction halves it) and a cap on blocks for
+# the grid-stride loops (each block leaves one partial sum per output).
+CUDA_THREADS_PER_BLOCK = 256
+CUDA_MAX_BLOCKS = 1024
+# Per-thread accumulators on the GPU live in a fixed-size local array.
+CUDA_MAX_DEGREE = 15
+
+_DEFAULTS = {name: value for name, value in globals().items() if name.isupper()}
+
+
+def _reset() -> None:
+    """Restore every tunable to its default."""
+    globals().update(_DEFAULTS)

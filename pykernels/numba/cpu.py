@@ -1,0 +1,348 @@
+"""numba CPU kernels of pykernels' ops, on NumPy arrays (float32 or float64, contiguous).
+
+Every reduction works like the C++ kernels: fixed chunks of ``REDUCE_CHUNK`` elements summed in float64, chunk
+results combined in order with Kahan-Babuska summation (compiled without fast-math, which could delete it). ``*_serial`` and ``*_parallel`` (``prange`` over chunks) call the same chunk function, so they agree
+bit for bit. All kernels are ``cache=True``; nothing compiles at import (no eager signatures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _config
+
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+_PARALLEL_JIT = {**_JIT, "parallel": True}
+
+
+# Elements per block inside a chunk: a module constant (numba freezes it), small enough for L1. Each step of
+# a block is a simple loop over it, which LLVM vectorizes.
+BLOCK = 256
+# Only the in-chunk float64 sums may be reassociated (so LLVM can vectorize them): that reorders float64
+# additions of <= REDUCE_CHUNK terms, which costs nothing in float32 results. The compensated combination of
+# chunks (_combine_chunks) is compiled without any fast-math flag, so it stays exact.
+_SUM_JIT = {**_JIT, "fastmath": {"reassoc", "contract"}}
+
+
+@njit(**_SUM_JIT)
+def _load_block(data, i, fill, out):
+    """out = data[i:i+BLOCK] widened to float64, past the end filled with `fill` (the chunk's ragged tail).
+    Loops index slices from 0: numba then knows no index is negative and vectorizes (with a runtime start
+    index it keeps a wraparound check per element)."""
+    block = data[i : i + BLOCK]
+    for j in range(block.shape[0]):
+        out[j] = block[j]
+    for j in range(block.shape[0], BLOCK):
+        out[j] = fill
+
+
+@njit(**_SUM_JIT)
+def _horner_block(coeffs, xs, values):
+    """values[j] = p(xs[j]) by Horner."""
+    degree = coeffs.shape[0] - 1
+    for j in range(BLOCK):
+        values[j] = coeffs[degree]
+    for k in range(degree - 1, -1, -1):
+        c = np.float64(coeffs[k])
+        for j in range(BLOCK):
+            values[j] = values[j] * xs[j] + c
+
+
+@njit(**_SUM_JIT)
+def _accumulate_power_block(sums, first, xs, weights, term):
+    """sums[first + k] += sum_j weights[j] * xs[j]**k for every remaining k (term: a BLOCK scratch)."""
+    for j in range(BLOCK):
+        term[j] = weights[j]
+    for k in range(first, sums.shape[0]):
+        total = 0.0
+        for j in range(BLOCK):
+            total += term[j]
+            term[j] *= xs[j]
+        sums[k] += total
+
+
+@njit(**_JIT)
+def _combine_chunks(partials, out):
+    """out[s] = sum over chunks of partials[c, s], in chunk order, Kahan-Babuska compensated."""
+    for s in range(partials.shape[1]):
+        total = 0.0
+        compensation = 0.0
+        for c in range(partials.shape[0]):
+            value = partials[c, s]
+            t = total + value
+            if abs(total) >= abs(value):
+                compensation += (total - t) + value
+            else:
+                compensation += (value - t) + total
+            total = t
+        out[s] = total + compensation if np.isfinite(total) else total
+
+
+# --- poly_mse: out[0] = sum r^2, out[1 + k] = sum r x^k, r = p(x) - y ------------------------------------------
+
+
+@njit(**_SUM_JIT)
+def _poly_mse_chunk(x, y, coeffs, out):
+    out[:] = 0.0
+    xs = np.empty(BLOCK)
+    residuals = np.empty(BLOCK)
+    term = np.empty(BLOCK)
+    for i in range(0, x.shape[0], BLOCK):
+        _load_block(x, i, 0.0, xs)  # padding: x = 0, y = p(0) = c_0, so r = 0
+        _load_block(y, i, np.float64(coeffs[0]), term)
+        _horner_block(coeffs, xs, residuals)
+        total = 0.0
+        for j in range(BLOCK):
+            residuals[j] -= term[j]
+            total += residuals[j] * residuals[j]
+        out[0] += total
+        _accumulate_power_block(out, 1, xs, residuals, term)
+
+
+@njit(**_JIT)
+def _poly_mse_serial(x, y, coeffs, chunk, loss, grad):
+    """loss[0] = 1/N sum r^2, grad[k] = 2/N sum r x^k (written in the outputs' dtype)."""
+    n = x.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, coeffs.shape[0] + 1))
+    for c in range(num_chunks):
+        _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
+    sums = np.empty(coeffs.shape[0] + 1)
+    _combine_chunks(partials, sums)
+    loss[0] = sums[0] / n
+    for k in range(grad.shape[0]):
+        grad[k] = 2.0 / n * sums[k + 1]
+
+
+@njit(**_PARALLEL_JIT)
+def _poly_mse_parallel(x, y, coeffs, chunk, loss, grad):
+    """loss[0] = 1/N sum r^2, grad[k] = 2/N sum r x^k (written in the outputs' dtype)."""
+    n = x.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, coeffs.shape[0] + 1))
+    for c in prange(num_chunks):
+        _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
+    sums = np.empty(coeffs.shape[0] + 1)
+    _combine_chunks(partials, sums)
+    loss[0] = sums[0] / n
+    for k in range(grad.shape[0]):
+        grad[k] = 2.0 / n * sums[k + 1]
+
+
+# --- poly_backward: grad_x = g p'(x); out[k] = sum g x^k ---------------------------------------------------------
+
+
+@njit(**_SUM_JIT)
+def _poly_backward_chunk(grad_y, x, coeffs, grad_x, out):
+    degree = coeffs.shape[0] - 1
+    out[:] = 0.0
+    xs = np.empty(BLOCK)
+    grads = np.empty(BLOCK)
+    values = np.empty(BLOCK)
+    derivatives = np.empty(BLOCK)
+    term = np.empty(BLOCK)
+    for i in range(0, x.shape[0], BLOCK):
+        _load_block(x, i, 0.0, xs)
+        _load_block(grad_y, i, 0.0, grads)  # padding weighs 0
+        for j in range(BLOCK):
+            values[j] = coeffs[degree]
+            derivatives[j] = 0.0
+        for k in range(degree - 1, -1, -1):
+            c = np.float64(coeffs[k])
+            for j in range(BLOCK):
+                derivatives[j] = derivatives[j] * xs[j] + values[j]
+                values[j] = values[j] * xs[j] + c
+        grad_block = grad_x[i : i + BLOCK]
+        for j in range(grad_block.shape[0]):
+            grad_block[j] = grads[j] * derivatives[j]
+        _accumulate_power_block(out, 0, xs, grads, term)
+
+
+@njit(**_JIT)
+def _poly_backward_serial(grad_y, x, coeffs, chunk, grad_x, grad_coeffs):
+    n = x.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, coeffs.shape[0]))
+    for c in range(num_chunks):
+        _poly_backward_chunk(
+            grad_y[c * chunk : (c + 1) * chunk],
+            x[c * chunk : (c + 1) * chunk],
+            coeffs,
+            grad_x[c * chunk : (c + 1) * chunk],
+            partials[c],
+        )
+    sums = np.empty(coeffs.shape[0])
+    _combine_chunks(partials, sums)
+    for k in range(grad_coeffs.shape[0]):
+        grad_coeffs[k] = sums[k]
+
+
+@njit(**_PARALLEL_JIT)
+def _poly_backward_parallel(grad_y, x, coeffs, chunk, grad_x, grad_coeffs):
+    n = x.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, coeffs.shape[0]))
+    for c in prange(num_chunks):
+        _poly_backward_chunk(
+            grad_y[c * chunk : (c + 1) * chunk],
+            x[c * chunk : (c + 1) * chunk],
+            coeffs,
+            grad_x[c * chunk : (c + 1) * chunk],
+            partials[c],
+        )
+    sums = np.empty(coeffs.shape[0])
+    _combine_chunks(partials, sums)
+    for k in range(grad_coeffs.shape[0]):
+        grad_coeffs[k] = sums[k]
+
+
+# --- poly: y = p(x), elementwise ----------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _poly_range(x, coeffs, out):
+    degree = coeffs.shape[0] - 1
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        value = np.float64(coeffs[degree])
+        for k in range(degree - 1, -1, -1):
+            value = value * xi + coeffs[k]
+        out[i] = value
+
+
+@njit(**_JIT)
+def _poly_serial(x, coeffs, chunk, out):
+    _poly_range(x, coeffs, out)
+
+
+@njit(**_PARALLEL_JIT)
+def _poly_parallel(x, coeffs, chunk, out):
+    n = x.shape[0]
+    for c in prange((n + chunk - 1) // chunk):
+        _poly_range(x[c * chunk : (c + 1) * chunk], coeffs, out[c * chunk : (c + 1) * chunk])
+
+
+# --- dot ------------------------------------------------------------------------------------------------------------
+
+
+@njit(**_SUM_JIT)
+def _dot_chunk(a, b, out):
+    total = 0.0
+    for i in range(a.shape[0]):
+        total += np.float64(a[i]) * np.float64(b[i])
+    out[0] = total
+
+
+@njit(**_JIT)
+def _dot_serial(a, b, chunk, out):
+    n = a.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, 1))
+    for c in range(num_chunks):
+        _dot_chunk(a[c * chunk : (c + 1) * chunk], b[c * chunk : (c + 1) * chunk], partials[c])
+    total = np.empty(1)
+    _combine_chunks(partials, total)
+    out[0] = total[0]
+
+
+@njit(**_PARALLEL_JIT)
+def _dot_parallel(a, b, chunk, out):
+    n = a.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, 1))
+    for c in prange(num_chunks):
+        _dot_chunk(a[c * chunk : (c + 1) * chunk], b[c * chunk : (c + 1) * chunk], partials[c])
+    total = np.empty(1)
+    _combine_chunks(partials, total)
+    out[0] = total[0]
+
+
+@njit(**_JIT)
+def _scale_into(grad, source, out):
+    """out = grad * source (elementwise, in the input dtype)."""
+    for i in range(source.shape[0]):
+        out[i] = grad * source[i]
+
+
+# --- NumPy entry points: serial below PARALLEL_THRESHOLD, parallel above ----------------------------------------------
+# Inputs: contiguous 1-D arrays of one float dtype (coefficients of any float dtype); outputs are written into
+# preallocated arrays of that dtype, so callers (the torch ops) can hand in views of torch tensors.
+
+
+def _variant(kernels: tuple, n: int):
+    return kernels[n >= _config.PARALLEL_THRESHOLD]
+
+
+def poly_into(x, coeffs, out) -> None:
+    """out = p(x) = sum_k coeffs[k] x^k (float64 math)."""
+    _variant((_poly_serial, _poly_parallel), x.size)(x, coeffs, _config.REDUCE_CHUNK, out)
+
+
+def poly_backward_into(grad_y, x, coeffs, grad_x, grad_coeffs) -> None:
+    """grad_x = grad_y p'(x); grad_coeffs[k] = sum grad_y x^k."""
+    _variant((_poly_backward_serial, _poly_backward_parallel), x.size)(
+        grad_y, x, coeffs, _config.REDUCE_CHUNK, grad_x, grad_coeffs
+    )
+
+
+def poly_mse_into(x, y, coeffs, loss, grad) -> None:
+    """loss[0] = mean((p(x) - y)^2); grad[k] = 2/N sum (p(x) - y) x^k, in one pass."""
+    _variant((_poly_mse_serial, _poly_mse_parallel), x.size)(x, y, coeffs, _config.REDUCE_CHUNK, loss, grad)
+
+
+def dot_into(a, b, out) -> None:
+    """out[0] = sum_i a_i b_i, accumulated in float64."""
+    _variant((_dot_serial, _dot_parallel), a.size)(a, b, _config.REDUCE_CHUNK, out)
+
+
+def dot_backward_into(grad, a, b, grad_a, grad_b) -> None:
+    """grad_a = grad * b; grad_b = grad * a."""
+    _scale_into(grad, b, grad_a)
+    _scale_into(grad, a, grad_b)
+
+
+# --- NumPy in, NumPy out ---------------------------------------------------------------------------------------------
+
+
+def _flat(a) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def poly(x: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """y = p(x) = sum_k coeffs[k] x^k, elementwise, x of any shape (float64 math, result in x's dtype)."""
+    flat = _flat(x)
+    out = np.empty_like(flat)
+    poly_into(flat, _flat(coeffs), out)
+    return out.reshape(np.shape(x))
+
+
+def poly_backward(grad_y: np.ndarray, x: np.ndarray, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """grad_x = grad_y p'(x); grad_coeffs[k] = sum grad_y x^k."""
+    flat_x = _flat(x)
+    grad_x, grad_coeffs = np.empty_like(flat_x), np.empty(np.size(coeffs), flat_x.dtype)
+    poly_backward_into(_flat(grad_y), flat_x, _flat(coeffs), grad_x, grad_coeffs)
+    return grad_x.reshape(np.shape(x)), grad_coeffs
+
+
+def poly_mse(x: np.ndarray, y: np.ndarray, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """loss = mean((p(x) - y)^2) and grad_coeffs[k] = 2/N sum (p(x) - y) x^k, in one pass over the data."""
+    flat_x = _flat(x)
+    loss, grad = np.empty(1, flat_x.dtype), np.empty(np.size(coeffs), flat_x.dtype)
+    poly_mse_into(flat_x, _flat(y), _flat(coeffs), loss, grad)
+    return loss.reshape(()), grad
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum_i a_i b_i accumulated in float64, returned (0-d) in a's dtype."""
+    out = np.empty(1, np.asarray(a).dtype)
+    dot_into(_flat(a), _flat(b), out)
+    return out.reshape(())
+
+
+def dot_backward(grad, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """grad_a = grad * b; grad_b = grad * a."""
+    a, b = _flat(a), _flat(b)
+    grad_a, grad_b = np.empty_like(b), np.empty_like(a)
+    dot_backward_into(np.asarray(grad, a.dtype).reshape(())[()], a, b, grad_a, grad_b)
+    return grad_a, grad_b

@@ -1,0 +1,141 @@
+"""The numba kernels as torch custom ops ``pykernels::numba_<op>``.
+
+A dispatch key holds one kernel per op, so the numba kernels get ops of their own, defined from the schema text
+of the C++ ops (declared once, in csrc/ops.cpp). They share the fake kernels (pykernels._meta) and the Python
+autograd definitions (pykernels.autograd) with every other backend.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .. import _checks, _meta, autograd
+from .._backends import OP_NAMES, Backend
+from . import _config, cpu
+
+PREFIX = "numba_"
+_LIBRARY = torch.library.Library("pykernels", "FRAGMENT")  # kept alive: it owns the registrations
+
+
+def _schema_for(op: str) -> str:
+    """The C++ op's schema with the name ``numba_<op>``: ``numba_poly(Tensor x, Tensor coeffs) -> Tensor``."""
+    schema = str(getattr(torch.ops.pykernels, op).default._schema)
+    return PREFIX + schema.split("::", 1)[1]
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A contiguous 1-D NumPy view of t (NumPy copies only a non-contiguous t). detach: the op runs below
+    autograd, but its inputs may still carry requires_grad, which .numpy() refuses."""
+    return t.detach().numpy().reshape(-1)
+
+
+# CPU implementations: validate, view the inputs as NumPy (zero-copy), run the kernel into NumPy outputs, hand them
+# to torch (zero-copy). Allocating with NumPy and converting costs less than torch.empty + .numpy() here.
+
+
+def _poly_cpu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    _checks.check_poly_inputs(x, coeffs)
+    xs = _numpy(x)
+    y = np.empty_like(xs)
+    cpu.poly_into(xs, _numpy(coeffs), y)
+    return torch.from_numpy(y).view(x.shape)
+
+
+def _poly_backward_cpu(grad_y, x, coeffs):
+    _checks.check_poly_backward_inputs(grad_y, x, coeffs)
+    xs = _numpy(x)
+    grad_x, grad_coeffs = np.empty_like(xs), np.empty(coeffs.shape, xs.dtype)
+    cpu.poly_backward_into(_numpy(grad_y), xs, _numpy(coeffs), grad_x, grad_coeffs)
+    return torch.from_numpy(grad_x).view(x.shape), torch.from_numpy(grad_coeffs)
+
+
+def _poly_mse_cpu(x, y, coeffs):
+    _checks.check_poly_mse_inputs(x, y, coeffs)
+    xs = _numpy(x)
+    loss, grad = np.empty(1, xs.dtype), np.empty(coeffs.shape, xs.dtype)
+    cpu.poly_mse_into(xs, _numpy(y), _numpy(coeffs), loss, grad)
+    return torch.from_numpy(loss).view(()), torch.from_numpy(grad)
+
+
+def _dot_cpu(a, b):
+    _checks.check_dot_inputs(a, b)
+    a_np = _numpy(a)
+    out = np.empty(1, a_np.dtype)
+    cpu.dot_into(a_np, _numpy(b), out)
+    return torch.from_numpy(out).view(())
+
+
+def _dot_backward_cpu(grad, a, b):
+    _checks.check_dot_backward_inputs(grad, a, b)
+    a_np, b_np = _numpy(a), _numpy(b)
+    grad_a, grad_b = np.empty_like(b_np), np.empty_like(a_np)
+    cpu.dot_backward_into(_numpy(grad)[0], a_np, b_np, grad_a, grad_b)
+    return torch.from_numpy(grad_a), torch.from_numpy(grad_b)
+
+
+_CPU_IMPLS = {
+    "poly": _poly_cpu,
+    "poly_backward": _poly_backward_cpu,
+    "poly_mse": _poly_mse_cpu,
+    "dot": _dot_cpu,
+    "dot_backward": _dot_backward_cpu,
+}
+
+
+def _cuda_impl(op: str):
+    def impl(*args):
+        return getattr(_cuda_module(), "torch_" + op)(*args)
+
+    impl.__name__ = f"{op}_numba_cuda"
+    return impl
+
+
+def _register() -> Backend:
+    for op in OP_NAMES:
+        _LIBRARY.define(_schema_for(op))
+        _LIBRARY.impl(PREFIX + op, _CPU_IMPLS[op], "CPU")
+        _LIBRARY.impl(PREFIX + op, _cuda_impl(op), "CUDA")
+    _meta.register_fake_kernels(PREFIX, reduced_on_cuda=False)
+    backend = Backend.from_torch_ops("numba", PREFIX)
+    autograd.register_autograd_kernels(backend, PREFIX)
+    return backend
+
+
+_BACKEND: Backend | None = None
+
+
+def backend() -> Backend:
+    """The numba op table (registers the ops on first call)."""
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = _register()
+    return _BACKEND
+
+
+def warmup(dtypes=(np.float32, np.float64), parallel: bool = True) -> dict[str, float]:
+    """Compile (or load from numba's cache) every CPU kernel for ``dtypes`` now; returns seconds per kernel."""
+    seconds: dict[str, float] = {}
+    saved_threshold = _config.PARALLEL_THRESHOLD
+    try:
+        for dtype in dtypes:
+            x = np.linspace(0.0, 1.0, 16, dtype=dtype)
+            coeffs = np.ones(3, dtype=dtype)
+            calls = {
+                "poly": lambda x=x, c=coeffs: cpu.poly(x, c),
+                "poly_backward": lambda x=x, c=coeffs: cpu.poly_backward(x, x, c),
+                "poly_mse": lambda x=x, c=coeffs: cpu.poly_mse(x, x, c),
+                "dot": lambda x=x: cpu.dot(x, x),
+                "dot_backward": lambda x=x: cpu.dot_backward(np.ones((), x.dtype), x, x),
+            }
+            for variant, threshold in (("serial", 1 << 62), ("parallel", 0))[: 2 if parallel else 1]:
+                _config.PARALLEL_THRESHOLD = threshold
+                for name, call in calls.items():
+                    start = time.perf_counter()
+                    call()
+                    seconds[f"{name}[{np.dtype(dtype).name},{variant}]"] = time.perf_counter() - start
+    finally:
+        _config.PARALLEL_THRESHOLD = saved_threshold
+    return seconds

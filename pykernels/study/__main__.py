@@ -1,0 +1,97 @@
+"""``pykernels-study``: run the study and write report.md, results.json and plots."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import large, polyfit, report, speed
+from ._common import machine_info
+
+SECTIONS = ("poly", "speed", "large")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pykernels-study",
+        description="Reproduce both write-ups' comparisons with pykernels' rows beside them.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("study-results"), help="output folder")
+    parser.add_argument(
+        "--quick", action="store_true", help="small steps and sizes (under a minute): a smoke run, not a measurement"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "all"),
+        default="all",
+        help="which devices' rows to run (default: all available)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch (and numba) threads; default: torch's")
+    parser.add_argument("--repeat", type=int, default=1, help="timed repeats per row (the median is reported)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    parser.add_argument("--steps", type=int, default=None, help="polynomial fit steps (default 200,000)")
+    parser.add_argument(
+        "--thp",
+        action="store_true",
+        help="re-run with THP_MEM_ALLOC_ENABLE=1: huge pages for torch's large CPU tensors",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.thp and os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
+        # torch reads the variable when its allocator starts: a fresh process is the only reliable way
+        env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"}
+        return subprocess.call([sys.executable, "-m", "pykernels.study", *(argv or sys.argv[1:])], env=env)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ("cpu", "cuda") if args.device == "all" else (args.device,)
+    quick = args.quick
+    steps = args.steps or (2_000 if quick else polyfit.SEED_STEPS)
+    configs = {
+        "poly": polyfit.FitConfig(steps=steps, repeat=args.repeat, devices=devices, warmup_steps=min(200, steps)),
+        "speed": speed.SpeedConfig(add_size=1_000 if quick else 10_000, devices=devices, repeat=args.repeat),
+        "large": large.LargeConfig(n=100_000 if quick else 10_000_000, epochs=20 if quick else 200, devices=devices),
+    }
+    runners = {"poly": polyfit.run, "speed": speed.run, "large": large.run}
+    started = time.perf_counter()
+    sections = {name: runners[name](configs[name]) for name in SECTIONS if name in args.only}
+    command = "pykernels-study " + shlex.join(argv if argv is not None else sys.argv[1:])
+    settings = {
+        "quick": quick,
+        "devices": devices,
+        "repeat": args.repeat,
+        "poly_steps": steps,
+        "large_n": configs["large"].n,
+        "large_epochs": configs["large"].epochs,
+    }
+    path = report.write(args.out, sections, machine_info(), command.strip(), settings)
+    flagged = [r["name"] for r in sections.get("poly", polyfit.SectionResult("")).rows if not r["converged_same"]]
+    summary = (
+        f"pykernels-study: {sum(len(s.rows) for s in sections.values())} rows, "
+        f"{sum(len(s.skipped) for s in sections.values())} skipped, "
+    )
+    if "poly" in sections and sections["poly"].rows:
+        rows = sections["poly"].rows
+        best = min(rows, key=lambda r: r["us_per_step"])
+        summary += (
+            f"fastest fit {best['name']} at {best['us_per_step']:.2f} µs/step ({best['speedup_vs_numpy']:.0f}x numpy), "
+        )
+    summary += (
+        f"{'FLAGGED: ' + ', '.join(flagged) if flagged else 'all fits agree'}; "
+        f"{time.perf_counter() - started:.0f} s; report: {path}"
+    )
+    print(summary)
+    return 1 if flagged else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""What every study section shares: devices, clocks that synchronize, machine facts, row bookkeeping."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued GPU work: a clock read before this measures only the launches."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Accumulates the time of the timed blocks only (progress bars and bookkeeping run between them)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.seconds += time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if cuda_available() else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {pkg: _version(pkg) for pkg in ("pykernels", "torch", "numpy", "numba", "jax", "matplotlib")},
+        "torch_cuda": torch.version.cuda,
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+    }
+
+
+@dataclass
+class Skipped:
+    """A row that could not run here, and why (no GPU, numba missing, ...)."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class SectionResult:
+    """One section of the report: its rows (dicts of plain values), skipped rows and notes."""
+
+    title: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped": [asdict(s) for s in self.skipped]}
+
+
+def unavailable_reason(requirements: list[tuple[Callable[[], bool], str]]) -> str | None:
+    """The first unmet requirement's reason, or None."""
+    for check, reason in requirements:
+        if not check():
+            return reason
+    return None

@@ -1,0 +1,529 @@
+"""Section 1: the polynomial write-up's fit, every way it can be trained, timed honestly.
+
+The problem (the write-up's): x = linspace(0, 5, 100), y = sin x, degree 4, zeros init, 200,000 steps of
+gradient descent at lr 1e-5, float32, the MSE recorded at every step. Each row is a real training run; all
+rows must end at the same MSE (within ``MSE_RTOL``), or the row is flagged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import pykernels
+
+from ._common import SectionResult, Skipped, Stopwatch, cuda_available, median, unavailable_reason
+
+SEED_STEPS = 200_000
+SEED_LR = 1e-5
+SEED_DEGREE = 4
+MSE_RTOL = 1e-3  # rows' final MSE may differ by float32 rounding along 200,000 steps, not more
+PROGRESS_BLOCKS = 50
+
+
+def seed_data(num_samples: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """The write-up's data: ``x = np.linspace(0, 5, 100).reshape((-1, 1)); y = np.sin(x)``."""
+    x = np.linspace(0, 5, num_samples).reshape((-1, 1))
+    return x, np.sin(x)
+
+
+@dataclass
+class Problem:
+    x: np.ndarray
+    y: np.ndarray
+    degree: int
+    lr: float
+    steps: int
+
+
+class Trainer:
+    """One way of training the fit. ``setup`` allocates the state, ``run(start, stop)`` does those steps
+    (timed; called in blocks so a progress bar can move between them), ``result`` returns
+    (coefficients, MSE trace) as NumPy arrays."""
+
+    name: str = ""
+    group: str = ""
+    device: str = "cpu"
+    note: str = ""
+
+    def requirements(self) -> list[tuple[Callable[[], bool], str]]:
+        return [(cuda_available, "no CUDA GPU")] if self.device == "cuda" else []
+
+    def setup(self, problem: Problem) -> None:
+        raise NotImplementedError
+
+    def prepare(self) -> float:
+        """One-off cost paid before the timed steps (compilation); returns its seconds."""
+        return 0.0
+
+    def run(self, start: int, stop: int) -> None:
+        raise NotImplementedError
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+# --- the write-up's own rows: its train(use_torch, use_autograd, use_gpu), in today's torch -----------------
+
+
+class WriteUpNumpy(Trainer):
+    """``train(use_torch=False)``: float64 data, float32 weights, powers recomputed in poly and dpoly_dw."""
+
+    name, group = "numpy", "write-up"
+
+    def setup(self, p: Problem) -> None:
+        self.p = p
+        self.w = np.zeros((p.degree + 1, 1), dtype=np.float32)
+        self.trace = np.zeros(p.steps, dtype=np.float32)
+
+    def run(self, start: int, stop: int) -> None:
+        x, y, w, lr, n = self.p.x, self.p.y, self.w, self.p.lr, self.p.x.shape[0]
+        exponents = np.arange(w.shape[0], dtype=x.dtype)
+        for step in range(start, stop):
+            y_model = (x**exponents) @ w  # poly(x, w)
+            mse = ((y - y_model) ** 2).mean()
+            grad = -2 / n * (x**exponents).T @ (y - y_model)  # dpoly_dw(x, w).T @ (y - yModel)
+            w -= lr * grad
+            self.trace[step] = mse
+
+    def result(self):
+        return self.w.ravel().astype(np.float64), self.trace
+
+
+class WriteUpTorch(Trainer):
+    """``train(use_torch=True, use_autograd=..., use_gpu=...)``: float32 tensors, the power matrix built anew
+    in every call of poly (``x ** torch.arange(0.0, D)``), ``mseTrace[step] = mse``."""
+
+    group = "write-up"
+
+    def __init__(self, use_autograd: bool, device: str) -> None:
+        self.use_autograd, self.device = use_autograd, device
+        self.name = "torch" + ("-autograd" if use_autograd else "") + ("-gpu" if device == "cuda" else "")
+
+    def setup(self, p: Problem) -> None:
+        self.p = p
+        self.x = torch.from_numpy(p.x).float().to(self.device)
+        self.y = torch.from_numpy(p.y).float().to(self.device)
+        self.w = torch.zeros((p.degree + 1, 1), device=self.device, requires_grad=self.use_autograd)
+        self.trace = torch.zeros(p.steps, device=self.device)
+
+    def _poly(self, w):
+        return self.x ** torch.arange(0.0, w.shape[0], device=self.device) @ w
+
+    def _dpoly_dw(self, w):
+        return self.x ** torch.arange(0.0, w.shape[0], device=self.device)
+
+    def run(self, start: int, stop: int) -> None:
+        x, y, w, lr, n = self.x, self.y, self.w, self.p.lr, self.x.shape[0]
+        for step in range(start, stop):
+            y_model = self._poly(w)
+            mse = ((y - y_model) ** 2).mean()
+            if self.use_autograd:
+                if step > 0:
+                    w.grad.data.zero_()
+                mse.backward()
+                w.data -= lr * w.grad.data
+                self.trace[step] = mse.data
+            else:
+                grad = -2 / n * self._dpoly_dw(w).t().mm(y - y_model)
+                w -= lr * grad
+                self.trace[step] = mse
+
+    def result(self):
+        return self.w.detach().cpu().double().numpy().ravel(), self.trace.cpu().numpy()
+
+
+# --- what a user reaches for today ---------------------------------------------------------------------------
+
+
+def _write_up_step(x, y, w, exponents, lr: float):
+    """The write-up's manual-gradient step as one function (power matrix, mm), for the compilers."""
+    powers = x**exponents
+    residual = y - powers.mm(w)
+    grad = -2 / x.shape[0] * powers.t().mm(residual)
+    return w - lr * grad, (residual**2).mean()
+
+
+class TorchCompile(Trainer):
+    """``torch.compile`` of the write-up's step; compile time reported apart; recompiles counted."""
+
+    group = "today"
+
+    def __init__(self, device: str, mode: str | None = None) -> None:
+        self.device, self.mode = device, mode
+        self.name = "torch.compile" + (f"({mode})" if mode else "") + ("-gpu" if device == "cuda" else "")
+
+    def setup(self, p: Problem) -> None:
+        self.p = p
+        self.x = torch.from_numpy(p.x).float().to(self.device)
+        self.y = torch.from_numpy(p.y).float().to(self.device)
+        self.exponents = torch.arange(0.0, p.degree + 1, device=self.device)
+        self.w = torch.zeros((p.degree + 1, 1), device=self.device)
+        self.losses: list[torch.Tensor] = []
+        torch._dynamo.reset()
+        self.step = torch.compile(_write_up_step, fullgraph=True, mode=self.mode)
+
+    def prepare(self) -> float:
+        watch = Stopwatch(self.device)
+        with watch.timed():
+            self.step(self.x, self.y, self.w.clone(), self.exponents, self.p.lr)
+            self.step(self.x, self.y, self.w.clone(), self.exponents, self.p.lr)  # reduce-overhead records on call 2
+        from torch._dynamo.utils import counters
+
+        self.graphs_after_warmup = counters["stats"]["unique_graphs"]
+        return watch.seconds
+
+    def run(self, start: int, stop: int) -> None:
+        step, x, y, exponents, lr = self.step, self.x, self.y, self.exponents, self.p.lr
+        w, losses = self.w, self.losses
+        for _ in range(start, stop):
+            w, mse = step(x, y, w, exponents, lr)
+            losses.append(mse.clone() if self.mode else mse)  # cudagraph outputs are overwritten on replay
+        self.w = w
+
+    def result(self):
+        from torch._dynamo.utils import counters
+
+        recompiles = counters["stats"]["unique_graphs"] - self.graphs_after_warmup
+        self.note = f"recompiles after warm-up: {recompiles}"
+        return self.w.cpu().double().numpy().ravel(), torch.stack(self.losses).cpu().numpy()
+
+
+class JaxTrainer(Trainer):
+    """``jax.jit`` of the write-up's step, or of the whole loop with ``lax.fori_loop`` (float32)."""
+
+    group = "today"
+
+    def __init__(self, whole_loop: bool) -> None:
+        self.whole_loop = whole_loop
+        self.name = "jax.jit(fori_loop)" if whole_loop else "jax.jit(step)"
+
+    def requirements(self):
+        return [(lambda: importlib.util.find_spec("jax") is not None, "jax not installed (optional)")]
+
+    def setup(self, p: Problem) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self.jax, self.jnp, self.p = jax, jnp, p
+        self.x, self.y = jnp.asarray(p.x, jnp.float32), jnp.asarray(p.y, jnp.float32)
+        self.w = jnp.zeros((p.degree + 1, 1), jnp.float32)
+        self.trace = jnp.zeros(p.steps, jnp.float32)
+        exponents = jnp.arange(p.degree + 1, dtype=jnp.float32)
+
+        def step(w, x, y):
+            powers = x**exponents
+            residual = y - powers @ w
+            return w - p.lr * (-2 / x.shape[0] * powers.T @ residual), jnp.mean(residual**2)
+
+        def loop(start, stop, w, trace, x, y):
+            def body(i, carry):
+                w, trace = carry
+                w, mse = step(w, x, y)
+                return w, trace.at[i].set(mse)
+
+            return jax.lax.fori_loop(start, stop, body, (w, trace))
+
+        self.step = jax.jit(step)
+        self.loop = jax.jit(loop)
+
+    def prepare(self) -> float:
+        watch = Stopwatch()
+        with watch.timed():
+            if self.whole_loop:
+                self.loop(0, 1, self.w, self.trace, self.x, self.y)[0].block_until_ready()
+            else:
+                self.step(self.w, self.x, self.y)[0].block_until_ready()
+        return watch.seconds
+
+    def run(self, start: int, stop: int) -> None:
+        if self.whole_loop:
+            self.w, self.trace = self.loop(start, stop, self.w, self.trace, self.x, self.y)
+            self.w.block_until_ready()
+            return
+        w, losses = self.w, []
+        for _ in range(start, stop):
+            w, mse = self.step(w, self.x, self.y)
+            losses.append(mse)
+        w.block_until_ready()
+        self.w = w
+        self.trace = self.trace.at[start:stop].set(self.jnp.stack(losses))
+
+    def result(self):
+        return np.asarray(self.w, dtype=np.float64).ravel(), np.asarray(self.trace)
+
+
+# --- pykernels ---------------------------------------------------------------------------------------------
+
+
+class PykernelsTrainer(Trainer):
+    """Shared state of the pykernels rows: float32 x, y of shape (100, 1) as in the write-up, w of shape (D+1,),
+    losses kept as 0-d tensors and stacked at the end (recording costs no copy per step)."""
+
+    group = "pykernels"
+
+    def __init__(self, backend: str, device: str) -> None:
+        self.backend, self.device = backend, device
+
+    def requirements(self):
+        checks = super().requirements()
+        if self.backend == "numba":
+            checks.append((lambda: importlib.util.find_spec("numba") is not None, "numba not installed"))
+        return checks
+
+    def setup(self, p: Problem) -> None:
+        self.p = p
+        self.x = torch.from_numpy(p.x).float().to(self.device)
+        self.y = torch.from_numpy(p.y).float().to(self.device)
+        self.w = torch.zeros(p.degree + 1, device=self.device)
+        self.losses: list[torch.Tensor] = []
+
+    def prepare(self) -> float:
+        watch = Stopwatch(self.device)
+        with watch.timed():  # numba compiles (or loads its cache) on the first call
+            pykernels.poly_mse(self.x, self.y, self.w, backend=self.backend)
+        return watch.seconds
+
+    def result(self):
+        return self.w.detach().cpu().double().numpy(), torch.stack(self.losses).cpu().numpy()
+
+
+class PykernelsAutograd(PykernelsTrainer):
+    """``loss = poly_mse(...)`` (or ``PolyMSE.apply``), ``loss.backward()``, ``w -= lr * w.grad``."""
+
+    def __init__(self, backend: str, device: str, function_class: bool) -> None:
+        super().__init__(backend, device)
+        self.function_class = function_class
+        suffix = "-gpu" if device == "cuda" else ""
+        self.name = (
+            f"PolyMSE.apply+backward ({backend}){suffix}"
+            if function_class
+            else f"poly_mse+backward ({backend}){suffix}"
+        )
+
+    def setup(self, p: Problem) -> None:
+        super().setup(p)
+        self.w.requires_grad_(True)
+
+    def run(self, start: int, stop: int) -> None:
+        x, y, w, lr, losses, backend = self.x, self.y, self.w, self.p.lr, self.losses, self.backend
+        if self.function_class:
+
+            def loss_fn(x, y, w):
+                return pykernels.PolyMSE.apply(x, y, w, backend)[0]
+        else:
+
+            def loss_fn(x, y, w):
+                return pykernels.poly_mse(x, y, w, backend=backend)[0]
+
+        for _ in range(start, stop):
+            loss = loss_fn(x, y, w)
+            w.grad = None
+            loss.backward()
+            with torch.no_grad():
+                w.sub_(w.grad, alpha=lr)
+            losses.append(loss.detach())
+
+
+class PykernelsManual(PykernelsTrainer):
+    """No autograd: ``loss, grad = poly_mse(x, y, w)`` (one pass), ``w -= lr * grad``."""
+
+    def __init__(self, backend: str, device: str) -> None:
+        super().__init__(backend, device)
+        self.name = f"manual poly_mse step ({backend})" + ("-gpu" if device == "cuda" else "")
+
+    def run(self, start: int, stop: int) -> None:
+        op = pykernels.get_backend(self.backend).poly_mse
+        x, y, w, lr, losses = self.x, self.y, self.w, self.p.lr, self.losses
+        for _ in range(start, stop):
+            loss, grad = op(x, y, w)
+            w.sub_(grad, alpha=lr)
+            losses.append(loss)
+
+
+class PykernelsCudaGraph(PykernelsTrainer):
+    """The manual step captured ``GRAPH_STEPS`` times in one CUDA graph, then replayed: no launch overhead."""
+
+    GRAPH_STEPS = 1000
+
+    def __init__(self) -> None:
+        super().__init__("cpp", "cuda")
+        self.name = "manual poly_mse step, CUDA graph (cpp)-gpu"
+
+    def setup(self, p: Problem) -> None:
+        super().setup(p)
+        self.trace = torch.zeros(p.steps, device="cuda")
+        self.chunk = torch.zeros(self.GRAPH_STEPS, device="cuda")
+        op, x, y, w = pykernels.get_backend("cpp").poly_mse, self.x, self.y, self.w
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up outside the capture, as torch.cuda.graph's docs ask
+            op(x, y, w.clone())
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            for k in range(self.GRAPH_STEPS):
+                loss, grad = op(x, y, w)
+                w.sub_(grad, alpha=p.lr)
+                self.chunk[k].copy_(loss)
+
+    def prepare(self) -> float:
+        return 0.0
+
+    def run(self, start: int, stop: int) -> None:
+        step = start
+        while step < stop:
+            if stop - step < self.GRAPH_STEPS:  # the remainder, eagerly
+                op = pykernels.get_backend("cpp").poly_mse
+                for s in range(step, stop):
+                    loss, grad = op(self.x, self.y, self.w)
+                    self.w.sub_(grad, alpha=self.p.lr)
+                    self.trace[s].copy_(loss)
+                return
+            self.graph.replay()
+            self.trace[step : step + self.GRAPH_STEPS].copy_(self.chunk)
+            step += self.GRAPH_STEPS
+
+    def result(self):
+        return self.w.cpu().double().numpy(), self.trace.cpu().numpy()
+
+
+def all_trainers() -> list[Trainer]:
+    """Every row, in report order; new backends add rows here."""
+    rows: list[Trainer] = [
+        WriteUpNumpy(),
+        WriteUpTorch(use_autograd=False, device="cpu"),
+        WriteUpTorch(use_autograd=True, device="cpu"),
+        WriteUpTorch(use_autograd=False, device="cuda"),
+        WriteUpTorch(use_autograd=True, device="cuda"),
+        TorchCompile("cpu"),
+        TorchCompile("cuda"),
+        TorchCompile("cuda", mode="reduce-overhead"),
+        JaxTrainer(whole_loop=False),
+        JaxTrainer(whole_loop=True),
+    ]
+    for device in ("cpu", "cuda"):
+        for backend in ("cpp", "numba"):
+            rows += [
+                PykernelsAutograd(backend, device, function_class=True),
+                PykernelsAutograd(backend, device, function_class=False),
+                PykernelsManual(backend, device),
+            ]
+    rows.append(PykernelsCudaGraph())
+    return rows
+
+
+@dataclass
+class FitConfig:
+    steps: int = SEED_STEPS
+    lr: float = SEED_LR
+    degree: int = SEED_DEGREE
+    repeat: int = 1
+    devices: tuple[str, ...] = ("cpu",)
+    warmup_steps: int = 200
+    only_rows: list[str] = field(default_factory=list)
+
+
+def time_trainer(trainer: Trainer, problem: Problem, repeat: int, warmup_steps: int, progress: tqdm) -> dict[str, Any]:
+    """Warm up on a short run, then time ``repeat`` full runs (median), the progress bar moving between
+    timed blocks only."""
+    trainer.setup(Problem(problem.x, problem.y, problem.degree, problem.lr, warmup_steps))
+    first_call = trainer.prepare()
+    trainer.run(0, warmup_steps)
+    seconds = []
+    blocks = np.linspace(0, problem.steps, min(PROGRESS_BLOCKS, problem.steps) + 1).astype(int)
+    for _ in range(repeat):
+        trainer.setup(problem)
+        trainer.prepare()
+        watch = Stopwatch(trainer.device)
+        for start, stop in zip(blocks[:-1], blocks[1:], strict=True):
+            with watch.timed():
+                trainer.run(int(start), int(stop))
+            progress.update((stop - start) / repeat / problem.steps)
+        seconds.append(watch.seconds)
+    coeffs, trace = trainer.result()
+    return {
+        "name": trainer.name,
+        "group": trainer.group,
+        "device": trainer.device,
+        "seconds": median(seconds),
+        "seconds_all": seconds,
+        "us_per_step": median(seconds) / problem.steps * 1e6,
+        "first_call_seconds": first_call,
+        "final_mse": float(trace[-1]),
+        "coeffs": coeffs.tolist(),
+        "trace": trace,
+        "note": trainer.note,
+    }
+
+
+def least_squares_optimum(x: np.ndarray, y: np.ndarray, degree: int) -> dict[str, Any]:
+    """The best fit of that degree (what gradient descent would converge to), and why it is far away:
+    the power matrix's conditioning."""
+    coeffs = np.polynomial.polynomial.polyfit(x.ravel(), y.ravel(), degree)
+    mse = float(np.mean((np.polynomial.polynomial.polyval(x.ravel(), coeffs) - y.ravel()) ** 2))
+    powers = x.reshape(-1, 1) ** np.arange(degree + 1)
+    eigenvalues = np.linalg.eigvalsh(2 / x.size * powers.T @ powers)  # the MSE's Hessian
+    return {
+        "coeffs": coeffs.tolist(),
+        "mse": mse,
+        "hessian_condition_number": float(eigenvalues[-1] / eigenvalues[0]),
+        "largest_stable_lr": float(2 / eigenvalues[-1]),
+        "slowest_mode_steps_at_lr": float(1 / (SEED_LR * eigenvalues[0])),
+    }
+
+
+def run(config: FitConfig) -> SectionResult:
+    section = SectionResult("Polynomial fit (write-up 2)")
+    x, y = seed_data()
+    problem = Problem(x, y, config.degree, config.lr, config.steps)
+    trainers = [t for t in all_trainers() if not config.only_rows or t.name in config.only_rows]
+    runnable = []
+    for trainer in trainers:
+        reason = (
+            "device not selected (--device)"
+            if trainer.device not in config.devices
+            else unavailable_reason(trainer.requirements())
+        )
+        if reason:
+            section.skipped.append(Skipped(trainer.name, reason))
+        else:
+            runnable.append(trainer)
+    with tqdm(
+        total=len(runnable),
+        desc="polynomial fit",
+        unit="row",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total} rows [{elapsed}<{remaining}]",
+    ) as progress:
+        for trainer in runnable:
+            progress.set_postfix_str(trainer.name)
+            section.rows.append(time_trainer(trainer, problem, config.repeat, config.warmup_steps, progress))
+
+    reference = next((r for r in section.rows if r["name"] == "numpy"), section.rows[0] if section.rows else None)
+    for row in section.rows:
+        row["speedup_vs_numpy"] = reference["seconds"] / row["seconds"] if reference else None
+        deviation = abs(row["final_mse"] - reference["final_mse"]) / abs(reference["final_mse"])
+        row["mse_deviation"] = deviation
+        row["converged_same"] = bool(np.isfinite(row["final_mse"]) and deviation <= MSE_RTOL)
+    section.extra["optimum"] = least_squares_optimum(x, y, config.degree)
+    section.extra["config"] = {
+        "steps": config.steps,
+        "lr": config.lr,
+        "degree": config.degree,
+        "repeat": config.repeat,
+        "mse_rtol": MSE_RTOL,
+        "samples": x.size,
+    }
+    section.extra["data"] = {"x": x.ravel().tolist(), "y": y.ravel().tolist()}
+    flagged = [r["name"] for r in section.rows if not r["converged_same"]]
+    if flagged:
+        section.notes.append(
+            f"FLAGGED: {', '.join(flagged)} did not reach the numpy row's final MSE within {MSE_RTOL:.0e} (relative)"
+        )
+    return section
