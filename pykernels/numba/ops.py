@@ -32,6 +32,12 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy().reshape(-1)
 
 
+def _cuda_module():
+    from . import cuda  # imports numba.cuda only when a CUDA tensor arrives
+
+    return cuda
+
+
 # CPU implementations: validate, view the inputs as NumPy (zero-copy), run the kernel into NumPy outputs, hand them
 # to torch (zero-copy). Allocating with NumPy and converting costs less than torch.empty + .numpy() here.
 

@@ -8,6 +8,7 @@ rows must end at the same MSE (within ``MSE_RTOL``), or the row is flagged.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,7 +121,7 @@ class WriteUpTorch(Trainer):
         return self.x ** torch.arange(0.0, w.shape[0], device=self.device)
 
     def run(self, start: int, stop: int) -> None:
-        x, y, w, lr, n = self.x, self.y, self.w, self.p.lr, self.x.shape[0]
+        y, w, lr, n = self.y, self.w, self.p.lr, self.x.shape[0]
         for step in range(start, stop):
             y_model = self._poly(w)
             mse = ((y - y_model) ** 2).mean()
@@ -442,7 +443,7 @@ def time_trainer(trainer: Trainer, problem: Problem, repeat: int, warmup_steps: 
         trainer.setup(problem)
         trainer.prepare()
         watch = Stopwatch(trainer.device)
-        for start, stop in zip(blocks[:-1], blocks[1:], strict=True):
+        for start, stop in itertools.pairwise(blocks):
             with watch.timed():
                 trainer.run(int(start), int(stop))
             progress.update((stop - start) / repeat / problem.steps)
