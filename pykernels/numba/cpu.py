@@ -2,7 +2,8 @@
 
 Every reduction works like the C++ kernels: fixed chunks of ``REDUCE_CHUNK`` elements summed in float64, chunk
 results combined in order with Kahan-Babuska summation (compiled without fast-math, which could delete it).
-``*_serial`` and ``*_parallel`` (``prange`` over chunks) call the same chunk function, so they agree bit for bit. All kernels are ``cache=True``; nothing compiles at import (no eager signatures).
+``*_serial`` and ``*_parallel`` (``prange`` over chunks) call the same chunk function, so they agree bit for bit.
+All kernels are ``cache=True``; nothing compiles at import (no eager signatures).
 """
 
 from __future__ import annotations

@@ -57,9 +57,10 @@ def _time_loop(body: Callable[[], None], loops: int, device: str, synchronized: 
 
 def measure(workload: str, impl: str, size: int, loops: int, repeat: int) -> dict:
     device = "cuda" if impl == "torch-gpu" else "cpu"
-    randn = (
-        (lambda: np.random.randn(size, size)) if impl == "numpy" else (lambda: torch.randn([size, size], device=device))
-    )
+    if impl == "numpy":
+        randn = lambda: np.random.randn(size, size)  # noqa: E731, NPY002 (the write-up's legacy global-state call)
+    else:
+        randn = lambda: torch.randn([size, size], device=device)  # noqa: E731
     op = _op(workload, impl)
 
     def as_written():
