@@ -108,3 +108,46 @@ def unavailable_reason(requirements: list[tuple[Callable[[], bool], str]]) -> st
         if not check():
             return reason
     return None
+
+
+def _isolated_child(queue, target, args, threads) -> None:
+    try:
+        torch.set_num_threads(threads)
+        queue.put(("done", target(*args, progress=lambda fraction: queue.put(("progress", fraction)))))
+    except BaseException:  # reported to the parent, which raises
+        import traceback
+
+        queue.put(("error", traceback.format_exc()))
+
+
+def run_isolated(target: Callable, args: tuple, on_progress: Callable[[float], None]) -> Any:
+    """Run ``target(*args, progress=...)`` in a fresh process and return its result.
+
+    Each row gets its own interpreter: a row that ran before (torch.compile installing dynamo's frame hooks,
+    JAX, numba's threads, a 10^7-element heap) must not change the timing of the next one. ``target`` reports
+    progress fractions, which arrive here through a queue and move the parent's progress bar."""
+    import multiprocessing
+    import queue as queue_module
+
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    process = context.Process(target=_isolated_child, args=(messages, target, args, torch.get_num_threads()))
+    process.start()
+    try:
+        while True:
+            try:
+                kind, payload = messages.get(timeout=5)
+            except queue_module.Empty:
+                if not process.is_alive():
+                    raise RuntimeError(f"study row process died (exit code {process.exitcode})") from None
+                continue
+            if kind == "progress":
+                on_progress(payload)
+            elif kind == "done":
+                return payload
+            else:
+                raise RuntimeError(f"study row failed in its process:\n{payload}")
+    finally:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()

@@ -19,7 +19,15 @@ from tqdm.auto import tqdm
 
 import pykernels
 
-from ._common import SectionResult, Skipped, Stopwatch, cuda_available, median, unavailable_reason
+from ._common import (
+    SectionResult,
+    Skipped,
+    Stopwatch,
+    cuda_available,
+    median,
+    run_isolated,
+    unavailable_reason,
+)
 
 SEED_STEPS = 200_000
 SEED_LR = 1e-5
@@ -431,9 +439,10 @@ class FitConfig:
     only_rows: list[str] = field(default_factory=list)
 
 
-def time_trainer(trainer: Trainer, problem: Problem, repeat: int, warmup_steps: int, progress: tqdm) -> dict[str, Any]:
-    """Warm up on a short run, then time ``repeat`` full runs (median), the progress bar moving between
-    timed blocks only."""
+def time_trainer(name: str, problem: Problem, repeat: int, warmup_steps: int, progress) -> dict[str, Any]:
+    """Warm up on a short run, then time ``repeat`` full runs (median). Runs in the row's own process;
+    ``progress`` receives the fraction done after each timed block (the clock stops around it)."""
+    trainer = next(t for t in all_trainers() if t.name == name)
     trainer.setup(Problem(problem.x, problem.y, problem.degree, problem.lr, warmup_steps))
     first_call = trainer.prepare()
     trainer.run(0, warmup_steps)
@@ -446,7 +455,7 @@ def time_trainer(trainer: Trainer, problem: Problem, repeat: int, warmup_steps: 
         for start, stop in itertools.pairwise(blocks):
             with watch.timed():
                 trainer.run(int(start), int(stop))
-            progress.update((stop - start) / repeat / problem.steps)
+            progress((stop - start) / repeat / problem.steps)
         seconds.append(watch.seconds)
     coeffs, trace = trainer.result()
     return {
@@ -504,7 +513,9 @@ def run(config: FitConfig) -> SectionResult:
     ) as progress:
         for trainer in runnable:
             progress.set_postfix_str(trainer.name)
-            section.rows.append(time_trainer(trainer, problem, config.repeat, config.warmup_steps, progress))
+            section.rows.append(
+                run_isolated(time_trainer, (trainer.name, problem, config.repeat, config.warmup_steps), progress.update)
+            )
 
     reference = next((r for r in section.rows if r["name"] == "numpy"), section.rows[0] if section.rows else None)
     for row in section.rows:

@@ -118,7 +118,8 @@ def large_markdown(section: SectionResult) -> str:
     def outcome(r):
         if r["diverged_at_epoch"] is not None:
             return f"diverged (non-finite at epoch {r['diverged_at_epoch']})"
-        return "stable" if r["stable"] else "growing"
+        growth = f" (last/first tenth: {r['loss_growth']:.3g}x)"
+        return ("stable" if r["stable"] else "growing") + growth
 
     rows = [
         [
