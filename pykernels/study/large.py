@@ -3,8 +3,8 @@
 Each epoch draws a fresh sample ``x = randn(N)``, sets ``y = dot(3 * ones(N), x) - 2``, predicts
 ``y_hat = dot(w, x) + b`` and takes one SGD step on ``(y_hat - y)^2``. Data generation and the training step are
 timed apart. At the write-up's lr = 1e-3 the iteration diverges: the weights' error norm grows by about
-``1 + 4 lr^2 N`` (~41x at N = 10^7) per epoch, so the loss overflows float32 within a few dozen epochs. It is run anyway, as
-written, and reported as diverged; the stable rate ``0.5 / N`` is run beside it.
+``1 + 4 lr^2 N`` (~41x at N = 10^7) per epoch, so the loss overflows float32 within a few dozen epochs. It is run
+anyway, as written, and reported as diverged; the stable rate ``0.5 / N`` is run beside it.
 """
 
 from __future__ import annotations
