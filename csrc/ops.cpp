@@ -29,4 +29,9 @@ TORCH_LIBRARY(pykernels, m) {
   m.def("dot(Tensor a, Tensor b) -> Tensor");
   // grad_a = grad * b; grad_b = grad * a.
   m.def("dot_backward(Tensor grad, Tensor a, Tensor b) -> (Tensor grad_a, Tensor grad_b)");
+  // `steps` gradient-descent steps on poly_mse in one call: coeffs -= lr * grad_coeffs; trace[s / record_every] is
+  // the loss at step s (before its update). y (N,) or (B, N) for B fits; x (N,) shared or like y; coeffs the
+  // initial (D+1,) or (B, D+1). Not differentiable.
+  m.def("fit_poly(Tensor x, Tensor y, Tensor coeffs, float lr, int steps, int record_every) -> "
+        "(Tensor coeffs, Tensor trace)");
 }

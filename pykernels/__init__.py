@@ -17,7 +17,7 @@ _BUILD_INFO = _extension.load()
 from . import _meta, reference  # noqa: E402
 from ._backends import available_backends, get_backend, register_backend  # noqa: E402
 from .autograd import Dot, PolyForward, PolyMSE  # noqa: E402
-from .ops import PolyMSEResult, dot, poly, poly_mse  # noqa: E402
+from .ops import FitResult, PolyMSEResult, dot, fit_poly, poly, poly_mse  # noqa: E402
 
 # The compiled ops' autograd kernels are registered in C++ (csrc/autograd.cpp); their fake kernels here.
 _meta.register_fake_kernels()
@@ -26,11 +26,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Dot",
+    "FitResult",
     "PolyForward",
     "PolyMSE",
     "PolyMSEResult",
     "available_backends",
     "dot",
+    "fit_poly",
     "get_backend",
     "poly",
     "poly_mse",

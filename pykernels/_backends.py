@@ -16,12 +16,12 @@ import torch
 
 from . import _checks, reference
 
-OP_NAMES = ("poly", "poly_backward", "poly_mse", "dot", "dot_backward")
+OP_NAMES = ("poly", "poly_backward", "poly_mse", "dot", "dot_backward", "fit_poly")
 
 
 @dataclass(frozen=True)
 class Backend:
-    """One implementation of pykernels' five ops (signatures as in ``csrc/ops.cpp``)."""
+    """One implementation of pykernels' ops (signatures as in ``csrc/ops.cpp``)."""
 
     name: str
     poly: Callable[..., torch.Tensor]
@@ -29,6 +29,7 @@ class Backend:
     poly_mse: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     dot: Callable[..., torch.Tensor]
     dot_backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    fit_poly: Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
     @classmethod
     def from_torch_ops(cls, name: str, prefix: str = "") -> Backend:
@@ -79,6 +80,7 @@ def _torch_reference_backend() -> Backend:
         poly_mse=_checked(_checks.check_poly_mse_inputs, reference.poly_mse_torch),
         dot=_checked(_checks.check_dot_inputs, reference.dot_torch),
         dot_backward=_checked(_checks.check_dot_backward_inputs, reference.dot_backward_torch),
+        fit_poly=_checked(_checks.check_fit_poly_inputs, reference.fit_poly_torch),
     )
 
 

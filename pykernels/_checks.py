@@ -100,3 +100,32 @@ def check_dot_backward_inputs(
     check_dot_inputs(a, b, allow_reduced)
     check_same_dtype_and_device((a, "a"), (grad, "grad"))
     check_scalar(grad, "grad")
+
+
+def check_fit_poly_inputs(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    coeffs: torch.Tensor,
+    lr: float,
+    steps: int,
+    record_every: int,
+    allow_reduced: bool = False,
+) -> None:
+    """y (N,) or (B, N); x (N,) or y's shape; coeffs (D+1,) or (B, D+1); steps >= 0; record_every >= 1."""
+    check_floating(x, "x", allow_reduced)
+    check_same_dtype_and_device((x, "x"), (y, "y"), (coeffs, "coeffs"))
+    if y.dim() not in (1, 2):
+        raise ValueError(f"y must be 1-D (N,) or 2-D (B, N) for B fits, got shape {_shape(y)}")
+    check_not_empty(y, "y")
+    if not (x.dim() >= 1 and x.shape[-1] == y.shape[-1] and (x.dim() == 1 or x.shape == y.shape)):
+        raise ValueError(f"x must have shape (N,) or the shape of y {_shape(y)}, got {_shape(x)}")
+    if not (
+        coeffs.dim() >= 1
+        and coeffs.shape[-1] > 0
+        and (coeffs.dim() == 1 or (y.dim() == 2 and coeffs.dim() == 2 and coeffs.shape[0] == y.shape[0]))
+    ):
+        raise ValueError(f"coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got {_shape(coeffs)}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if record_every < 1:
+        raise ValueError(f"record_every must be >= 1, got {record_every}")

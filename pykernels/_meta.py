@@ -39,12 +39,20 @@ def _fake_kernels(reduced_on_cuda: bool) -> dict:
         _checks.check_dot_backward_inputs(grad, a, b, _allows_reduced(a, reduced_on_cuda))
         return _contiguous_like(a), _contiguous_like(b)
 
+    def fit_poly(x, y, coeffs, lr, steps, record_every):
+        _checks.check_fit_poly_inputs(x, y, coeffs, lr, steps, record_every)
+        records = -(-steps // record_every)
+        if y.dim() == 2:
+            return y.new_empty((y.shape[0], coeffs.shape[-1])), y.new_empty((y.shape[0], records))
+        return coeffs.new_empty(coeffs.shape), y.new_empty((records,))
+
     return {
         "poly": poly,
         "poly_backward": poly_backward,
         "poly_mse": poly_mse,
         "dot": dot,
         "dot_backward": dot_backward,
+        "fit_poly": fit_poly,
     }
 
 

@@ -55,3 +55,46 @@ def dot(a: torch.Tensor, b: torch.Tensor, *, backend: str = "cpp") -> torch.Tens
     """``sum_i a_i b_i`` of two 1-D tensors of equal length, accumulated in float64 (correctly rounded to the
     input dtype for all but adversarial inputs) and returned as a 0-d tensor of the input dtype."""
     return get_backend(backend).dot(a, b)
+
+
+class FitResult(NamedTuple):
+    coeffs: torch.Tensor
+    """the fitted coefficients, (D+1,) or (B, D+1)"""
+    trace: torch.Tensor
+    """the loss before every ``record_every``-th step, (T,) or (B, T) with T = ceil(steps / record_every)"""
+
+
+def fit_poly(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    degree: int,
+    *,
+    lr: float,
+    steps: int,
+    record_every: int = 1,
+    init: torch.Tensor | None = None,
+    backend: str = "cpp",
+) -> FitResult:
+    """Fit ``p(x) = sum_k c_k x^k`` of the given degree to y by ``steps`` steps of gradient descent on the mean
+    squared error, the whole loop in one compiled call::
+
+        r = p(x) - y;  loss = mean(r^2);  c_k -= lr * 2/N sum r x^k
+
+    Batched: y of shape (B, N) runs B independent fits (x (N,) shared, or (B, N)), in parallel.
+
+    Args:
+        x, y: the data, float32 or float64.
+        degree: D, the polynomial degree.
+        lr, steps: learning rate and number of steps.
+        record_every: record the loss before every ``record_every``-th step (1: every step, as the write-up).
+        init: initial coefficients, (D+1,) or (B, D+1); zeros by default.
+        backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the reference loop).
+    """
+    if init is None:
+        shape = (y.shape[0], degree + 1) if y.dim() == 2 else (degree + 1,)
+        init = torch.zeros(shape, dtype=y.dtype, device=y.device)
+    elif init.shape[-1] != degree + 1:
+        raise ValueError(
+            f"init must have degree + 1 = {degree + 1} coefficients in its last dimension, got shape {list(init.shape)}"
+        )
+    return FitResult(*get_backend(backend).fit_poly(x, y, init, float(lr), int(steps), int(record_every)))

@@ -14,6 +14,8 @@ __all__ = [
     "dot_backward_torch",
     "dot_numpy",
     "dot_torch",
+    "fit_poly_numpy",
+    "fit_poly_torch",
     "poly_backward_numpy",
     "poly_backward_torch",
     "poly_mse_numpy",
@@ -94,3 +96,41 @@ def dot_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def dot_backward_torch(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """grad_a = grad * b; grad_b = grad * a."""
     return grad * b, grad * a
+
+
+def fit_poly_torch(
+    x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, lr: float, steps: int, record_every: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` steps of ``coeffs -= lr * grad`` on :func:`poly_mse_torch`, recording the loss before every
+    ``record_every``-th update. y (N,) or (B, N) for B independent fits; x (N,) shared or like y; coeffs the
+    initial (D+1,) or (B, D+1)."""
+    batched = y.dim() == 2
+    ys = y if batched else y.unsqueeze(0)
+    xs = x.expand_as(ys) if x.dim() == 1 else x.reshape(ys.shape)
+    w = coeffs.expand(ys.shape[0], coeffs.shape[-1]).clone()
+    trace = []
+    for step in range(steps):
+        results = [poly_mse_torch(xs[b], ys[b], w[b]) for b in range(ys.shape[0])]
+        if step % record_every == 0:
+            trace.append(torch.stack([loss for loss, _ in results]))
+        w = w - lr * torch.stack([grad for _, grad in results])
+    trace = torch.stack(trace, dim=-1) if trace else w.new_empty((ys.shape[0], 0))
+    return (w, trace) if batched else (w[0], trace[0])
+
+
+def fit_poly_numpy(
+    x: np.ndarray, y: np.ndarray, coeffs: np.ndarray, lr: float, steps: int, record_every: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batched NumPy gradient descent: one matmul for all series per step (the batched baseline)."""
+    ys = np.atleast_2d(y)
+    powers = power_matrix_numpy(np.broadcast_to(x, ys.shape), np.shape(coeffs)[-1] - 1)  # (B, N, D+1)
+    w = np.broadcast_to(coeffs, (ys.shape[0], np.shape(coeffs)[-1])).copy()
+    trace = []
+    scale = 2.0 / ys.shape[1]
+    for step in range(steps):
+        residual = np.einsum("bnk,bk->bn", powers, w) - ys
+        if step % record_every == 0:
+            trace.append((residual**2).mean(axis=1))
+        w -= lr * scale * np.einsum("bnk,bn->bk", powers, residual)
+    trace = np.stack(trace, axis=-1) if trace else np.empty((ys.shape[0], 0), w.dtype)
+    return (w, trace) if np.ndim(y) == 2 else (w[0], trace[0])

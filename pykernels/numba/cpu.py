@@ -259,6 +259,34 @@ def _dot_parallel(a, b, chunk, out):
     out[0] = total[0]
 
 
+# --- fit_poly: `steps` gradient-descent steps on poly_mse, in one compiled call ---------------------------------------
+
+
+@njit(**_JIT)
+def _fit_one(x, y, coeffs, lr, steps, record_every, chunk, trace):
+    """coeffs (updated in place) -= lr * grad_coeffs, `steps` times; trace[s // record_every] = loss at step s."""
+    n = x.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, coeffs.shape[0] + 1))
+    sums = np.empty(coeffs.shape[0] + 1)
+    for step in range(steps):
+        for c in range(num_chunks):
+            _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
+        _combine_chunks(partials, sums)
+        if step % record_every == 0:
+            trace[step // record_every] = sums[0] / n
+        for k in range(coeffs.shape[0]):
+            coeffs[k] -= lr * (2.0 / n * sums[k + 1])
+
+
+@njit(**_PARALLEL_JIT)
+def _fit_batched(x, y, coeffs, lr, steps, record_every, chunk, trace):
+    """Independent fits of y[b] (x[b], or x[0] shared), in parallel over the series."""
+    x_stride = min(x.shape[0] - 1, 1)  # 0: one x row shared by every series
+    for b in prange(y.shape[0]):
+        _fit_one(x[b * x_stride], y[b], coeffs[b], lr, steps, record_every, chunk, trace[b])
+
+
 @njit(**_JIT)
 def _scale_into(grad, source, out):
     """out = grad * source (elementwise, in the input dtype)."""
@@ -295,6 +323,14 @@ def poly_mse_into(x, y, coeffs, loss, grad) -> None:
 def dot_into(a, b, out) -> None:
     """out[0] = sum_i a_i b_i, accumulated in float64."""
     _variant((_dot_serial, _dot_parallel), a.size)(a, b, _config.REDUCE_CHUNK, out)
+
+
+def fit_poly_into(x, y, coeffs, lr: float, steps: int, record_every: int, trace) -> None:
+    """In place: coeffs (D+1,) or (B, D+1) fitted to y (N,) or (B, N) (x (N,) or (B, N)), trace filled."""
+    if y.ndim == 1:
+        _fit_one(x, y, coeffs, lr, steps, record_every, _config.REDUCE_CHUNK, trace)
+    else:
+        _fit_batched(x.reshape(-1, y.shape[1]), y, coeffs, lr, steps, record_every, _config.REDUCE_CHUNK, trace)
 
 
 def dot_backward_into(grad, a, b, grad_a, grad_b) -> None:
@@ -347,3 +383,16 @@ def dot_backward(grad, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nda
     grad_a, grad_b = np.empty_like(b), np.empty_like(a)
     dot_backward_into(np.asarray(grad, a.dtype).reshape(())[()], a, b, grad_a, grad_b)
     return grad_a, grad_b
+
+
+def fit_poly(
+    x: np.ndarray, y: np.ndarray, coeffs: np.ndarray, lr: float, steps: int, record_every: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient descent on mean((p(x) - y)^2) from the initial coeffs; returns (coeffs, loss trace). y (N,) or
+    (B, N) for B fits, in parallel; x (N,) shared or like y."""
+    y = np.ascontiguousarray(y)
+    x = np.ascontiguousarray(x, dtype=y.dtype)
+    fitted = np.array(np.broadcast_to(coeffs, (*y.shape[:-1], np.shape(coeffs)[-1])), dtype=y.dtype)
+    trace = np.empty((*y.shape[:-1], -(-steps // record_every)), y.dtype)
+    fit_poly_into(x, y, fitted, lr, steps, record_every, trace)
+    return fitted, trace

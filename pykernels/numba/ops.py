@@ -82,12 +82,22 @@ def _dot_backward_cpu(grad, a, b):
     return torch.from_numpy(grad_a), torch.from_numpy(grad_b)
 
 
+def _fit_poly_cpu(x, y, coeffs, lr, steps, record_every):
+    _checks.check_fit_poly_inputs(x, y, coeffs, lr, steps, record_every)
+    y_np = y.detach().contiguous().numpy()
+    fitted, trace = cpu.fit_poly(
+        x.detach().contiguous().numpy(), y_np, coeffs.detach().numpy(), lr, steps, record_every
+    )
+    return torch.from_numpy(fitted), torch.from_numpy(trace)
+
+
 _CPU_IMPLS = {
     "poly": _poly_cpu,
     "poly_backward": _poly_backward_cpu,
     "poly_mse": _poly_mse_cpu,
     "dot": _dot_cpu,
     "dot_backward": _dot_backward_cpu,
+    "fit_poly": _fit_poly_cpu,
 }
 
 

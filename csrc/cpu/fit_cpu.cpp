@@ -1,0 +1,318 @@
+// Fused gradient-descent fits: the whole loop of `steps` poly_mse steps in one call (fit_poly).
+//
+// Per step: r = p(x) - y, loss = mean(r^2), grad_k = 2/N sum r x^k, coeffs -= lr * grad. The math is done in the
+// data's dtype (float32 data: float32 math, 16 SIMD lanes) and every sum is accumulated in blocks of at most
+// kBlockElements per lane, each block's sum widened to float64 before it is added to the total.
+//
+// Single fit: SIMD across data points. Batched fits ((B, N) data): SIMD across series, kLanes series per
+// vector, so no horizontal sum is needed at all; tiles of series run in parallel (at::parallel_for).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "../checks.h"
+#include "reduce_cpu.h"
+
+namespace pykernels {
+namespace {
+
+template <typename scalar_t>
+struct Simd;
+
+template <>
+struct Simd<float> {
+  typedef float type __attribute__((vector_size(64)));
+  typedef double wide __attribute__((vector_size(128)));
+  static constexpr int kLanes = 16;
+};
+
+template <>
+struct Simd<double> {
+  using type = LaneVector;
+  using wide = LaneVector;
+  static constexpr int kLanes = 8;
+};
+
+constexpr int64_t kBlockElements = 256;  // per lane: a float32 block sum loses < 256 ulp in the worst case
+
+// Pairwise horizontal sums: halve the vector kLanes -> 1, one shuffle and one add per level, widened at the end.
+inline double horizontal_sum(Simd<float>::type v) {
+  typedef float V8 __attribute__((vector_size(32)));
+  typedef float V4 __attribute__((vector_size(16)));
+  const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return static_cast<double>((b[0] + b[2]) + (b[1] + b[3]));
+}
+
+inline double horizontal_sum(Simd<double>::type v) {
+  typedef double V4 __attribute__((vector_size(32)));
+  const V4 a = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  return (a[0] + a[2]) + (a[1] + a[3]);
+}
+
+// The same pairwise sum, left in every lane (butterfly): a fit whose sums fit one block updates its coefficient
+// vectors without leaving the vector registers.
+inline Simd<float>::type broadcast_sum(Simd<float>::type v) {
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return v;
+}
+
+inline Simd<double>::type broadcast_sum(Simd<double>::type v) {
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  return v;
+}
+
+// Fixed-size storage when the degree is known at compile time (registers), a vector otherwise.
+template <typename T, int kDegree>
+struct SumsStorage {
+  explicit SumsStorage(int64_t) {}
+  T* data() { return values; }
+  T values[kDegree + 2];
+};
+
+template <typename T>
+struct SumsStorage<T, kDynamicDegree> {
+  explicit SumsStorage(int64_t degree) : values(degree + 2) {}
+  T* data() { return values.data(); }
+  std::vector<T> values;
+};
+
+}  // namespace
+
+template <>
+inline Simd<float>::type splat<Simd<float>::type, float>(float c) {
+  return Simd<float>::type{} + c;
+}
+
+namespace {
+
+// One fit, SIMD across points. Each step is a chain (the next step needs this step's reduced gradient), so the
+// kernel is built for latency: even and odd groups accumulate separately (half the add chain), sums are reduced by
+// a butterfly that leaves them in every lane, and the coefficients stay broadcast in vector registers, updated
+// there. A fit of at most kLanes * kBlockElements points is one block, so nothing leaves the registers; longer
+// fits widen each block's sums to float64 (fit_single_blocked). The padding's residual is zeroed by a mask: its y
+// cannot be p(0), since the coefficients change every step.
+template <int kDegree, typename scalar_t>
+void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr, int64_t steps,
+                int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
+  using V = typename Simd<scalar_t>::type;
+  constexpr int L = Simd<scalar_t>::kLanes;
+  const int64_t deg = effective_degree<kDegree>(degree);
+  const int64_t groups = (n + L - 1) / L;
+  std::vector<V> xs(groups), ys(groups), powers(groups * (deg + 1));
+  for (int64_t g = 0; g < groups; ++g) {
+    V mask{};
+    for (int lane = 0; lane < L; ++lane) {
+      const int64_t i = g * L + lane;
+      xs[g][lane] = i < n ? x[i] : scalar_t(0);
+      ys[g][lane] = i < n ? y[i] : scalar_t(0);
+      mask[lane] = i < n ? scalar_t(1) : scalar_t(0);
+    }
+    V power = mask;  // masked x^k: the padding contributes 0 to every sum
+    for (int64_t k = 0; k <= deg; ++k, power *= xs[g]) powers[g * (deg + 1) + k] = power;
+  }
+  SumsStorage<V, kDegree> coeff_storage(deg), even_storage(deg), odd_storage(deg);
+  V* c = coeff_storage.data();
+  V* even = even_storage.data();
+  V* odd = odd_storage.data();
+  for (int64_t k = 0; k <= deg; ++k) c[k] = splat<V>(coeffs[k]);
+  const V step_scale = splat<V>(static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n)));
+  const scalar_t inv_n = static_cast<scalar_t>(1.0 / static_cast<double>(n));
+  auto add_group = [&](V* sums, int64_t g) {
+    const V* pw = powers.data() + g * (deg + 1);
+    const V r = horner(c, deg, xs[g]) - ys[g];
+    sums[0] += (r * pw[0]) * r;  // pw[0] is the mask, and every pw[k] is masked: no multiply on the chain
+    for (int64_t k = 0; k <= deg; ++k) sums[k + 1] += r * pw[k];  // independent of each other: no chain
+  };
+  int64_t until_record = 1;  // a countdown: an integer division per step would cost more than the math
+  for (int64_t step = 0; step < steps; ++step) {
+    for (int64_t s = 0; s < deg + 2; ++s) even[s] = odd[s] = V{};
+    int64_t g = 0;
+    for (; g + 1 < groups; g += 2) {
+      add_group(even, g);
+      add_group(odd, g + 1);
+    }
+    if (g < groups) add_group(even, g);
+    for (int64_t k = 0; k <= deg; ++k) c[k] -= step_scale * broadcast_sum(even[k + 1] + odd[k + 1]);
+    if (--until_record == 0) {
+      *trace++ = broadcast_sum(even[0] + odd[0])[0] * inv_n;
+      until_record = record_every;
+    }
+  }
+  for (int64_t k = 0; k <= deg; ++k) coeffs[k] = c[k][0];
+}
+
+// A fit too long for one block: the same step, with each block's sums widened to float64 before they are added.
+template <int kDegree, typename scalar_t>
+void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr,
+                        int64_t steps, int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
+  using V = typename Simd<scalar_t>::type;
+  constexpr int L = Simd<scalar_t>::kLanes;
+  const int64_t deg = effective_degree<kDegree>(degree);
+  const int64_t groups = (n + L - 1) / L;
+  std::vector<V> xs(groups), ys(groups), mask(groups);
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int lane = 0; lane < L; ++lane) {
+      const int64_t i = g * L + lane;
+      xs[g][lane] = i < n ? x[i] : scalar_t(0);
+      ys[g][lane] = i < n ? y[i] : scalar_t(0);
+      mask[g][lane] = i < n ? scalar_t(1) : scalar_t(0);
+    }
+  }
+  const double inv_n = 1.0 / static_cast<double>(n);
+  SumsStorage<V, kDegree> coeff_storage(deg), block_storage(deg);
+  SumsStorage<double, kDegree> total_storage(deg);
+  V* c = coeff_storage.data();
+  V* sums = block_storage.data();
+  double* totals = total_storage.data();
+  int64_t until_record = 1;
+  for (int64_t step = 0; step < steps; ++step) {
+    for (int64_t k = 0; k <= deg; ++k) c[k] = splat<V>(coeffs[k]);
+    for (int64_t s = 0; s < deg + 2; ++s) totals[s] = 0.0;
+    for (int64_t g0 = 0; g0 < groups; g0 += kBlockElements) {  // each group adds one element per lane
+      for (int64_t s = 0; s < deg + 2; ++s) sums[s] = V{};
+      for (int64_t g = g0; g < std::min(groups, g0 + kBlockElements); ++g) {
+        const V r = (horner(c, deg, xs[g]) - ys[g]) * mask[g];
+        sums[0] += r * r;
+        accumulate_powers(sums + 1, 1, deg, xs[g], r);
+      }
+      for (int64_t s = 0; s < deg + 2; ++s) totals[s] += horizontal_sum(sums[s]);
+    }
+    if (--until_record == 0) {
+      *trace++ = static_cast<scalar_t>(totals[0] * inv_n);
+      until_record = record_every;
+    }
+    for (int64_t k = 0; k <= deg; ++k) coeffs[k] -= lr * static_cast<scalar_t>(2.0 * inv_n * totals[k + 1]);
+  }
+}
+
+// kLanes fits at once, one per lane, SIMD across series. xt/yt: (n, kLanes) transposed tiles; coefficient k of
+// the tile's series is lane-wise in c[k]. trace rows are written per series.
+template <int kDegree, typename scalar_t>
+void fit_tile(const typename Simd<scalar_t>::type* xt, const typename Simd<scalar_t>::type* yt, int64_t n,
+              int64_t degree, scalar_t lr, int64_t steps, int64_t record_every,
+              typename Simd<scalar_t>::type* c, scalar_t* trace, int64_t trace_stride, int live_lanes) {
+  using V = typename Simd<scalar_t>::type;
+  using W = typename Simd<scalar_t>::wide;
+  const int64_t deg = effective_degree<kDegree>(degree);
+  std::vector<V> acc_storage(deg + 2);
+  std::vector<W> totals(deg + 2);
+  const double inv_n = 1.0 / static_cast<double>(n);
+  int64_t until_record = 1;  // step 0 is recorded
+  for (int64_t step = 0; step < steps; ++step) {
+    for (auto& t : totals) t = W{};
+    for (int64_t i0 = 0; i0 < n; i0 += kBlockElements) {
+      V acc[kDegree == kDynamicDegree ? 1 : kDegree + 2];
+      V* sums = kDegree == kDynamicDegree ? acc_storage.data() : acc;
+      for (int64_t s = 0; s < deg + 2; ++s) sums[s] = V{};
+      const int64_t i1 = std::min(n, i0 + kBlockElements);
+      for (int64_t i = i0; i < i1; ++i) {
+        const V r = horner(c, deg, xt[i]) - yt[i];
+        sums[0] += r * r;
+        accumulate_powers(sums + 1, 1, deg, xt[i], r);
+      }
+      for (int64_t s = 0; s < deg + 2; ++s) totals[s] += __builtin_convertvector(sums[s], W);
+    }
+    if (--until_record == 0) {
+      const W loss = totals[0] * inv_n;
+      for (int lane = 0; lane < live_lanes; ++lane) trace[lane * trace_stride] = static_cast<scalar_t>(loss[lane]);
+      ++trace;
+      until_record = record_every;
+    }
+    for (int64_t k = 0; k <= deg; ++k) {
+      c[k] -= lr * __builtin_convertvector(totals[k + 1] * (2.0 * inv_n), V);
+    }
+  }
+}
+
+void check_fit_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& coeffs, int64_t steps,
+                      int64_t record_every) {
+  check_floating(x, "x");
+  check_same_dtype_and_device({{&x, "x"}, {&y, "y"}, {&coeffs, "coeffs"}});
+  TORCH_CHECK_VALUE(y.dim() == 1 || y.dim() == 2, "y must be 1-D (N,) or 2-D (B, N) for B fits, got shape ",
+                    y.sizes());
+  check_not_empty(y, "y");
+  const int64_t n = y.size(-1);
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.dim() <= y.dim() && x.size(-1) == n && (x.dim() == 1 || x.sizes() == y.sizes()),
+                    "x must have shape (N,) or the shape of y ", y.sizes(), ", got ", x.sizes());
+  TORCH_CHECK_VALUE(coeffs.dim() >= 1 && coeffs.size(-1) > 0 &&
+                        (coeffs.dim() == 1 || (y.dim() == 2 && coeffs.dim() == 2 && coeffs.size(0) == y.size(0))),
+                    "coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got ", coeffs.sizes());
+  TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
+  TORCH_CHECK_VALUE(record_every >= 1, "record_every must be >= 1, got ", record_every);
+}
+
+std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at::Tensor& y_in,
+                                                const at::Tensor& coeffs_in, double lr, int64_t steps,
+                                                int64_t record_every) {
+  check_fit_inputs(x_in, y_in, coeffs_in, steps, record_every);
+  const bool batched = y_in.dim() == 2;
+  const int64_t series = batched ? y_in.size(0) : 1;
+  const int64_t n = y_in.size(-1);
+  const int64_t degree = coeffs_in.size(-1) - 1;
+  const int64_t records = (steps + record_every - 1) / record_every;
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor y = y_in.contiguous();
+  at::Tensor coeffs = (batched ? coeffs_in.expand({series, degree + 1}) : coeffs_in).contiguous().clone();
+  at::Tensor trace = at::empty(batched ? at::IntArrayRef{series, records} : at::IntArrayRef{records}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fit_poly_cpu", [&] {
+    using V = typename Simd<scalar_t>::type;
+    constexpr int L = Simd<scalar_t>::kLanes;
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    const scalar_t* y_data = y.const_data_ptr<scalar_t>();
+    scalar_t* coeffs_data = coeffs.mutable_data_ptr<scalar_t>();
+    scalar_t* trace_data = trace.mutable_data_ptr<scalar_t>();
+    const bool shared_x = x.dim() == 1;
+    dispatch_degree(degree, [&](auto kDegree) {
+      constexpr int kDeg = decltype(kDegree)::value;
+      if (!batched) {
+        const auto fit = n <= L * kBlockElements ? fit_single<kDeg, scalar_t> : fit_single_blocked<kDeg, scalar_t>;
+        fit(x_data, y_data, n, degree, static_cast<scalar_t>(lr), steps, record_every, coeffs_data, trace_data);
+        return;
+      }
+      const int64_t tiles = (series + L - 1) / L;
+      at::parallel_for(0, tiles, 1, [&](int64_t first, int64_t last) {
+        std::vector<V> xt(n), yt(n), c(degree + 1);
+        for (int64_t tile = first; tile < last; ++tile) {
+          const int64_t s0 = tile * L;
+          const int live = static_cast<int>(std::min<int64_t>(L, series - s0));
+          for (int64_t i = 0; i < n; ++i) {  // transpose the tile: lane = series; dead lanes fit zeros
+            for (int lane = 0; lane < L; ++lane) {
+              const bool alive = lane < live;
+              xt[i][lane] = !alive ? scalar_t(0) : shared_x ? x_data[i] : x_data[(s0 + lane) * n + i];
+              yt[i][lane] = alive ? y_data[(s0 + lane) * n + i] : scalar_t(0);
+            }
+          }
+          for (int64_t k = 0; k <= degree; ++k) {
+            for (int lane = 0; lane < L; ++lane) {
+              c[k][lane] = lane < live ? coeffs_data[(s0 + lane) * (degree + 1) + k] : scalar_t(0);
+            }
+          }
+          fit_tile<kDeg, scalar_t>(xt.data(), yt.data(), n, degree, static_cast<scalar_t>(lr), steps, record_every,
+                                   c.data(), trace_data + s0 * records, records, live);
+          for (int64_t k = 0; k <= degree; ++k) {
+            for (int lane = 0; lane < live; ++lane) coeffs_data[(s0 + lane) * (degree + 1) + k] = c[k][lane];
+          }
+        }
+      });
+    });
+  });
+  return {coeffs, trace};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pykernels, CPU, m) { m.impl("fit_poly", &fit_poly_cpu); }
+
+}  // namespace pykernels
