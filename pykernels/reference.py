@@ -121,16 +121,19 @@ def fit_poly_torch(
 def fit_poly_numpy(
     x: np.ndarray, y: np.ndarray, coeffs: np.ndarray, lr: float, steps: int, record_every: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Batched NumPy gradient descent: one matmul for all series per step (the batched baseline)."""
+    """Batched NumPy gradient descent, the batched baseline: with a shared x, one matmul for all series per
+    step and one for all gradients (``W @ X.T``, ``R @ X``); with per-series x, the same as an einsum."""
     ys = np.atleast_2d(y)
-    powers = power_matrix_numpy(np.broadcast_to(x, ys.shape), np.shape(coeffs)[-1] - 1)  # (B, N, D+1)
-    w = np.broadcast_to(coeffs, (ys.shape[0], np.shape(coeffs)[-1])).copy()
+    degree = np.shape(coeffs)[-1] - 1
+    w = np.broadcast_to(coeffs, (ys.shape[0], degree + 1)).astype(ys.dtype)
+    shared = np.ndim(x) == 1
+    powers = power_matrix_numpy(np.asarray(x, ys.dtype) if shared else np.broadcast_to(x, ys.shape), degree)
     trace = []
-    scale = 2.0 / ys.shape[1]
+    scale = ys.dtype.type(2.0 / ys.shape[1])
     for step in range(steps):
-        residual = np.einsum("bnk,bk->bn", powers, w) - ys
+        residual = (w @ powers.T if shared else np.einsum("bnk,bk->bn", powers, w)) - ys
         if step % record_every == 0:
             trace.append((residual**2).mean(axis=1))
-        w -= lr * scale * np.einsum("bnk,bn->bk", powers, residual)
+        w -= lr * scale * (residual @ powers if shared else np.einsum("bnk,bn->bk", powers, residual))
     trace = np.stack(trace, axis=-1) if trace else np.empty((ys.shape[0], 0), w.dtype)
     return (w, trace) if np.ndim(y) == 2 else (w[0], trace[0])

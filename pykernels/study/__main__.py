@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import large, polyfit, report, speed
+from . import batched, large, polyfit, report, speed
 from ._common import machine_info
 
-SECTIONS = ("poly", "speed", "large")
+SECTIONS = ("poly", "speed", "large", "batched")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         "poly": polyfit.FitConfig(steps=steps, repeat=args.repeat, devices=devices, warmup_steps=min(200, steps)),
         "speed": speed.SpeedConfig(add_size=1_000 if quick else 10_000, devices=devices, repeat=args.repeat),
         "large": large.LargeConfig(n=100_000 if quick else 10_000_000, epochs=20 if quick else 200, devices=devices),
+        "batched": batched.BatchedConfig(series=64 if quick else 1024, steps=200 if quick else 2000, devices=devices),
     }
-    runners = {"poly": polyfit.run, "speed": speed.run, "large": large.run}
+    runners = {"poly": polyfit.run, "speed": speed.run, "large": large.run, "batched": batched.run}
     started = time.perf_counter()
     sections = {name: runners[name](configs[name]) for name in SECTIONS if name in args.only}
     command = "pykernels-study " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "large_epochs": configs["large"].epochs,
     }
     path = report.write(args.out, sections, machine_info(), command.strip(), settings)
-    flagged = [r["name"] for r in sections.get("poly", polyfit.SectionResult("")).rows if not r["converged_same"]]
+    flagged = [r["name"] for s in sections.values() for r in s.rows if not r.get("converged_same", True)]
     summary = (
         f"pykernels-study: {sum(len(s.rows) for s in sections.values())} rows, "
         f"{sum(len(s.skipped) for s in sections.values())} skipped, "

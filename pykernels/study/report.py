@@ -157,6 +157,28 @@ def large_markdown(section: SectionResult) -> str:
     )
 
 
+def batched_markdown(section: SectionResult) -> str:
+    config = section.extra["config"]
+    rows = [
+        [
+            f"`{r['name']}`",
+            _fmt(r["seconds"], ".3f"),
+            _fmt(r["ns_per_series_step"], ".2f"),
+            _fmt(r["speedup_vs_numpy"], ".1f") + "x",
+            _fmt(r["mean_final_mse"], ".6f"),
+            "yes" if r["converged_same"] else "**NO**",
+        ]
+        for r in section.rows
+    ]
+    table = _table(["row", "seconds", "ns per series x step", "speedup vs numpy", "mean final MSE", "same MSE"], rows)
+    notes = "".join("\n- " + n for n in section.notes)
+    return (
+        f"## {section.title}\n\nB = {config['series']} series sharing x, N = {config['samples']}, degree "
+        f"{config['degree']}, {config['steps']} steps at lr {config['lr']:g}, float32, every loss recorded."
+        f"\n\n{table}{_skipped(section)}\n{notes}\n"
+    )
+
+
 def plot_poly(section: SectionResult, out: Path) -> None:
     optimum = section.extra["optimum"]
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -265,7 +287,7 @@ def plot_large(section: SectionResult, out: Path) -> None:
     plt.close(fig)
 
 
-MARKDOWN = {"poly": poly_markdown, "speed": speed_markdown, "large": large_markdown}
+MARKDOWN = {"poly": poly_markdown, "speed": speed_markdown, "large": large_markdown, "batched": batched_markdown}
 PLOTS = {"poly": plot_poly, "speed": plot_speed, "large": plot_large}
 
 
@@ -284,7 +306,7 @@ def _jsonable(value: Any) -> Any:
 def write(out: Path, sections: dict[str, SectionResult], machine: dict, command: str, settings: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for key, section in sections.items():
-        if section.rows:
+        if section.rows and key in PLOTS:
             PLOTS[key](section, out)
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
     body = "\n\n".join(MARKDOWN[key](section) for key, section in sections.items())

@@ -1,0 +1,127 @@
+"""Section 4 (beyond the write-ups): many small fits at once.
+
+B independent series share x = linspace(0, 5, N) (y_b = sin x with a per-series phase and noise), degree 4, lr 1e-5,
+zeros init, float32, the loss of every series recorded every step. Reported per (series x step); every row must end
+at the same mean final MSE as batched NumPy (one matmul for all series per step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import pykernels
+from pykernels import reference
+
+from ._common import SectionResult, Skipped, Stopwatch, cuda_available, run_isolated
+
+MSE_RTOL = 1e-3
+
+
+@dataclass
+class BatchedConfig:
+    series: int = 1024
+    samples: int = 100
+    degree: int = 4
+    steps: int = 2000
+    lr: float = 1e-5
+    devices: tuple[str, ...] = ("cpu",)
+
+
+def batched_data(config: BatchedConfig) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1234)
+    x = np.linspace(0, 5, config.samples).astype(np.float32)
+    phase = rng.uniform(0, 0.5, (config.series, 1))
+    y = (np.sin(x + phase) + 0.01 * rng.standard_normal((config.series, config.samples))).astype(np.float32)
+    return x, y
+
+
+def _numpy_rows(x, y, config):
+    return reference.fit_poly_numpy(x, y, np.zeros(config.degree + 1, np.float32), config.lr, config.steps)
+
+
+def _torch_manual(x, y, config, device):
+    """Batched torch with the write-up's manual gradient: one bmm-shaped matmul pair per step."""
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    powers = xt[:, None] ** torch.arange(config.degree + 1, device=device, dtype=xt.dtype)  # (N, D+1)
+    w = torch.zeros(y.shape[0], config.degree + 1, device=device)
+    trace = torch.empty(y.shape[0], config.steps, device=device)
+    scale = 2.0 / y.shape[1]
+    for step in range(config.steps):
+        residual = w @ powers.T - yt  # (B, N)
+        trace[:, step] = (residual * residual).mean(dim=1)
+        w -= config.lr * scale * (residual @ powers)
+    return w, trace
+
+
+def run_row(name: str, device: str, config: BatchedConfig, progress) -> dict:
+    x, y = batched_data(config)
+    watch = Stopwatch(device)
+    if name == "numpy batched (matmul)":
+        _numpy_rows(x, y, BatchedConfig(**{**config.__dict__, "steps": 2}))
+        with watch.timed():
+            coeffs, trace = _numpy_rows(x, y, config)
+    elif name.startswith("torch batched"):
+        _torch_manual(x, y, BatchedConfig(**{**config.__dict__, "steps": 2}), device)
+        with watch.timed():
+            coeffs, trace = _torch_manual(x, y, config, device)
+    else:
+        backend = "numba" if "numba" in name else "cpp"
+        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        pykernels.fit_poly(xt, yt, config.degree, lr=config.lr, steps=2, backend=backend)
+        with watch.timed():
+            coeffs, trace = pykernels.fit_poly(xt, yt, config.degree, lr=config.lr, steps=config.steps, backend=backend)
+    progress(1.0)
+    trace = np.asarray(trace.cpu() if isinstance(trace, torch.Tensor) else trace, dtype=np.float64)
+    return {
+        "name": name,
+        "device": device,
+        "seconds": watch.seconds,
+        "ns_per_series_step": watch.seconds / (config.series * config.steps) * 1e9,
+        "mean_final_mse": float(trace[:, -1].mean()),
+    }
+
+
+def run(config: BatchedConfig) -> SectionResult:
+    section = SectionResult(f"Batched fits: {config.series} series x {config.samples} points (beyond the write-ups)")
+    plan = []
+    for name, device in (
+        ("numpy batched (matmul)", "cpu"),
+        ("torch batched, manual gradient", "cpu"),
+        ("torch batched, manual gradient-gpu", "cuda"),
+        ("fit_poly batched (cpp)", "cpu"),
+        ("fit_poly batched (numba)", "cpu"),
+        ("fit_poly batched (cpp)-gpu", "cuda"),
+    ):
+        if device not in config.devices:
+            section.skipped.append(Skipped(name, "device not selected (--device)"))
+        elif device == "cuda" and not cuda_available():
+            section.skipped.append(Skipped(name, "no CUDA GPU"))
+        else:
+            plan.append((name, device))
+    with tqdm(
+        total=len(plan),
+        desc="batched fits",
+        unit="row",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total} rows [{elapsed}<{remaining}]",
+    ) as progress:
+        for name, device in plan:
+            progress.set_postfix_str(name)
+            try:
+                section.rows.append(run_isolated(run_row, (name, device, config), progress.update))
+            except RuntimeError as error:  # e.g. no CUDA kernels for fit_poly: listed, not fatal
+                section.skipped.append(Skipped(name, str(error).splitlines()[-1][:200]))
+    base = section.rows[0] if section.rows else None
+    for row in section.rows:
+        row["speedup_vs_numpy"] = base["seconds"] / row["seconds"]
+        row["converged_same"] = bool(
+            abs(row["mean_final_mse"] - base["mean_final_mse"]) <= MSE_RTOL * abs(base["mean_final_mse"])
+        )
+    section.extra["config"] = dict(config.__dict__)
+    flagged = [r["name"] for r in section.rows if not r["converged_same"]]
+    if flagged:
+        section.notes.append(f"FLAGGED: {', '.join(flagged)} did not reach numpy's mean final MSE within {MSE_RTOL:g}")
+    return section
