@@ -63,17 +63,17 @@ def run_row(name: str, device: str, config: BatchedConfig, progress) -> dict:
     if name == "numpy batched (matmul)":
         _numpy_rows(x, y, BatchedConfig(**{**config.__dict__, "steps": 2}))
         with watch.timed():
-            coeffs, trace = _numpy_rows(x, y, config)
+            _, trace = _numpy_rows(x, y, config)
     elif name.startswith("torch batched"):
         _torch_manual(x, y, BatchedConfig(**{**config.__dict__, "steps": 2}), device)
         with watch.timed():
-            coeffs, trace = _torch_manual(x, y, config, device)
+            _, trace = _torch_manual(x, y, config, device)
     else:
         backend = "numba" if "numba" in name else "cpp"
         xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         pykernels.fit_poly(xt, yt, config.degree, lr=config.lr, steps=2, backend=backend)
         with watch.timed():
-            coeffs, trace = pykernels.fit_poly(xt, yt, config.degree, lr=config.lr, steps=config.steps, backend=backend)
+            _, trace = pykernels.fit_poly(xt, yt, config.degree, lr=config.lr, steps=config.steps, backend=backend)
     progress(1.0)
     trace = np.asarray(trace.cpu() if isinstance(trace, torch.Tensor) else trace, dtype=np.float64)
     return {
