@@ -1,0 +1,163 @@
+"""The ops, one class each: implementation x device x size x dtype, timed per call.
+
+Baselines are the write-ups' formulas (pykernels.reference) in NumPy, torch eager and torch.compile; the
+pykernels rows call the registered ops. ``peakmem_`` shows that the fused ops never build the N x (D+1) power matrix
+the references allocate; ``track_`` records throughput and the speedup over torch measured in one process.
+"""
+
+from __future__ import annotations
+
+import timeit
+
+import numpy as np
+import torch
+
+import pykernels
+from pykernels import reference
+
+from .common import (
+    DEVICES,
+    DTYPES,
+    IMPLEMENTATIONS,
+    SIZES,
+    Benchmark,
+    SkipNotImplemented,
+    dot_data,
+    poly_data,
+    pykernels_backend,
+    require,
+    synchronized,
+    to_torch,
+)
+
+_NUMPY = {
+    "poly": lambda x, y, c: reference.poly_numpy(x, c),
+    "poly_backward": lambda x, y, c: reference.poly_backward_numpy(y, x, c),
+    "poly_mse": reference.poly_mse_numpy,
+}
+_TORCH = {
+    "poly": lambda x, y, c: reference.poly_torch(x, c),
+    "poly_backward": lambda x, y, c: reference.poly_backward_torch(y, x, c),
+    "poly_mse": reference.poly_mse_torch,
+}
+
+
+def _pykernels_poly_op(op: str, backend: str):
+    ops = pykernels.get_backend(backend)
+    return {
+        "poly": lambda x, y, c: ops.poly(x, c),
+        "poly_backward": lambda x, y, c: ops.poly_backward(y, x, c),
+        "poly_mse": ops.poly_mse,
+    }[op]
+
+
+class _PolyOp(Benchmark):
+    op = ""
+    params = (IMPLEMENTATIONS, DEVICES, SIZES, DTYPES)
+    param_names = ("implementation", "device", "n", "dtype")
+
+    def setup(self, implementation, device, n, dtype):
+        require(implementation, device)
+        x, y, c = poly_data(n, dtype)
+        if implementation == "numpy":
+            self.args, fn = (x, y, c), _NUMPY[self.op]
+        else:
+            self.args = to_torch(device, x, y, c)
+            if implementation == "torch":
+                fn = _TORCH[self.op]
+            elif implementation == "torch.compile":
+                fn = torch.compile(_TORCH[self.op], dynamic=False)
+            else:
+                fn = _pykernels_poly_op(self.op, pykernels_backend(implementation))
+        self.fn = synchronized(device, fn)
+        self.fn(*self.args)  # warm-up: compiles (torch.compile, numba) before anything is timed
+
+    def time_call(self, implementation, device, n, dtype):
+        self.fn(*self.args)
+
+    def peakmem_call(self, implementation, device, n, dtype):
+        if n < SIZES[-1]:
+            raise SkipNotImplemented("peak memory is tracked at the largest size only")
+        self.fn(*self.args)
+
+    def track_gbytes_per_second(self, implementation, device, n, dtype):
+        """Input bytes read per second (x, and y or grad_y where the op reads them)."""
+        seconds = min(timeit.repeat(lambda: self.fn(*self.args), number=1, repeat=5))
+        reads = 1 if self.op == "poly" else 2
+        return reads * n * np.dtype(dtype).itemsize / seconds / 1e9
+
+    track_gbytes_per_second.unit = "GB/s"
+
+
+class Poly(_PolyOp):
+    op = "poly"
+
+
+class PolyBackward(_PolyOp):
+    op = "poly_backward"
+
+
+class PolyMSE(_PolyOp):
+    op = "poly_mse"
+
+
+class Dot(Benchmark):
+    params = (IMPLEMENTATIONS, DEVICES, SIZES, DTYPES)
+    param_names = ("implementation", "device", "n", "dtype")
+
+    def setup(self, implementation, device, n, dtype):
+        require(implementation, device)
+        a, b = dot_data(n, dtype)
+        if implementation == "numpy":
+            self.args, fn = (a, b), np.dot
+        else:
+            self.args = to_torch(device, a, b)
+            fn = {"torch": torch.dot, "torch.compile": torch.compile(torch.dot, dynamic=False)}.get(implementation)
+            if fn is None:
+                fn = pykernels.get_backend(pykernels_backend(implementation)).dot
+        self.fn = synchronized(device, fn)
+        self.fn(*self.args)
+
+    def time_call(self, implementation, device, n, dtype):
+        self.fn(*self.args)
+
+    def track_gbytes_per_second(self, implementation, device, n, dtype):
+        seconds = min(timeit.repeat(lambda: self.fn(*self.args), number=1, repeat=5))
+        return 2 * n * np.dtype(dtype).itemsize / seconds / 1e9
+
+    track_gbytes_per_second.unit = "GB/s"
+
+    def track_relative_error(self, implementation, device, n, dtype):
+        """|result - float64 result| / |float64 result|: accumulation accuracy."""
+        exact = float(np.dot(*(np.asarray(a, np.float64) for a in dot_data(n, dtype))))
+        value = float(self.fn(*self.args))
+        return abs(value - exact) / abs(exact)
+
+    track_relative_error.unit = "relative error"
+
+
+class SpeedupOverTorch(Benchmark):
+    """pykernels' time / torch eager's, both measured in this process back to back: the ratio cancels the drift of
+    a shared machine that absolute times carry."""
+
+    params = (["poly_mse", "dot"], ["pykernels-cpp", "pykernels-numba"], [100, 10_000_000])
+    param_names = ("op", "implementation", "n")
+    unit = "x"
+
+    def setup(self, op, implementation, n):
+        require(implementation, "cpu")
+        backend = pykernels.get_backend(pykernels_backend(implementation))
+        if op == "dot":
+            args = to_torch("cpu", *dot_data(n, "float32"))
+            self.ours, self.theirs = (lambda: backend.dot(*args)), (lambda: torch.dot(*args))
+        else:
+            args = to_torch("cpu", *poly_data(n, "float32"))
+            self.ours, self.theirs = (lambda: backend.poly_mse(*args)), (lambda: reference.poly_mse_torch(*args))
+        self.ours()
+        self.theirs()
+
+    def track_speedup(self, op, implementation, n):
+        number = max(1, 10_000 // max(1, n // 1000))
+        ours = min(timeit.repeat(self.ours, number=number, repeat=5))
+        theirs = min(timeit.repeat(self.theirs, number=number, repeat=5))
+        return theirs / ours

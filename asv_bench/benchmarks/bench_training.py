@@ -1,0 +1,120 @@
+"""Whole training loops of both write-ups, per implementation, built from the study's own trainers.
+
+- SeedPolynomialFit: 1,000 steps of the polynomial write-up's fit (x = linspace(0, 5, 100), degree 4, lr 1e-5,
+  MSE recorded every step), continuing from the previous state.
+- LargeProblemEpoch: one epoch of the 10^7-weight dot-product model (the sample drawn in setup, timed apart).
+- BatchedFits: 1,024 series x 100 points, 200 steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pykernels.study import batched, large, polyfit
+
+from .common import Benchmark, SkipNotImplemented, require, synchronized
+
+STEPS = 1000
+
+
+def _trainers_by_name():
+    return {t.name: t for t in polyfit.all_trainers()}
+
+
+class SeedPolynomialFit(Benchmark):
+    params = [
+        [
+            "numpy",
+            "torch",
+            "torch-autograd",
+            "torch.compile",
+            "numba fastmath loop, degree 4 unrolled",
+            "PolyMSE.apply+backward (cpp)",
+            "poly_mse+backward (cpp)",
+            "manual poly_mse step (cpp)",
+            "fit_poly, fused loop (cpp)",
+            "PolyMSE.apply+backward (numba)",
+            "manual poly_mse step (numba)",
+            "fit_poly, fused loop (numba)",
+            "floor: the same loop, empty autograd.Function",
+        ]
+    ]
+    param_names = ["implementation"]
+
+    def setup(self, implementation):
+        trainer = _trainers_by_name()[implementation]
+        if polyfit.unavailable_reason(trainer.requirements()):
+            raise SkipNotImplemented(polyfit.unavailable_reason(trainer.requirements()))
+        x, y = polyfit.seed_data()
+        trainer.setup(polyfit.Problem(x, y, polyfit.SEED_DEGREE, polyfit.SEED_LR, STEPS))
+        trainer.prepare()  # compiles (torch.compile, numba) outside the timing
+        trainer.run(0, 10)
+        self.trainer = trainer
+
+    def time_1000_steps(self, implementation):
+        self.trainer.run(0, STEPS)
+
+
+class LargeProblemEpoch(Benchmark):
+    params = [["torch-autograd", "pykernels dot+backward"], ["cpu", "cuda"]]
+    param_names = ["implementation", "device"]
+    n = 10_000_000
+
+    def setup(self, implementation, device):
+        require("torch", device)
+        trainer = next(t(device) for t in large.all_trainers() if t(device).name.startswith(implementation))
+        trainer.setup(self.n, 0.5 / self.n)
+        generator = torch.Generator(device=device).manual_seed(0)
+        self.x = torch.randn([self.n], device=device, generator=generator)
+        self.y = torch.dot(3 * torch.ones([self.n], device=device), self.x) - 2
+        self.step = synchronized(device, trainer.step)
+        self.step(self.x, self.y)
+
+    def time_epoch(self, implementation, device):
+        self.step(self.x, self.y)
+
+    def peakmem_epoch(self, implementation, device):
+        self.step(self.x, self.y)
+
+
+class LargeProblemSample(Benchmark):
+    """The epoch's sample, as the write-up draws it (``randn(N)``): the part of its epoch pykernels cannot fuse."""
+
+    params = [["cpu", "cuda"]]
+    param_names = ["device"]
+
+    def setup(self, device):
+        require("torch", device)
+        self.draw = synchronized(device, lambda: torch.randn([10_000_000], device=device))
+
+    def time_randn(self, device):
+        self.draw()
+
+
+class BatchedFits(Benchmark):
+    params = [
+        [
+            "numpy batched (matmul)",
+            "torch batched, manual gradient",
+            "fit_poly batched (cpp)",
+            "fit_poly batched (numba)",
+        ]
+    ]
+    param_names = ["implementation"]
+    config = batched.BatchedConfig(series=1024, steps=200)
+
+    def setup(self, implementation):
+        self.x, self.y = batched.batched_data(self.config)
+        batched.run_row(implementation, "cpu", batched.BatchedConfig(series=16, steps=2), lambda _: None)
+
+    def time_fit(self, implementation):
+        batched.run_row(implementation, "cpu", self.config, lambda _: None)
+
+    def track_ns_per_series_step(self, implementation):
+        return batched.run_row(implementation, "cpu", self.config, lambda _: None)["ns_per_series_step"]
+
+    track_ns_per_series_step.unit = "ns"
+
+
+__all__ = ["np"]
