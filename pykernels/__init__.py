@@ -16,6 +16,7 @@ _BUILD_INFO = _extension.load()
 
 from . import _meta, reference  # noqa: E402
 from ._backends import available_backends, get_backend, register_backend  # noqa: E402
+from ._info import build_info  # noqa: E402
 from .autograd import Dot, PolyForward, PolyMSE  # noqa: E402
 from .ops import FitResult, PolyMSEResult, dot, fit_poly, poly, poly_mse  # noqa: E402
 
@@ -31,6 +32,7 @@ __all__ = [
     "PolyMSE",
     "PolyMSEResult",
     "available_backends",
+    "build_info",
     "dot",
     "fit_poly",
     "get_backend",

@@ -8,10 +8,15 @@ All kernels are ``cache=True``; nothing compiles at import (no eager signatures)
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 from numba import njit, prange
 
-from . import _config
+from . import _cache, _config
+
+_cache.ensure_cache_dir()  # before the first @njit(cache=True): a read-only install must still import
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _PARALLEL_JIT = {**_JIT, "parallel": True}
@@ -299,8 +304,29 @@ def _scale_into(grad, source, out):
 # preallocated arrays of that dtype, so callers (the torch ops) can hand in views of torch tensors.
 
 
+_IMPORTED_IN_PID = os.getpid()
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _parallel_allowed() -> bool:
+    """False in a forked child of the process that loaded the kernels: GNU OpenMP (numba's usual threading layer,
+    and torch's) is not fork-safe, so forked workers (a DataLoader's, say) run the serial kernels."""
+    return os.getpid() == _IMPORTED_IN_PID
+
+
 def _variant(kernels: tuple, n: int):
-    return kernels[n >= _config.PARALLEL_THRESHOLD]
+    """The serial kernel below PARALLEL_THRESHOLD (or in a forked child), else the parallel one, which runs under a
+    lock: numba's workqueue layer aborts on concurrent parallel calls from several Python threads, and each call
+    already uses every core."""
+    serial, parallel = kernels
+    if n < _config.PARALLEL_THRESHOLD or not _parallel_allowed():
+        return serial
+
+    def locked(*args):
+        with _PARALLEL_LOCK:
+            return parallel(*args)
+
+    return locked
 
 
 def poly_into(x, coeffs, out) -> None:

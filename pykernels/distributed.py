@@ -1,0 +1,95 @@
+"""Training past one machine: pykernels ops under DistributedDataParallel, and batched fits sharded across ranks.
+
+Run the demo on one machine (2 processes, gloo) or several (NCCL where there are GPUs)::
+
+    torchrun --nproc-per-node=2 -m pykernels.distributed
+    torchrun --nnodes=2 --node-rank=<0|1> --nproc-per-node=1 --master-addr=<host of rank 0> \\
+        --master-port=29500 -m pykernels.distributed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .ops import FitResult, fit_poly, poly_mse
+
+
+class PolyFitModel(nn.Module):
+    """p(x) with learnable coefficients; ``forward(x, y)`` is the fused MSE (its gradient comes from the forward)."""
+
+    def __init__(self, degree: int, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        self.coeffs = nn.Parameter(torch.zeros(degree + 1, dtype=dtype))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return poly_mse(x, y, self.coeffs).loss
+
+
+def train_ddp(x: torch.Tensor, y: torch.Tensor, degree: int, lr: float, steps: int) -> list[float]:
+    """SGD on this rank's shard (x, y) inside DistributedDataParallel; returns the global loss per step (the mean
+    of the ranks' losses, which for equal shards is the full data's MSE)."""
+    model = PolyFitModel(degree, x.dtype).to(x.device)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = ddp(x, y)
+        loss.backward()  # DDP all-reduces (averages) the coefficient gradient across ranks here
+        optimizer.step()
+        global_loss = loss.detach().clone()
+        dist.all_reduce(global_loss)
+        losses.append(global_loss.item() / dist.get_world_size())
+    return losses
+
+
+def fit_poly_sharded(x: torch.Tensor, y: torch.Tensor, degree: int, **fit_kwargs) -> FitResult:
+    """``fit_poly`` of a (B, N) batch of series, each rank fitting a contiguous slice of the series; every rank
+    returns the whole result (all_gather). x: (N,) shared or (B, N)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    bounds = [len(y) * r // world for r in range(world + 1)]
+    mine = slice(bounds[rank], bounds[rank + 1])
+    local = fit_poly(x if x.dim() == 1 else x[mine], y[mine], degree, **fit_kwargs)
+    largest = max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        padded = torch.zeros((largest, *t.shape[1:]), dtype=t.dtype, device=t.device)
+        padded[: len(t)] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[: b - a] for p, a, b in zip(parts, bounds[:-1], bounds[1:], strict=True)])
+
+    return FitResult(gather(local.coeffs), gather(local.trace))
+
+
+def demo_data(samples: int = 2000, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.linspace(0, 1, samples, dtype=dtype)
+    return x, torch.sin(3 * x)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="DDP polynomial fit with pykernels (launch with torchrun)")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=0.5)
+    args = parser.parse_args(argv)
+    use_cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
+    x, y = (t.to(device) for t in demo_data())
+    start = time.perf_counter()
+    losses = train_ddp(x[rank::world], y[rank::world], degree=4, lr=args.lr, steps=args.steps)
+    seconds = time.perf_counter() - start
+    if rank == 0:
+        print(json.dumps({"world_size": world, "seconds": seconds, "first_loss": losses[0], "last_loss": losses[-1]}))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
