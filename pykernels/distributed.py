@@ -10,6 +10,7 @@ Run the demo on one machine (2 processes, gloo) or several (NCCL where there are
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
@@ -56,7 +57,7 @@ def fit_poly_sharded(x: torch.Tensor, y: torch.Tensor, degree: int, **fit_kwargs
     bounds = [len(y) * r // world for r in range(world + 1)]
     mine = slice(bounds[rank], bounds[rank + 1])
     local = fit_poly(x if x.dim() == 1 else x[mine], y[mine], degree, **fit_kwargs)
-    largest = max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    largest = max(b - a for a, b in itertools.pairwise(bounds))
 
     def gather(t: torch.Tensor) -> torch.Tensor:
         padded = torch.zeros((largest, *t.shape[1:]), dtype=t.dtype, device=t.device)
