@@ -34,4 +34,7 @@ TORCH_LIBRARY(pykernels, m) {
   // initial (D+1,) or (B, D+1). Not differentiable.
   m.def("fit_poly(Tensor x, Tensor y, Tensor coeffs, float lr, int steps, int record_every) -> "
         "(Tensor coeffs, Tensor trace)");
+  // One SGD step of the linear model y_hat = dot(w, x) + b on the squared error, in place, fused:
+  // e = dot(w, x) + b - y; w -= lr * 2 e x; b -= lr * 2 e. Two passes over x and w; returns e^2 (before the step).
+  m.def("linear_sgd_step(Tensor(a!) w, Tensor(b!) b, Tensor x, Tensor y, float lr) -> Tensor");
 }

@@ -18,7 +18,7 @@ from . import _meta, reference  # noqa: E402
 from ._backends import available_backends, get_backend, register_backend  # noqa: E402
 from ._info import build_info  # noqa: E402
 from .autograd import Dot, PolyForward, PolyMSE  # noqa: E402
-from .ops import FitResult, PolyMSEResult, dot, fit_poly, poly, poly_mse  # noqa: E402
+from .ops import FitResult, PolyMSEResult, dot, fit_poly, linear_sgd_step, poly, poly_mse  # noqa: E402
 
 # The compiled ops' autograd kernels are registered in C++ (csrc/autograd.cpp); their fake kernels here.
 _meta.register_fake_kernels()
@@ -36,6 +36,7 @@ __all__ = [
     "dot",
     "fit_poly",
     "get_backend",
+    "linear_sgd_step",
     "poly",
     "poly_mse",
     "reference",

@@ -61,3 +61,11 @@ def register_fake_kernels(prefix: str = "", reduced_on_cuda: bool = True) -> Non
     kernels take float16/bfloat16."""
     for op, fake in _fake_kernels(reduced_on_cuda).items():
         torch.library.register_fake(f"pykernels::{prefix}{op}", fake)
+
+
+@torch.library.register_fake("pykernels::linear_sgd_step")
+def _linear_sgd_step_fake(w, b, x, y, lr):
+    _checks.check_floating(w, "w")
+    _checks.check_same_dtype_and_device((w, "w"), (x, "x"), (b, "b"), (y, "y"))
+    _checks.check_same_shape(w, "w", x, "x")
+    return w.new_empty(())

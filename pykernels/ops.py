@@ -98,3 +98,13 @@ def fit_poly(
             f"init must have degree + 1 = {degree + 1} coefficients in its last dimension, got shape {list(init.shape)}"
         )
     return FitResult(*get_backend(backend).fit_poly(x, y, init, float(lr), int(steps), int(record_every)))
+
+
+def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+    """One fused SGD step of the write-up's large problem, in place, without autograd::
+
+        e = dot(w, x) + b - y;  w -= lr * 2 e x;  b -= lr * 2 e
+
+    two passes over x and w (no gradient vector is materialized). w: (N,) and b: (1,) or 0-d are updated in place;
+    y is the sample's 0-d target. Returns the squared error e^2 before the step (compiled CPU kernel)."""
+    return torch.ops.pykernels.linear_sgd_step.default(w, b, x, y, float(lr))

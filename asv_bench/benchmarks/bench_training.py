@@ -57,12 +57,14 @@ class SeedPolynomialFit(Benchmark):
 
 
 class LargeProblemEpoch(Benchmark):
-    params = [["torch-autograd", "pykernels dot+backward"], ["cpu", "cuda"]]
+    params = [["torch-autograd", "pykernels dot+backward", "pykernels linear_sgd_step (fused)"], ["cpu", "cuda"]]
     param_names = ["implementation", "device"]
     n = 10_000_000
 
     def setup(self, implementation, device):
         require("torch", device)
+        if device == "cuda" and "fused" in implementation:
+            raise SkipNotImplemented("linear_sgd_step has a CPU kernel only")
         trainer = next(t(device) for t in large.all_trainers() if t(device).name.startswith(implementation))
         trainer.setup(self.n, 0.5 / self.n)
         generator = torch.Generator(device=device).manual_seed(0)

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "host_device.h"
+
 namespace pykernels {
 
 constexpr int kDynamicDegree = -1;
@@ -15,7 +17,7 @@ using DegreeConstant = std::integral_constant<int, kDegree>;
 
 // The degree a kernel instantiated for kDegree runs with.
 template <int kDegree>
-constexpr int64_t effective_degree(int64_t runtime_degree) {
+PK_HOST_DEVICE constexpr int64_t effective_degree(int64_t runtime_degree) {
   return kDegree == kDynamicDegree ? runtime_degree : kDegree;
 }
 

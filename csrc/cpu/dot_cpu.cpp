@@ -69,11 +69,43 @@ std::tuple<at::Tensor, at::Tensor> dot_backward_cpu(const at::Tensor& grad, cons
   return {grad_a, grad_b};
 }
 
+at::Tensor linear_sgd_step_cpu(at::Tensor& w, at::Tensor& b, const at::Tensor& x, const at::Tensor& y,
+                               double lr) {
+  check_floating(w, "w");
+  check_same_dtype_and_device({{&w, "w"}, {&x, "x"}, {&b, "b"}, {&y, "y"}});
+  TORCH_CHECK_VALUE(w.dim() == 1, "w must be 1-D, got shape ", w.sizes());
+  check_not_empty(w, "w");
+  check_same_shape(w, "w", x, "x");
+  check_scalar(b, "b");
+  check_scalar(y, "y");
+  TORCH_CHECK_VALUE(w.is_contiguous() && b.is_contiguous(), "w and b must be contiguous (they are updated in place)");
+  const at::Tensor xc = x.contiguous();
+  at::Tensor loss = at::empty({}, w.options());
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "linear_sgd_step_cpu", [&] {
+    scalar_t* w_data = w.mutable_data_ptr<scalar_t>();
+    const scalar_t* x_data = xc.const_data_ptr<scalar_t>();
+    double dot = 0.0;  // pass 1: read w and x once
+    reduce_in_chunks(w.numel(), 1, &dot, [&](int64_t begin, int64_t end, double* out) {
+      dot_chunk(w_data, x_data, begin, end, out);
+    });
+    scalar_t* b_data = b.mutable_data_ptr<scalar_t>();
+    const double error = dot + static_cast<double>(*b_data) - static_cast<double>(*y.const_data_ptr<scalar_t>());
+    *loss.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(error * error);
+    const scalar_t step = static_cast<scalar_t>(lr * 2.0 * error);
+    at::parallel_for(0, w.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {  // pass 2: w -= step x
+      for (int64_t i = begin; i < end; ++i) w_data[i] -= step * x_data[i];
+    });
+    *b_data -= step;
+  });
+  return loss;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pykernels, CPU, m) {
   m.impl("dot", &dot_cpu);
   m.impl("dot_backward", &dot_backward_cpu);
+  m.impl("linear_sgd_step", &linear_sgd_step_cpu);
 }
 
 }  // namespace pykernels

@@ -93,8 +93,24 @@ class PykernelsDotAutograd(LargeTrainer):
         return loss.detach()
 
 
+class PykernelsFusedStep(LargeTrainer):
+    """``pykernels.linear_sgd_step``: the whole step in two passes over x and w, no gradient vector, no autograd
+    (CPU kernel)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device)
+        self.name = "pykernels linear_sgd_step (fused)" + ("-gpu" if device == "cuda" else "")
+
+    def setup(self, n: int, lr: float) -> None:
+        super().setup(n, lr)
+        self.w, self.b = self.w.detach(), self.b.detach()
+
+    def step(self, x, y):
+        return pykernels.linear_sgd_step(self.w, self.b, x, y, self.lr)
+
+
 def all_trainers() -> list[type[LargeTrainer]]:
-    return [WriteUpAutograd, PykernelsDotAutograd]
+    return [WriteUpAutograd, PykernelsDotAutograd, PykernelsFusedStep]
 
 
 def train(name: str, device: str, config: LargeConfig, lr: float, progress) -> dict:
@@ -143,6 +159,18 @@ def train(name: str, device: str, config: LargeConfig, lr: float, progress) -> d
     }
 
 
+def read_bandwidth(n: int, progress) -> float:
+    """GB/s of torch.sum over 4 float32 vectors of n already in memory (the same traffic scale as an epoch)."""
+    data = torch.rand(4 * n)
+    data.sum()
+    watch = Stopwatch("cpu")
+    for _ in range(5):
+        with watch.timed():
+            data.sum()
+    progress(1.0)
+    return 5 * data.numel() * 4 / watch.seconds / 1e9
+
+
 def run(config: LargeConfig) -> SectionResult:
     section = SectionResult("Large problem: 10^7-weight dot-product model (write-up 1)")
     plan = []
@@ -155,6 +183,8 @@ def run(config: LargeConfig) -> SectionResult:
                     section.skipped.append(Skipped(name, "device not selected (--device)"))
                 elif device == "cuda" and not cuda_available():
                     section.skipped.append(Skipped(name, "no CUDA GPU"))
+                elif device == "cuda" and trainer_class is PykernelsFusedStep:
+                    section.skipped.append(Skipped(name, "linear_sgd_step has a CPU kernel only"))
                 else:
                     plan.append((trainer, lr))
     with tqdm(
@@ -176,6 +206,16 @@ def run(config: LargeConfig) -> SectionResult:
         "seed_lr": config.seed_lr,
         "stable_lr": config.stable_lr,
     }
+    if "cpu" in config.devices:
+        bandwidth = section.extra["read_bandwidth_gb_s"] = run_isolated(read_bandwidth, (config.n,), lambda _: None)
+        for row in section.rows:
+            if row["name"].startswith("pykernels linear_sgd_step"):
+                # the fused step moves 5 floats per weight: w, x read (pass 1); w, x read and w written (pass 2)
+                floor_ms = 5 * 4 * config.n / (bandwidth * 1e9) * 1e3
+                row["note"] = (
+                    f"{row['training_ms_per_epoch'] / floor_ms:.2f}x the time of moving its bytes at the "
+                    f"read bandwidth measured here ({bandwidth:.1f} GB/s)"
+                )
     growth = 1 + 4 * config.seed_lr**2 * config.n
     section.notes.append(
         f"lr = {config.seed_lr:g} (the write-up's) diverges: each step adds -2 lr (y_hat - y) x to w, and with "

@@ -132,6 +132,7 @@ def large_markdown(section: SectionResult) -> str:
             f"{r['first_loss']:.3g} → {r['last_loss']:.3g}",
             outcome(r),
             _fmt(r["write_up_seconds"], ".3g"),
+            r.get("note", ""),
         ]
         for r in section.rows
     ]
@@ -147,6 +148,7 @@ def large_markdown(section: SectionResult) -> str:
             "loss first → last",
             "outcome",
             "write-up total (s)",
+            "note",
         ],
         rows,
     )

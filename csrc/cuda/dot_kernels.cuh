@@ -1,0 +1,38 @@
+// CUDA kernels of dot and dot_backward (torch-free; instantiated by dot_cuda.cu).
+#pragma once
+
+#include <cstdint>
+
+#include "poly_kernels.cuh"
+#include "reduce.cuh"
+
+namespace pykernels {
+namespace cuda_detail {
+
+// partials[block] = sum a_i b_i over the block's grid-stride share, products and sums in acc_t.
+template <typename scalar_t, typename acc_t>
+__global__ void dot_partials_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t n,
+                                    acc_t* __restrict__ partials) {
+  acc_t sum = 0;
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
+    sum += static_cast<acc_t>(a[i]) * static_cast<acc_t>(b[i]);
+  }
+  __shared__ acc_t scratch[kWarps];
+  sum = block_sum(sum, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = sum;
+}
+
+// grad_a = grad * b, grad_b = grad * a; grad is read on the device (no .item(): capture-safe, no host sync).
+template <typename scalar_t, typename math_t>
+__global__ void dot_backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ a,
+                                    const scalar_t* __restrict__ b, int64_t n, scalar_t* __restrict__ grad_a,
+                                    scalar_t* __restrict__ grad_b) {
+  const math_t g = static_cast<math_t>(*grad);
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
+    grad_a[i] = static_cast<scalar_t>(g * static_cast<math_t>(b[i]));
+    grad_b[i] = static_cast<scalar_t>(g * static_cast<math_t>(a[i]));
+  }
+}
+
+}  // namespace cuda_detail
+}  // namespace pykernels
