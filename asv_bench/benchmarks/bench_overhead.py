@@ -15,6 +15,7 @@ import torch
 
 import pykernels
 from pykernels import autograd
+from pykernels.study.polyfit import EmptyFunction
 
 from .common import Benchmark, seed_problem, to_torch
 
@@ -43,23 +44,11 @@ def _register_autograd_route():
     return torch.ops.pykernels_bench.poly_mse.default
 
 
-class _Empty(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, y, w):
-        loss, grad = w.new_zeros(()), w.new_zeros(w.shape)
-        ctx.mark_non_differentiable(grad)
-        return loss, grad
-
-    @staticmethod
-    def backward(ctx, grad_loss, _):
-        return None, None, grad_loss.expand(5)
-
-
 ROUTES = {
     "cpp-autograd-kernel": lambda: pykernels.poly_mse,
     "autograd.Function": lambda: pykernels.PolyMSE.apply,
     "register_autograd": _register_autograd_route,
-    "empty-autograd.Function": lambda: _Empty.apply,
+    "empty-autograd.Function": lambda: EmptyFunction.apply,
 }
 
 

@@ -185,7 +185,10 @@ def plot_poly(section: SectionResult, out: Path) -> None:
     optimum = section.extra["optimum"]
     fig, ax = plt.subplots(figsize=(9, 5))
     for row in section.rows:
-        ax.plot(np.arange(1, len(row["trace"]) + 1), row["trace"], label=row["name"], alpha=0.7, lw=1)
+        if row["group"] == "floor":  # trains nothing
+            continue
+        every = row.get("trace_every", 1)
+        ax.plot(np.arange(len(row["trace"])) * every + 1, row["trace"], label=row["name"], alpha=0.7, lw=1)
     ax.axhline(optimum["mse"], color="k", ls="--", lw=1, label=f"least-squares optimum ({optimum['mse']:.2g})")
     ax.set(
         xscale="log",
@@ -231,7 +234,8 @@ def plot_poly(section: SectionResult, out: Path) -> None:
     ax.set(
         xscale="log",
         xlabel="µs per training step (log scale)",
-        title="Polynomial fit: time per step (gray: write-up, blue: today's tools, orange: pykernels)",
+        title="Polynomial fit: time per training step\n"
+        "(gray: write-up, blue: today's tools, orange: pykernels, green: floor)",
     )
     ax.invert_yaxis()
     fig.tight_layout()
@@ -305,6 +309,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+MAX_TRACE_POINTS = 2000
+
+
+def decimate_traces(sections_json: dict) -> dict:
+    """results.json keeps at most MAX_TRACE_POINTS points of each MSE trace (every k-th step, k recorded as
+    ``trace_every``); the plots use the full traces."""
+    for row in sections_json.get("poly", {}).get("rows", []):
+        trace = row.get("trace")
+        if trace is not None and len(trace) > MAX_TRACE_POINTS:
+            every = -(-len(trace) // MAX_TRACE_POINTS)
+            row["trace"], row["trace_every"] = list(trace[::every]), every
+    return sections_json
+
+
 def write(out: Path, sections: dict[str, SectionResult], machine: dict, command: str, settings: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for key, section in sections.items():
@@ -331,7 +349,7 @@ warm-up; CUDA is synchronized before every clock read. Compare rows within this 
         "command": command,
         "machine": machine,
         "settings": settings,
-        "sections": {k: s.to_json() for k, s in sections.items()},
+        "sections": decimate_traces({k: s.to_json() for k, s in sections.items()}),
     }
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
     return out / "report.md"
