@@ -298,7 +298,7 @@ PLOTS = {"poly": plot_poly, "speed": plot_speed, "large": plot_large}
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -319,7 +319,7 @@ def decimate_traces(sections_json: dict) -> dict:
         trace = row.get("trace")
         if trace is not None and len(trace) > MAX_TRACE_POINTS:
             every = -(-len(trace) // MAX_TRACE_POINTS)
-            row["trace"], row["trace_every"] = list(trace[::every]), every
+            row["trace"], row["trace_every"] = trace[::every], every
     return sections_json
 
 
