@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.thp and os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
         # torch reads the variable when its allocator starts: a fresh process is the only reliable way
         env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"}
-        return subprocess.call([sys.executable, "-m", "pykernels.study", *(argv or sys.argv[1:])], env=env)
+        # -P (3.11+): do not put the current folder first on sys.path, where a source checkout's pykernels/ (without
+        # its compiled extension) would shadow the installed package
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+        return subprocess.call([sys.executable, *safe_path, "-m", "pykernels.study", *(argv or sys.argv[1:])], env=env)
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ("cpu", "cuda") if args.device == "all" else (args.device,)
