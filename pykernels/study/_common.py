@@ -102,6 +102,30 @@ class SectionResult:
         return {**asdict(self), "skipped": [asdict(s) for s in self.skipped]}
 
 
+def include_row(
+    section: SectionResult, name: str, device: str, devices: tuple[str, ...], reason: str | None = None
+) -> bool:
+    """Whether the row can run here; if not, it is listed in the section as skipped, with why (the first of:
+    device not selected, no GPU, the row's own ``reason``)."""
+    if device not in devices:
+        reason = "device not selected (--device)"
+    elif device == "cuda" and not cuda_available():
+        reason = "no CUDA GPU"
+    if reason:
+        section.skipped.append(Skipped(name, reason))
+        return False
+    return True
+
+
+def rows_progress(desc: str, total: int):
+    """The progress bar of a section: rows, advanced in fractions by the rows' own progress reports."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="row", bar_format="{l_bar}{bar}| {n:.1f}/{total} rows [{elapsed}<{remaining}]"
+    )
+
+
 def unavailable_reason(requirements: list[tuple[Callable[[], bool], str]]) -> str | None:
     """The first unmet requirement's reason, or None."""
     for check, reason in requirements:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import pykernels
 from pykernels import reference
 
-from ._common import SectionResult, Skipped, Stopwatch, cuda_available, run_isolated
+from ._common import SectionResult, Skipped, Stopwatch, include_row, rows_progress, run_isolated
 
 MSE_RTOL = 1e-3
 
@@ -96,18 +95,9 @@ def run(config: BatchedConfig) -> SectionResult:
         ("fit_poly batched (numba)", "cpu"),
         ("fit_poly batched (cpp)-gpu", "cuda"),
     ):
-        if device not in config.devices:
-            section.skipped.append(Skipped(name, "device not selected (--device)"))
-        elif device == "cuda" and not cuda_available():
-            section.skipped.append(Skipped(name, "no CUDA GPU"))
-        else:
+        if include_row(section, name, device, config.devices):
             plan.append((name, device))
-    with tqdm(
-        total=len(plan),
-        desc="batched fits",
-        unit="row",
-        bar_format="{l_bar}{bar}| {n:.1f}/{total} rows [{elapsed}<{remaining}]",
-    ) as progress:
+    with rows_progress("batched fits", len(plan)) as progress:
         for name, device in plan:
             progress.set_postfix_str(name)
             try:

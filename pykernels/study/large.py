@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import pykernels
 
-from ._common import SectionResult, Skipped, Stopwatch, cuda_available, median, run_isolated
+from ._common import SectionResult, Stopwatch, include_row, median, rows_progress, run_isolated
 
 WRITE_UP_SECONDS = {"cpu": 32.3, "cuda": 1.34}  # 200 epochs, %%time, its machine (Colab CPU, Tesla K80)
 
@@ -179,20 +178,10 @@ def run(config: LargeConfig) -> SectionResult:
             trainer = trainer_class(device)
             for lr in (config.seed_lr, config.stable_lr):
                 name = f"{trainer.name} lr={lr:.3g}"
-                if device not in config.devices:
-                    section.skipped.append(Skipped(name, "device not selected (--device)"))
-                elif device == "cuda" and not cuda_available():
-                    section.skipped.append(Skipped(name, "no CUDA GPU"))
-                elif device == "cuda" and trainer_class is PykernelsFusedStep:
-                    section.skipped.append(Skipped(name, "linear_sgd_step has a CPU kernel only"))
-                else:
+                cpu_only = "linear_sgd_step has a CPU kernel only" if trainer_class is PykernelsFusedStep else None
+                if include_row(section, name, device, config.devices, cpu_only if device == "cuda" else None):
                     plan.append((trainer, lr))
-    with tqdm(
-        total=len(plan),
-        desc="large problem",
-        unit="row",
-        bar_format="{l_bar}{bar}| {n:.1f}/{total} rows [{elapsed}<{remaining}]",
-    ) as progress:
+    with rows_progress("large problem", len(plan)) as progress:
         for trainer, lr in plan:
             progress.set_postfix_str(f"{trainer.name} lr={lr:.3g}")
             section.rows.append(run_isolated(train, (trainer.name, trainer.device, config, lr), progress.update))

@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import pykernels
 
 from ._common import (
     SectionResult,
-    Skipped,
     Stopwatch,
     cuda_available,
+    include_row,
     median,
+    rows_progress,
     run_isolated,
     unavailable_reason,
 )
@@ -602,23 +602,12 @@ def run(config: FitConfig) -> SectionResult:
     x, y = seed_data()
     problem = Problem(x, y, config.degree, config.lr, config.steps)
     trainers = [t for t in all_trainers() if not config.only_rows or t.name in config.only_rows]
-    runnable = []
-    for trainer in trainers:
-        reason = (
-            "device not selected (--device)"
-            if trainer.device not in config.devices
-            else unavailable_reason(trainer.requirements())
-        )
-        if reason:
-            section.skipped.append(Skipped(trainer.name, reason))
-        else:
-            runnable.append(trainer)
-    with tqdm(
-        total=len(runnable),
-        desc="polynomial fit",
-        unit="row",
-        bar_format="{l_bar}{bar}| {n:.1f}/{total} rows [{elapsed}<{remaining}]",
-    ) as progress:
+    runnable = [
+        t
+        for t in trainers
+        if include_row(section, t.name, t.device, config.devices, unavailable_reason(t.requirements()))
+    ]
+    with rows_progress("polynomial fit", len(runnable)) as progress:
         for trainer in runnable:
             progress.set_postfix_str(trainer.name)
             section.rows.append(

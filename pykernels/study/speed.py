@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._common import SectionResult, Skipped, cuda_available
+from ._common import SectionResult, include_row
 
 # The write-up's %%time wall times (seconds), on its machine (Colab CPU, Tesla K80).
 WRITE_UP_SECONDS = {
@@ -95,11 +95,7 @@ def run(config: SpeedConfig) -> SectionResult:
         for impl in ("numpy", "torch", "torch-gpu"):
             device = "cuda" if impl == "torch-gpu" else "cpu"
             name = f"{workload} {size}x{size} x{loops}: {impl}"
-            if device not in config.devices:
-                section.skipped.append(Skipped(name, "device not selected (--device)"))
-            elif device == "cuda" and not cuda_available():
-                section.skipped.append(Skipped(name, "no CUDA GPU"))
-            else:
+            if include_row(section, name, device, config.devices):
                 plan.append((workload, impl, size, loops))
     for workload, impl, size, loops in tqdm(plan, desc="speed comparisons", unit="row"):
         section.rows.append(measure(workload, impl, size, loops, config.repeat))
