@@ -124,3 +124,9 @@ def test_results_do_not_depend_on_thread_count(backend, dtype, device):
         torch.set_num_threads(threads)
     for s, p in zip(serial, parallel, strict=True):
         assert torch.equal(s, p)
+
+
+def test_poly_mse_grad_output_is_not_differentiable(backend, dtype, device):
+    x, y, coeffs = make_poly_inputs(CASES[2], dtype, device)
+    result = pykernels.poly_mse(x, y, coeffs.requires_grad_(), backend=backend)
+    assert result.loss.requires_grad and not result.grad_coeffs.requires_grad
