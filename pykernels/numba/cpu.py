@@ -89,7 +89,8 @@ def _combine_chunks(partials, out):
 
 
 @njit(**_SUM_JIT)
-def _poly_mse_chunk(x, y, coeffs, out):
+def _poly_mse_chunk_blocked(x, y, coeffs, out):
+    """Any degree: L1 blocks, one simple (vectorized) loop per Horner step and per power."""
     out[:] = 0.0
     xs = np.empty(BLOCK)
     residuals = np.empty(BLOCK)
@@ -104,6 +105,81 @@ def _poly_mse_chunk(x, y, coeffs, out):
             total += residuals[j] * residuals[j]
         out[0] += total
         _accumulate_power_block(out, 1, xs, residuals, term)
+
+
+@njit(**_JIT)
+def _padded_coefficient(coeffs, k):
+    """c_k, or 0 above the degree: a degree-D polynomial evaluated as one of degree 4 or 8 (Horner over leading
+    zeros returns c_D exactly for finite x; an infinite x gives NaN instead of +-inf, still non-finite)."""
+    return np.float64(coeffs[k]) if k < coeffs.shape[0] else 0.0
+
+
+@njit(**_SUM_JIT)
+def _poly_mse_chunk_degree4(x, y, coeffs, out):
+    """Degrees <= 4: every sum a scalar, so they stay in registers and the loop vectorizes across points."""
+    c0, c1, c2 = _padded_coefficient(coeffs, 0), _padded_coefficient(coeffs, 1), _padded_coefficient(coeffs, 2)
+    c3, c4 = _padded_coefficient(coeffs, 3), _padded_coefficient(coeffs, 4)
+    s = g0 = g1 = g2 = g3 = g4 = 0.0
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        r = (((c4 * xi + c3) * xi + c2) * xi + c1) * xi + c0 - y[i]
+        s += r * r
+        g0 += r
+        t = r * xi
+        g1 += t
+        t *= xi
+        g2 += t
+        t *= xi
+        g3 += t
+        g4 += t * xi
+    sums = (s, g0, g1, g2, g3, g4)
+    for k in range(out.shape[0]):
+        out[k] = sums[k]
+
+
+@njit(**_SUM_JIT)
+def _poly_mse_chunk_degree8(x, y, coeffs, out):
+    """Degrees 5 to 8: as _poly_mse_chunk_degree4, with nine coefficients."""
+    c0, c1, c2 = _padded_coefficient(coeffs, 0), _padded_coefficient(coeffs, 1), _padded_coefficient(coeffs, 2)
+    c3, c4, c5 = _padded_coefficient(coeffs, 3), _padded_coefficient(coeffs, 4), _padded_coefficient(coeffs, 5)
+    c6, c7, c8 = _padded_coefficient(coeffs, 6), _padded_coefficient(coeffs, 7), _padded_coefficient(coeffs, 8)
+    s = g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = 0.0
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        r = (((((((c8 * xi + c7) * xi + c6) * xi + c5) * xi + c4) * xi + c3) * xi + c2) * xi + c1) * xi + c0 - y[i]
+        s += r * r
+        g0 += r
+        t = r * xi
+        g1 += t
+        t *= xi
+        g2 += t
+        t *= xi
+        g3 += t
+        t *= xi
+        g4 += t
+        t *= xi
+        g5 += t
+        t *= xi
+        g6 += t
+        t *= xi
+        g7 += t
+        g8 += t * xi
+    sums = (s, g0, g1, g2, g3, g4, g5, g6, g7, g8)
+    for k in range(out.shape[0]):
+        out[k] = sums[k]
+
+
+@njit(**_JIT)
+def _poly_mse_chunk(x, y, coeffs, out):
+    """One chunk of poly_mse: out[0] = sum r^2, out[1 + k] = sum r x^k, r = p(x) - y (float64 sums). numba cannot
+    keep a runtime number of sums in registers, so degrees up to 8 run kernels with a fixed number of them."""
+    degree = coeffs.shape[0] - 1
+    if degree <= 4:
+        _poly_mse_chunk_degree4(x, y, coeffs, out)
+    elif degree <= 8:
+        _poly_mse_chunk_degree8(x, y, coeffs, out)
+    else:
+        _poly_mse_chunk_blocked(x, y, coeffs, out)
 
 
 @njit(**_JIT)
