@@ -216,7 +216,8 @@ def _poly_mse_parallel(x, y, coeffs, chunk, loss, grad):
 
 
 @njit(**_SUM_JIT)
-def _poly_backward_chunk(grad_y, x, coeffs, grad_x, out):
+def _poly_backward_chunk_blocked(grad_y, x, coeffs, grad_x, out):
+    """Any degree: L1 blocks, as _poly_mse_chunk_blocked."""
     degree = coeffs.shape[0] - 1
     out[:] = 0.0
     xs = np.empty(BLOCK)
@@ -239,6 +240,74 @@ def _poly_backward_chunk(grad_y, x, coeffs, grad_x, out):
         for j in range(grad_block.shape[0]):
             grad_block[j] = grads[j] * derivatives[j]
         _accumulate_power_block(out, 0, xs, grads, term)
+
+
+@njit(**_SUM_JIT)
+def _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out):
+    """Degrees <= 4 with scalar sums (see _poly_mse_chunk_degree4); p'(x) by Horner on k c_k."""
+    c1, c2 = _padded_coefficient(coeffs, 1), 2 * _padded_coefficient(coeffs, 2)
+    c3, c4 = 3 * _padded_coefficient(coeffs, 3), 4 * _padded_coefficient(coeffs, 4)
+    g0 = g1 = g2 = g3 = g4 = 0.0
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        gi = np.float64(grad_y[i])
+        grad_x[i] = gi * (((c4 * xi + c3) * xi + c2) * xi + c1)
+        g0 += gi
+        t = gi * xi
+        g1 += t
+        t *= xi
+        g2 += t
+        t *= xi
+        g3 += t
+        g4 += t * xi
+    sums = (g0, g1, g2, g3, g4)
+    for k in range(out.shape[0]):
+        out[k] = sums[k]
+
+
+@njit(**_SUM_JIT)
+def _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out):
+    """Degrees 5 to 8, as _poly_backward_chunk_degree4."""
+    c1, c2 = _padded_coefficient(coeffs, 1), 2 * _padded_coefficient(coeffs, 2)
+    c3, c4 = 3 * _padded_coefficient(coeffs, 3), 4 * _padded_coefficient(coeffs, 4)
+    c5, c6 = 5 * _padded_coefficient(coeffs, 5), 6 * _padded_coefficient(coeffs, 6)
+    c7, c8 = 7 * _padded_coefficient(coeffs, 7), 8 * _padded_coefficient(coeffs, 8)
+    g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = 0.0
+    for i in range(x.shape[0]):
+        xi = np.float64(x[i])
+        gi = np.float64(grad_y[i])
+        grad_x[i] = gi * (((((((c8 * xi + c7) * xi + c6) * xi + c5) * xi + c4) * xi + c3) * xi + c2) * xi + c1)
+        g0 += gi
+        t = gi * xi
+        g1 += t
+        t *= xi
+        g2 += t
+        t *= xi
+        g3 += t
+        t *= xi
+        g4 += t
+        t *= xi
+        g5 += t
+        t *= xi
+        g6 += t
+        t *= xi
+        g7 += t
+        g8 += t * xi
+    sums = (g0, g1, g2, g3, g4, g5, g6, g7, g8)
+    for k in range(out.shape[0]):
+        out[k] = sums[k]
+
+
+@njit(**_JIT)
+def _poly_backward_chunk(grad_y, x, coeffs, grad_x, out):
+    """One chunk of poly_backward: grad_x = g p'(x) (written), out[k] = sum g x^k (float64 sums)."""
+    degree = coeffs.shape[0] - 1
+    if degree <= 4:
+        _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out)
+    elif degree <= 8:
+        _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out)
+    else:
+        _poly_backward_chunk_blocked(grad_y, x, coeffs, grad_x, out)
 
 
 @njit(**_JIT)
