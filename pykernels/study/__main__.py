@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     steps = args.steps or (2_000 if quick else polyfit.SEED_STEPS)
     configs = {
-        "poly": polyfit.FitConfig(steps=steps, repeat=args.repeat, devices=devices, warmup_steps=min(200, steps)),
+        "poly": polyfit.FitConfig(
+            steps=steps, repeat=args.repeat, devices=devices, warmup_steps=min(steps, max(200, steps // 10))
+        ),
         "speed": speed.SpeedConfig(add_size=1_000 if quick else 10_000, devices=devices, repeat=args.repeat),
         "large": large.LargeConfig(n=100_000 if quick else 10_000_000, epochs=20 if quick else 200, devices=devices),
         "batched": batched.BatchedConfig(series=64 if quick else 1024, steps=200 if quick else 2000, devices=devices),

@@ -175,7 +175,7 @@ class TorchCompile(Trainer):
         self.y = torch.from_numpy(p.y).float().to(self.device)
         self.exponents = torch.arange(0.0, p.degree + 1, device=self.device)
         self.w = torch.zeros((p.degree + 1, 1), device=self.device)
-        self.losses: list[torch.Tensor] = []
+        self.blocks: list[torch.Tensor] = []
         torch._dynamo.reset()
         self.step = torch.compile(_write_up_step, fullgraph=True, mode=self.mode)
 
@@ -191,18 +191,19 @@ class TorchCompile(Trainer):
 
     def run(self, start: int, stop: int) -> None:
         step, x, y, exponents, lr = self.step, self.x, self.y, self.exponents, self.p.lr
-        w, losses = self.w, self.losses
+        w, losses = self.w, []
         for _ in range(start, stop):
             w, mse = step(x, y, w, exponents, lr)
             losses.append(mse.clone() if self.mode else mse)  # cudagraph outputs are overwritten on replay
         self.w = w
+        self.blocks.append(torch.stack(losses))
 
     def result(self):
         from torch._dynamo.utils import counters
 
         recompiles = counters["stats"]["unique_graphs"] - self.graphs_after_warmup
         self.note = f"recompiles after warm-up: {recompiles}"
-        return self.w.cpu().double().numpy().ravel(), torch.stack(self.losses).cpu().numpy()
+        return self.w.cpu().double().numpy().ravel(), torch.cat(self.blocks).cpu().numpy()
 
 
 class JaxTrainer(Trainer):
@@ -274,8 +275,10 @@ class JaxTrainer(Trainer):
 
 
 class PykernelsTrainer(Trainer):
-    """Shared state of the pykernels rows: float32 x, y of shape (100, 1) as in the write-up, w of shape (D+1,),
-    losses kept as 0-d tensors and stacked at the end (recording costs no copy per step)."""
+    """Shared state of the pykernels rows: float32 x, y of shape (100, 1) as in the write-up, w of shape (D+1,).
+    Each step's loss is kept as a 0-d tensor and a block's are stacked at its end (inside the timing): recording
+    copies nothing per step, and the list never holds more than a block (200,000 live tensors would make Python's
+    garbage collector rescan them all, a cost that grows with the run)."""
 
     group = "pykernels"
 
@@ -293,7 +296,7 @@ class PykernelsTrainer(Trainer):
         self.x = torch.from_numpy(p.x).float().to(self.device)
         self.y = torch.from_numpy(p.y).float().to(self.device)
         self.w = torch.zeros(p.degree + 1, device=self.device)
-        self.losses: list[torch.Tensor] = []
+        self.blocks: list[torch.Tensor] = []
 
     def prepare(self) -> float:
         watch = Stopwatch(self.device)
@@ -302,7 +305,7 @@ class PykernelsTrainer(Trainer):
         return watch.seconds
 
     def result(self):
-        return self.w.detach().cpu().double().numpy(), torch.stack(self.losses).cpu().numpy()
+        return self.w.detach().cpu().double().numpy(), torch.cat(self.blocks).cpu().numpy()
 
 
 class PykernelsAutograd(PykernelsTrainer):
@@ -323,7 +326,7 @@ class PykernelsAutograd(PykernelsTrainer):
         self.w.requires_grad_(True)
 
     def run(self, start: int, stop: int) -> None:
-        x, y, w, lr, losses, backend = self.x, self.y, self.w, self.p.lr, self.losses, self.backend
+        x, y, w, lr, losses, backend = self.x, self.y, self.w, self.p.lr, [], self.backend
         if self.function_class:
 
             def loss_fn(x, y, w):
@@ -340,6 +343,7 @@ class PykernelsAutograd(PykernelsTrainer):
             with torch.no_grad():
                 w.sub_(w.grad, alpha=lr)
             losses.append(loss.detach())
+        self.blocks.append(torch.stack(losses))
 
 
 class PykernelsManual(PykernelsTrainer):
@@ -351,11 +355,12 @@ class PykernelsManual(PykernelsTrainer):
 
     def run(self, start: int, stop: int) -> None:
         op = pykernels.get_backend(self.backend).poly_mse
-        x, y, w, lr, losses = self.x, self.y, self.w, self.p.lr, self.losses
+        x, y, w, lr, losses = self.x, self.y, self.w, self.p.lr, []
         for _ in range(start, stop):
             loss, grad = op(x, y, w)
             w.sub_(grad, alpha=lr)
             losses.append(loss)
+        self.blocks.append(torch.stack(losses))
 
 
 class PykernelsCudaGraph(PykernelsTrainer):
@@ -466,10 +471,10 @@ class PykernelsFusedFit(PykernelsTrainer):
             backend=self.backend,
         )
         self.w = fit.coeffs
-        self.losses.append(fit.trace)
+        self.blocks.append(fit.trace)
 
     def result(self):
-        return self.w.cpu().double().numpy(), torch.cat(self.losses).cpu().numpy()
+        return self.w.cpu().double().numpy(), torch.cat(self.blocks).cpu().numpy()
 
 
 class EmptyFunction(torch.autograd.Function):
@@ -499,7 +504,7 @@ class EmptyFunctionFloor(PykernelsAutograd):
         return 0.0
 
     def run(self, start: int, stop: int) -> None:
-        x, y, w, lr, losses = self.x, self.y, self.w, self.p.lr, self.losses
+        x, y, w, lr, losses = self.x, self.y, self.w, self.p.lr, []
         for _ in range(start, stop):
             loss = EmptyFunction.apply(x, y, w)[0]
             w.grad = None
@@ -507,6 +512,7 @@ class EmptyFunctionFloor(PykernelsAutograd):
             with torch.no_grad():
                 w.sub_(w.grad, alpha=lr)
             losses.append(loss.detach())
+        self.blocks.append(torch.stack(losses))
 
 
 def all_trainers() -> list[Trainer]:
@@ -543,7 +549,8 @@ class FitConfig:
     degree: int = SEED_DEGREE
     repeat: int = 1
     devices: tuple[str, ...] = ("cpu",)
-    warmup_steps: int = 200
+    # a tenth of the run: the first seconds of a row ran up to 1.5x slower here (clock ramp, allocator and GC warm-up)
+    warmup_steps: int = 20_000
     only_rows: list[str] = field(default_factory=list)
 
 
