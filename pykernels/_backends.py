@@ -1,4 +1,4 @@
-"""Backend selection: each backend is a table of the same five ops; adding one is one `register_backend` call.
+"""Backend selection: each backend is a table of the same ops (OP_NAMES); adding one is one `register_backend` call.
 
 - ``"cpp"``: the compiled operators ``torch.ops.pykernels.<op>`` (CPU and, where built, CUDA kernels; the device
   follows the tensors).

@@ -1,7 +1,8 @@
-"""pykernels' numba backend: the same five ops as numba-JIT kernels.
+"""pykernels' numba backend: the same ops (poly, poly_backward, poly_mse, dot, dot_backward, fit_poly) as numba
+kernels.
 
 - ``pykernels.numba.cpu``: ``@njit(cache=True)`` kernels on NumPy arrays (``poly``, ``poly_backward``,
-  ``poly_mse``, ``dot``, ``dot_backward``): the NumPy-in/NumPy-out API for users without torch tensors.
+  ``poly_mse``, ``dot``, ``dot_backward``, ``fit_poly``): the NumPy-in/NumPy-out API for users without torch tensors.
 - ``pykernels.numba.cuda``: ``numba.cuda`` kernels on anything with ``__cuda_array_interface__`` (torch CUDA
   tensors, numba device arrays); needs a GPU (or ``NUMBA_ENABLE_CUDASIM=1``) and is imported only when used.
 - ``pykernels.numba.ops``: the torch custom ops ``torch.ops.pykernels.numba_<op>`` (what ``backend="numba"``
