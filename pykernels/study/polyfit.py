@@ -325,17 +325,15 @@ class PykernelsAutograd(PykernelsTrainer):
         super().setup(p)
         self.w.requires_grad_(True)
 
-    def run(self, start: int, stop: int) -> None:
-        x, y, w, lr, losses, backend = self.x, self.y, self.w, self.p.lr, [], self.backend
+    def loss_fn(self):
+        """The step's loss function: (x, y, w) -> 0-d loss that backward() differentiates."""
+        backend = self.backend
         if self.function_class:
+            return lambda x, y, w: pykernels.PolyMSE.apply(x, y, w, backend)[0]
+        return lambda x, y, w: pykernels.poly_mse(x, y, w, backend=backend)[0]
 
-            def loss_fn(x, y, w):
-                return pykernels.PolyMSE.apply(x, y, w, backend)[0]
-        else:
-
-            def loss_fn(x, y, w):
-                return pykernels.poly_mse(x, y, w, backend=backend)[0]
-
+    def run(self, start: int, stop: int) -> None:
+        x, y, w, lr, losses, loss_fn = self.x, self.y, self.w, self.p.lr, [], self.loss_fn()
         for _ in range(start, stop):
             loss = loss_fn(x, y, w)
             w.grad = None
@@ -503,16 +501,8 @@ class EmptyFunctionFloor(PykernelsAutograd):
     def prepare(self) -> float:
         return 0.0
 
-    def run(self, start: int, stop: int) -> None:
-        x, y, w, lr, losses = self.x, self.y, self.w, self.p.lr, []
-        for _ in range(start, stop):
-            loss = EmptyFunction.apply(x, y, w)[0]
-            w.grad = None
-            loss.backward()
-            with torch.no_grad():
-                w.sub_(w.grad, alpha=lr)
-            losses.append(loss.detach())
-        self.blocks.append(torch.stack(losses))
+    def loss_fn(self):
+        return lambda x, y, w: EmptyFunction.apply(x, y, w)[0]  # the floor runs PykernelsAutograd's own loop
 
 
 def all_trainers() -> list[Trainer]:
