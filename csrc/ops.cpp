@@ -37,4 +37,14 @@ TORCH_LIBRARY(pykernels, m) {
   // One SGD step of the linear model y_hat = dot(w, x) + b on the squared error, in place, fused:
   // e = dot(w, x) + b - y; w -= lr * 2 e x; b -= lr * 2 e. Two passes over x and w; returns e^2 (before the step).
   m.def("linear_sgd_step(Tensor(a!) w, Tensor(b!) b, Tensor x, Tensor y, float lr) -> Tensor");
+  // out[i] = element i of the standard-normal sample (seed, stream) of common/philox.h (Philox4x32-10 and
+  // Box-Muller): a pure function of (seed, stream, i), the same on every backend and thread count.
+  m.def("philox_normal_(Tensor(a!) out, int seed, int stream) -> ()");
+  // `epochs` epochs of the write-up's large problem, each on a fresh sample drawn in-kernel and never stored:
+  // epoch e draws x = philox_normal(N, seed, first_epoch + e), y = target_weight sum(x) + target_bias, then
+  // steps as linear_sgd_step. w, b updated in place; returns the (epochs,) squared errors e^2. Samples are
+  // regenerated where needed, or with `keep` (float32, like w) drawn once per epoch and kept there (the last
+  // one is left in it).
+  m.def("linear_sgd_philox(Tensor(a!) w, Tensor(b!) b, float lr, int epochs, int seed, int first_epoch, "
+        "float target_weight, float target_bias, Tensor(c!)? keep) -> Tensor");
 }

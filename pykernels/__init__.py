@@ -6,6 +6,8 @@
 
 Ops: ``poly``, ``poly_mse``, ``dot`` (and ``torch.ops.pykernels.*`` incl. the backward ops), autograd
 Functions ``PolyForward``, ``PolyMSE``, ``Dot``; backends ``"cpp"`` (default), ``"numba"``, ``"torch"``.
+Fused loops: ``fit_poly`` (whole gradient-descent fits, batched), ``linear_sgd_step`` and ``linear_sgd_philox``
+(the 10^7-weight problem, the latter drawing its samples in-kernel: ``philox_normal``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from . import _meta, reference  # noqa: E402
 from ._backends import available_backends, get_backend, register_backend  # noqa: E402
 from ._info import build_info  # noqa: E402
 from .autograd import Dot, PolyForward, PolyMSE  # noqa: E402
-from .ops import FitResult, PolyMSEResult, dot, fit_poly, linear_sgd_step, poly, poly_mse  # noqa: E402
+from .ops import (  # noqa: E402
+    FitResult,
+    PolyMSEResult,
+    dot,
+    fit_poly,
+    linear_sgd_philox,
+    linear_sgd_step,
+    philox_normal,
+    poly,
+    poly_mse,
+)
 
 # The compiled ops' autograd kernels are registered in C++ (csrc/autograd.cpp); their fake kernels here.
 _meta.register_fake_kernels()
@@ -36,7 +48,9 @@ __all__ = [
     "dot",
     "fit_poly",
     "get_backend",
+    "linear_sgd_philox",
     "linear_sgd_step",
+    "philox_normal",
     "poly",
     "poly_mse",
     "reference",

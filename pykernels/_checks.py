@@ -129,3 +129,10 @@ def check_fit_poly_inputs(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
+
+
+def check_philox_args(seed: int, stream: int) -> None:
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if stream < 0:
+        raise ValueError(f"stream must be >= 0, got {stream}")

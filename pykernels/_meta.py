@@ -69,3 +69,18 @@ def _linear_sgd_step_fake(w, b, x, y, lr):
     _checks.check_same_dtype_and_device((w, "w"), (x, "x"), (b, "b"), (y, "y"))
     _checks.check_same_shape(w, "w", x, "x")
     return w.new_empty(())
+
+
+@torch.library.register_fake("pykernels::philox_normal_")
+def _philox_normal_fake(out, seed, stream):
+    _checks.check_philox_args(seed, stream)
+
+
+@torch.library.register_fake("pykernels::linear_sgd_philox")
+def _linear_sgd_philox_fake(w, b, lr, epochs, seed, first_epoch, target_weight, target_bias, keep):
+    _checks.check_floating(w, "w")
+    _checks.check_same_dtype_and_device((w, "w"), (b, "b"))
+    _checks.check_philox_args(seed, first_epoch)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return w.new_empty((epochs,))

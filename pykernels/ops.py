@@ -108,3 +108,64 @@ def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.
     two passes over x and w (no gradient vector is materialized). w: (N,) and b: (1,) or 0-d are updated in place;
     y is the sample's 0-d target. Returns the squared error e^2 before the step (compiled CPU kernel)."""
     return torch.ops.pykernels.linear_sgd_step.default(w, b, x, y, float(lr))
+
+
+def philox_normal(n: int, *, seed: int, stream: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` standard-normal float32 samples, element ``i`` a pure function of ``(seed, stream, i)``: Philox4x32-10
+    (the counter-based generator of cuRAND) and Box-Muller, as defined in ``csrc/common/philox.h``. The same
+    numbers for every thread count; :func:`linear_sgd_philox` regenerates exactly these inside its kernel.
+
+    ``out``: a float32 1-D CPU tensor of length ``n`` to fill (allocated when omitted)."""
+    if out is None:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        out = torch.empty(n, dtype=torch.float32)
+    elif out.numel() != n:
+        raise ValueError(f"out must have n = {n} elements, got shape {list(out.shape)}")
+    torch.ops.pykernels.philox_normal_.default(out, int(seed), int(stream))
+    return out
+
+
+def linear_sgd_philox(
+    w: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    lr: float,
+    epochs: int,
+    seed: int,
+    first_epoch: int = 0,
+    target_weight: float = 3.0,
+    target_bias: float = -2.0,
+    sample: str = "keep",
+    buffer: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The write-up's large problem, ``epochs`` epochs in one call, each on a fresh sample drawn inside the
+    kernel (compiled CPU kernel, no autograd). Epoch ``e`` draws ``x = philox_normal(N, seed, first_epoch + e)``,
+    sets ``y = target_weight * sum(x) + target_bias`` (the write-up's ``dot(3 * ones, x) - 2`` by default) and
+    steps as :func:`linear_sgd_step`::
+
+        e = dot(w, x) + b - y;  w -= lr * 2 e x;  b -= lr * 2 e
+
+    Each epoch's update is deferred into the next epoch's pass, so w is read and written once per epoch.
+
+    Args:
+        w: (N,) weights, float32 or float64, updated in place; b: (1,) or 0-d bias, updated in place.
+        sample: ``"keep"`` draws each sample once and keeps it in a float32 buffer of N until the next pass has
+            applied its update (4 bytes per weight of extra traffic); ``"regenerate"`` never stores it and
+            draws it twice (twice the generator's work, no buffer).
+        buffer: with ``sample="keep"``, a float32 tensor shaped like w to reuse (it ends holding the last
+            sample); allocated per call when omitted.
+
+    Returns:
+        ``(epochs,)`` squared errors ``e^2`` of every epoch, before its step. The dot product is summed in
+        float32 within tiles of 192 elements and in float64 across them.
+    """
+    if sample not in ("keep", "regenerate"):
+        raise ValueError(f"sample must be 'keep' or 'regenerate', got {sample!r}")
+    if sample == "keep" and buffer is None:
+        buffer = torch.empty(w.shape, dtype=torch.float32, device=w.device)
+    elif sample == "regenerate" and buffer is not None:
+        raise ValueError("buffer is only used with sample='keep'")
+    return torch.ops.pykernels.linear_sgd_philox.default(
+        w, b, float(lr), int(epochs), int(seed), int(first_epoch), float(target_weight), float(target_bias), buffer
+    )

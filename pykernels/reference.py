@@ -16,6 +16,9 @@ __all__ = [
     "dot_torch",
     "fit_poly_numpy",
     "fit_poly_torch",
+    "linear_sgd_philox_torch",
+    "philox4x32_10_numpy",
+    "philox_normal_numpy",
     "poly_backward_numpy",
     "poly_backward_torch",
     "poly_mse_numpy",
@@ -137,3 +140,80 @@ def fit_poly_numpy(
         w -= lr * scale * (residual @ powers if shared else np.einsum("bnk,bn->bk", powers, residual))
     trace = np.stack(trace, axis=-1) if trace else np.empty((ys.shape[0], 0), w.dtype)
     return (w, trace) if np.ndim(y) == 2 else (w[0], trace[0])
+
+
+_PHILOX_MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
+
+
+def philox4x32_10_numpy(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
+    """Philox4x32-10 (Salmon et al., SC'11) of each row of ``counters`` (M, 4) under ``key`` (2 words): (M, 4)
+    uint32 words. Written from the paper, independently of csrc/common/philox.h, and checked against Random123's
+    known-answer vectors in the tests."""
+    c = [np.asarray(counters, dtype=np.uint64)[:, i] for i in range(4)]
+    k0, k1 = (np.uint64(word) for word in key)
+    mask = np.uint64(0xFFFFFFFF)
+    for _ in range(10):
+        product0 = c[0] * np.uint64(_PHILOX_MULTIPLIERS[0])  # < 2^64: exact in uint64
+        product1 = c[2] * np.uint64(_PHILOX_MULTIPLIERS[1])
+        c = [
+            (product1 >> np.uint64(32)) ^ c[1] ^ k0,
+            product1 & mask,
+            (product0 >> np.uint64(32)) ^ c[3] ^ k1,
+            product0 & mask,
+        ]
+        k0 = (k0 + np.uint64(_PHILOX_WEYL[0])) & mask
+        k1 = (k1 + np.uint64(_PHILOX_WEYL[1])) & mask
+    return np.stack(c, axis=1).astype(np.uint32)
+
+
+def philox_normal_numpy(n: int, seed: int, stream: int) -> np.ndarray:
+    """The sample ``pykernels.philox_normal(n, seed=seed, stream=stream)`` defines, in float64: element
+    ``i = 64 m + 16 k + l`` is output k of the Philox block with counter ``j = 16 m + l``; outputs (0, 1) and
+    (2, 3) are Box-Muller pairs ``r cos(theta), r sin(theta)`` with ``r = sqrt(-2 ln u)``,
+    ``u = ((bits0 >> 1) + 1/2) 2^-31`` (the sum rounded to float32) and ``theta = q pi/2 + (f - 1/2) pi/2`` from the
+    odd word's top 2 bits q and its low 30 bits as a float32 fraction f of 2^30."""
+    blocks = -(-n // 64)
+    j = np.arange(16 * blocks, dtype=np.uint64)
+    counters = np.stack(
+        [
+            j & np.uint64(0xFFFFFFFF),
+            j >> np.uint64(32),
+            np.full_like(j, stream & 0xFFFFFFFF),
+            np.full_like(j, stream >> 32),
+        ],
+        axis=1,
+    )
+    words = philox4x32_10_numpy(counters, (seed & 0xFFFFFFFF, seed >> 32))
+    radius_words, angle_words = words[:, 0::2], words[:, 1::2]  # (16 blocks, 2): pairs (0, 1) and (2, 3)
+    # u and f are rounded to float32 as the definition says (it matters where u is close to 1); the rest is exact
+    u = ((radius_words >> 1).astype(np.float32) + np.float32(0.5)).astype(np.float64) * 2.0**-31
+    radius = np.sqrt(-2.0 * np.log(u))
+    quadrant = (angle_words >> 30).astype(np.float64)
+    fraction = (angle_words & 0x3FFFFFFF).astype(np.float32).astype(np.float64) * 2.0**-30
+    theta = quadrant * np.pi / 2 + (fraction - 0.5) * np.pi / 2
+    normals = np.empty((16 * blocks, 4))
+    normals[:, 0::2] = radius * np.cos(theta)
+    normals[:, 1::2] = radius * np.sin(theta)
+    # (block m, lane l, output k) -> element 64 m + 16 k + l
+    return normals.reshape(blocks, 16, 4).transpose(0, 2, 1).reshape(-1)[:n]
+
+
+def linear_sgd_philox_torch(
+    w: torch.Tensor,
+    b: torch.Tensor,
+    samples: list[torch.Tensor],
+    lr: float,
+    target_weight: float = 3.0,
+    target_bias: float = -2.0,
+) -> torch.Tensor:
+    """The write-up's epoch loop on given samples, in plain torch (in place on w, b; returns the squared errors):
+    ``y = target_weight sum(x) + target_bias; e = dot(w, x) + b - y; w -= lr 2 e x; b -= lr 2 e``."""
+    losses = []
+    for x in samples:
+        x = x.to(w.dtype)
+        error = torch.dot(w, x) + b.reshape(()) - (target_weight * x.sum() + target_bias)
+        losses.append(error**2)
+        w -= lr * 2 * error * x
+        b -= lr * 2 * error
+    return torch.stack(losses)

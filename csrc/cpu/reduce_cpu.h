@@ -87,9 +87,11 @@ inline void fold_lanes(const LaneVector* sums, int64_t num_sums, double* out) {
 }
 
 // out[0..num_sums) = sums over [0, n), where chunk_fn(begin, end, partial) writes one chunk's num_sums sums.
+// Chunks hold chunk_size elements (fixed for a kernel, never derived from the thread count).
 template <typename ChunkFn>
-void reduce_in_chunks(int64_t n, int64_t num_sums, double* out, const ChunkFn& chunk_fn) {
-  const int64_t num_chunks = std::max<int64_t>(1, (n + kReduceChunk - 1) / kReduceChunk);
+void reduce_in_chunks(int64_t n, int64_t num_sums, double* out, const ChunkFn& chunk_fn,
+                      int64_t chunk_size = kReduceChunk) {
+  const int64_t num_chunks = std::max<int64_t>(1, (n + chunk_size - 1) / chunk_size);
   if (num_chunks == 1) {
     chunk_fn(0, n, out);
     return;
@@ -97,7 +99,7 @@ void reduce_in_chunks(int64_t n, int64_t num_sums, double* out, const ChunkFn& c
   std::vector<double> partials(num_chunks * num_sums);
   at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      chunk_fn(chunk * kReduceChunk, std::min(n, (chunk + 1) * kReduceChunk), partials.data() + chunk * num_sums);
+      chunk_fn(chunk * chunk_size, std::min(n, (chunk + 1) * chunk_size), partials.data() + chunk * num_sums);
     }
   });
   for (int64_t s = 0; s < num_sums; ++s) {
