@@ -3,10 +3,14 @@
 - SeedPolynomialFit: 1,000 steps of the polynomial write-up's fit (x = linspace(0, 5, 100), degree 4, lr 1e-5,
   MSE recorded every step), continuing from the previous state.
 - LargeProblemEpoch: one epoch of the 10^7-weight dot-product model (the sample drawn in setup, timed apart).
+- LargeProblemWholeEpochs: ten epochs with their samples (torch.randn, or drawn in-kernel by linear_sgd_philox),
+  and the in-kernel epoch's speedup over the write-up's, measured side by side.
 - BatchedFits: 1,024 series x 100 points, 200 steps.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -92,6 +96,74 @@ class LargeProblemSample(Benchmark):
 
     def time_randn(self, device):
         self.draw()
+
+
+WHOLE_EPOCH_ROWS = [
+    "torch-autograd",
+    "pykernels linear_sgd_step (fused)",
+    "pykernels linear_sgd_philox (sample in-kernel, kept for one pass)",
+    "pykernels linear_sgd_philox (sample in-kernel, regenerated, never stored)",
+]
+
+
+def _ten_epochs(implementation: str, n: int):
+    """A callable running ten epochs of the row, samples included, continuing where the last call stopped."""
+    trainer = next(t("cpu") for t in large.all_trainers() if t("cpu").name == implementation)
+    trainer.setup(n, 0.5 / n)
+    epoch = 0
+    if trainer.draws_own_samples:
+
+        def run():
+            nonlocal epoch
+            trainer.run_epochs(epoch, 10)
+            epoch += 10
+
+        return run
+    ones3 = 3 * torch.ones([n])
+
+    def run():
+        for _ in range(10):
+            x = torch.randn([n])
+            trainer.step(x, torch.dot(ones3, x) - 2)
+
+    return run
+
+
+class LargeProblemWholeEpochs(Benchmark):
+    """Ten epochs of the 10^7-weight problem with their samples, as the write-up's %%time measures them."""
+
+    params = [WHOLE_EPOCH_ROWS]
+    param_names = ["implementation"]
+    n = 10_000_000
+
+    def setup(self, implementation):
+        self.run = _ten_epochs(implementation, self.n)
+        self.run()
+
+    def time_ten_epochs(self, implementation):
+        self.run()
+
+
+class LargeProblemInKernelSpeedup(Benchmark):
+    """Epoch time of the write-up's torch-autograd loop (its randn included) over linear_sgd_philox's (sample kept),
+    best of 3 runs of ten epochs each, measured side by side in one process."""
+
+    n = 10_000_000
+
+    def track_speedup(self):
+        runs = {name: _ten_epochs(name, self.n) for name in WHOLE_EPOCH_ROWS[::2]}
+        best = {}
+        for name, run in runs.items():
+            run()
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            best[name] = min(times)
+        return best[WHOLE_EPOCH_ROWS[0]] / best[WHOLE_EPOCH_ROWS[2]]
+
+    track_speedup.unit = "x"
 
 
 class BatchedFits(Benchmark):

@@ -144,19 +144,31 @@ def _isolated_child(queue, target, args, threads) -> None:
         queue.put(("error", traceback.format_exc()))
 
 
-def run_isolated(target: Callable, args: tuple, on_progress: Callable[[float], None]) -> Any:
+def run_isolated(
+    target: Callable, args: tuple, on_progress: Callable[[float], None], env: dict[str, str] | None = None
+) -> Any:
     """Run ``target(*args, progress=...)`` in a fresh process and return its result.
 
     Each row gets its own interpreter: a row that ran before (torch.compile installing dynamo's frame hooks,
     JAX, numba's threads, a 10^7-element heap) must not change the timing of the next one. ``target`` reports
-    progress fractions, which arrive here through a queue and move the parent's progress bar."""
+    progress fractions, which arrive here through a queue and move the parent's progress bar. ``env``: variables
+    set for the child only (read by torch when it starts, e.g. THP_MEM_ALLOC_ENABLE)."""
     import multiprocessing
     import queue as queue_module
 
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     process = context.Process(target=_isolated_child, args=(messages, target, args, torch.get_num_threads()))
-    process.start()
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})  # a spawned child copies the parent's environment when it starts
+    try:
+        process.start()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     try:
         while True:
             try:

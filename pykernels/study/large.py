@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,10 +36,13 @@ class LargeConfig:
 
 
 class LargeTrainer:
-    """One implementation of the epoch's training step (the sample is generated outside it)."""
+    """One implementation of the epoch's training step (the sample is generated outside it, unless
+    ``draws_own_samples``: then ``run_epochs`` trains whole epochs, sample generation included)."""
 
     name = ""
     note = ""
+    draws_own_samples = False
+    env: ClassVar[dict[str, str]] = {}  # environment of the row's process
 
     def __init__(self, device: str) -> None:
         self.device = device
@@ -108,8 +112,64 @@ class PykernelsFusedStep(LargeTrainer):
         return pykernels.linear_sgd_step(self.w, self.b, x, y, self.lr)
 
 
+class WriteUpAutogradTHP(WriteUpAutograd):
+    """The write-up's loop with torch's CPU allocator on transparent huge pages (fewer page faults on its fresh
+    10^7-element temporaries)."""
+
+    env: ClassVar[dict[str, str]] = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device)
+        self.name = "torch-autograd, THP_MEM_ALLOC_ENABLE=1" + ("-gpu" if device == "cuda" else "")
+
+
+class PykernelsPhilox(LargeTrainer):
+    """``pykernels.linear_sgd_philox``: whole epochs in one call, each sample drawn inside the kernel by Philox
+    (``sample``: kept in a float32 buffer until the next pass, or regenerated and never stored)."""
+
+    draws_own_samples = True
+    sample = "keep"
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device)
+        stored = "kept for one pass" if self.sample == "keep" else "regenerated, never stored"
+        self.name = f"pykernels linear_sgd_philox (sample in-kernel, {stored})" + ("-gpu" if device == "cuda" else "")
+
+    def setup(self, n: int, lr: float) -> None:
+        super().setup(n, lr)
+        self.w, self.b = self.w.detach(), self.b.detach()
+        self.buffer = torch.empty(n) if self.sample == "keep" else None
+        # warm-up on a copy: threads started, code and the buffer's pages touched before the clock starts
+        pykernels.linear_sgd_philox(
+            self.w.clone(), self.b.clone(), lr=lr, epochs=1, seed=1, sample=self.sample, buffer=self.buffer
+        )
+
+    def run_epochs(self, first_epoch: int, epochs: int) -> torch.Tensor:
+        return pykernels.linear_sgd_philox(
+            self.w,
+            self.b,
+            lr=self.lr,
+            epochs=epochs,
+            seed=0,
+            first_epoch=first_epoch,
+            sample=self.sample,
+            buffer=self.buffer,
+        )
+
+
+class PykernelsPhiloxRegenerate(PykernelsPhilox):
+    sample = "regenerate"
+
+
 def all_trainers() -> list[type[LargeTrainer]]:
-    return [WriteUpAutograd, PykernelsDotAutograd, PykernelsFusedStep]
+    return [
+        WriteUpAutograd,
+        WriteUpAutogradTHP,
+        PykernelsDotAutograd,
+        PykernelsFusedStep,
+        PykernelsPhilox,
+        PykernelsPhiloxRegenerate,
+    ]
 
 
 def train(name: str, device: str, config: LargeConfig, lr: float, progress) -> dict:
@@ -119,17 +179,26 @@ def train(name: str, device: str, config: LargeConfig, lr: float, progress) -> d
     n = config.n
     trainer.setup(n, lr)
     generation, training = Stopwatch(device), Stopwatch(device)
-    ones3 = 3 * torch.ones([n], device=device)
     losses = []
-    for _ in range(config.epochs):
-        with generation.timed():
-            x = torch.randn([n], device=device)
-            y = torch.dot(ones3, x) - 2
-        with training.timed():
-            loss = trainer.step(x, y)
-        losses.append(loss)
-        progress(1 / config.epochs)
-    losses = torch.stack(losses).double().cpu().numpy().ravel()
+    if trainer.draws_own_samples:
+        # a few calls of many epochs each (a call ends with one extra pass that applies its last update)
+        calls = min(4, config.epochs)
+        for call in range(calls):
+            first, last = call * config.epochs // calls, (call + 1) * config.epochs // calls
+            with training.timed():
+                losses.append(trainer.run_epochs(first, last - first))
+            progress((last - first) / config.epochs)
+    else:
+        ones3 = 3 * torch.ones([n], device=device)
+        for _ in range(config.epochs):
+            with generation.timed():
+                x = torch.randn([n], device=device)
+                y = torch.dot(ones3, x) - 2
+            with training.timed():
+                loss = trainer.step(x, y)
+            losses.append(loss.reshape(1))
+            progress(1 / config.epochs)
+    losses = torch.cat(losses).double().cpu().numpy().ravel()
     finite = np.isfinite(losses)
     diverged_at = None if finite.all() else int(np.argmin(finite))
     tenth = max(1, len(losses) // 10)
@@ -141,10 +210,13 @@ def train(name: str, device: str, config: LargeConfig, lr: float, progress) -> d
         "lr": lr,
         "epochs": config.epochs,
         "n": n,
+        "sample_in_kernel": trainer.draws_own_samples,
+        "env": trainer.env,
         "generation_seconds": generation.seconds,
         "training_seconds": training.seconds,
         "total_seconds": generation.seconds + training.seconds,
         "training_ms_per_epoch": training.seconds / config.epochs * 1e3,
+        "epoch_ms": (generation.seconds + training.seconds) / config.epochs * 1e3,
         "generation_ms_per_epoch": generation.seconds / config.epochs * 1e3,
         "first_loss": float(losses[0]),
         "last_loss": float(losses[-1]),
@@ -158,16 +230,21 @@ def train(name: str, device: str, config: LargeConfig, lr: float, progress) -> d
     }
 
 
-def read_bandwidth(n: int, progress) -> float:
-    """GB/s of torch.sum over 4 float32 vectors of n already in memory (the same traffic scale as an epoch)."""
+def yardsticks(n: int, progress) -> dict[str, float]:
+    """Measured beside the rows: the read bandwidth (GB/s of torch.sum over 4 float32 vectors of n already in
+    memory, the same traffic scale as an epoch) and the in-kernel generator alone (ms for philox_normal of n)."""
     data = torch.rand(4 * n)
     data.sum()
-    watch = Stopwatch("cpu")
+    sums, draws = Stopwatch("cpu"), Stopwatch("cpu")
     for _ in range(5):
-        with watch.timed():
+        with sums.timed():
             data.sum()
+    sample = pykernels.philox_normal(n, seed=1)
+    for stream in range(5):
+        with draws.timed():
+            pykernels.philox_normal(n, seed=1, stream=stream, out=sample)
     progress(1.0)
-    return 5 * data.numel() * 4 / watch.seconds / 1e9
+    return {"read_bandwidth_gb_s": 5 * data.numel() * 4 / sums.seconds / 1e9, "philox_normal_ms": draws.seconds / 5e-3}
 
 
 def run(config: LargeConfig) -> SectionResult:
@@ -178,17 +255,25 @@ def run(config: LargeConfig) -> SectionResult:
             trainer = trainer_class(device)
             for lr in (config.seed_lr, config.stable_lr):
                 name = f"{trainer.name} lr={lr:.3g}"
-                cpu_only = "linear_sgd_step has a CPU kernel only" if trainer_class is PykernelsFusedStep else None
+                cpu_only = None
+                if trainer_class is PykernelsFusedStep or issubclass(trainer_class, PykernelsPhilox):
+                    cpu_only = f"{trainer.name.split()[1]} has a CPU kernel only"
                 if include_row(section, name, device, config.devices, cpu_only if device == "cuda" else None):
                     plan.append((trainer, lr))
     with rows_progress("large problem", len(plan)) as progress:
         for trainer, lr in plan:
             progress.set_postfix_str(f"{trainer.name} lr={lr:.3g}")
-            section.rows.append(run_isolated(train, (trainer.name, trainer.device, config, lr), progress.update))
-    baselines = {(r["device"], r["lr"]): r for r in section.rows if r["name"].startswith("torch-autograd")}
+            row = run_isolated(train, (trainer.name, trainer.device, config, lr), progress.update, env=trainer.env)
+            section.rows.append(row)
+    baselines = {(r["device"], r["lr"]): r for r in section.rows if r["name"].split("-gpu")[0] == "torch-autograd"}
     for row in section.rows:
         base = baselines.get((row["device"], row["lr"]))
-        row["training_speedup_vs_autograd"] = base["training_seconds"] / row["training_seconds"] if base else None
+        in_kernel = row["sample_in_kernel"]
+        # rows that draw their own samples have no separate training time: compare whole epochs only
+        row["training_speedup_vs_autograd"] = (
+            base["training_seconds"] / row["training_seconds"] if base and not in_kernel else None
+        )
+        row["epoch_speedup_vs_autograd"] = base["epoch_ms"] / row["epoch_ms"] if base else None
     section.extra["config"] = {
         "n": config.n,
         "epochs": config.epochs,
@@ -196,7 +281,9 @@ def run(config: LargeConfig) -> SectionResult:
         "stable_lr": config.stable_lr,
     }
     if "cpu" in config.devices:
-        bandwidth = section.extra["read_bandwidth_gb_s"] = run_isolated(read_bandwidth, (config.n,), lambda _: None)
+        measured = run_isolated(yardsticks, (config.n,), lambda _: None)
+        section.extra.update(measured)
+        bandwidth = measured["read_bandwidth_gb_s"]
         for row in section.rows:
             if row["name"].startswith("pykernels linear_sgd_step"):
                 # the fused step moves 5 floats per weight: w, x read (pass 1); w, x read and w written (pass 2)
@@ -205,6 +292,27 @@ def run(config: LargeConfig) -> SectionResult:
                     f"{row['training_ms_per_epoch'] / floor_ms:.2f}x the time of moving its bytes at the "
                     f"read bandwidth measured here ({bandwidth:.1f} GB/s)"
                 )
+            elif row["sample_in_kernel"]:
+                draws = 1 if "kept" in row["name"] else 2
+                row["note"] = (
+                    f"draws {draws} sample{'s' if draws > 1 else ''} per epoch; the generator alone: "
+                    f"{measured['philox_normal_ms']:.2f} ms per sample (philox_normal of N, same threads)"
+                )
+        section.notes.append(
+            "The `linear_sgd_philox` rows draw their samples inside the kernel (Philox4x32-10 + Box-Muller, "
+            "`pykernels.philox_normal`), so they train on other samples than the torch.randn rows: their losses "
+            "agree in distribution, not value by value. Each call runs many epochs; an epoch is one pass over w "
+            "(the previous epoch's update is applied in the next pass)."
+        )
+    base = next((r for r in section.rows if r["name"] == "torch-autograd"), None)
+    thp = next((r for r in section.rows if r["name"].startswith("torch-autograd, THP")), None)
+    if base and thp:
+        section.notes.append(
+            f"torch-autograd epoch with THP_MEM_ALLOC_ENABLE=1: {thp['epoch_ms']:.1f} ms "
+            f"(randn {thp['generation_ms_per_epoch']:.1f} + training {thp['training_ms_per_epoch']:.1f}) vs plain "
+            f"{base['epoch_ms']:.1f} ms (randn {base['generation_ms_per_epoch']:.1f} + training "
+            f"{base['training_ms_per_epoch']:.1f}); speedups above are against the plain row."
+        )
     growth = 1 + 4 * config.seed_lr**2 * config.n
     section.notes.append(
         f"lr = {config.seed_lr:g} (the write-up's) diverges: each step adds -2 lr (y_hat - y) x to w, and with "
