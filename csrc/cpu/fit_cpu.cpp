@@ -131,7 +131,10 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
   const scalar_t inv_n = static_cast<scalar_t>(1.0 / static_cast<double>(n));
   auto add_group = [&](V* sums, int64_t g) {
     const V* pw = powers.data() + g * (deg + 1);
-    const V r = horner(c, deg, xs[g]) - ys[g];
+    // Horner's last step adds (c_0 - y) instead of c_0, then subtracts y: one add less on the chain
+    V value = c[deg];
+    for (int64_t k = deg - 1; k >= 1; --k) value = value * xs[g] + c[k];
+    const V r = deg == 0 ? c[0] - ys[g] : value * xs[g] + (c[0] - ys[g]);
     sums[0] += (r * pw[0]) * r;  // pw[0] is the mask, and every pw[k] is masked: no multiply on the chain
     for (int64_t k = 0; k <= deg; ++k) sums[k + 1] += r * pw[k];  // independent of each other: no chain
   };
