@@ -156,6 +156,57 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
   for (int64_t k = 0; k <= deg; ++k) coeffs[k] = c[k][0];
 }
 
+// A small fit (at most kGroups * kLanes points, degree known at compile time): fit_single's step with every loop
+// unrolled, so the coefficients and sums stay in registers. (With fit_single's runtime group loop GCC keeps them on
+// the stack, and each step's chain then waits on store-to-load round trips.) Unused groups are all padding.
+template <int kDegree, int kGroups, typename scalar_t>
+void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, scalar_t lr, int64_t steps,
+                         int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
+  using V = typename Simd<scalar_t>::type;
+  constexpr int L = Simd<scalar_t>::kLanes;
+  constexpr int D = kDegree;
+  V xs[kGroups], ys[kGroups], powers[kGroups][D + 1];
+  for (int g = 0; g < kGroups; ++g) {
+    V mask{};
+    for (int lane = 0; lane < L; ++lane) {
+      const int64_t i = g * L + lane;
+      xs[g][lane] = i < n ? x[i] : scalar_t(0);
+      ys[g][lane] = i < n ? y[i] : scalar_t(0);
+      mask[lane] = i < n ? scalar_t(1) : scalar_t(0);
+    }
+    V power = mask;
+    for (int k = 0; k <= D; ++k, power *= xs[g]) powers[g][k] = power;
+  }
+  V c[D + 1];
+  for (int k = 0; k <= D; ++k) c[k] = splat<V>(coeffs[k]);
+  const V step_scale = splat<V>(static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n)));
+  const scalar_t inv_n = static_cast<scalar_t>(1.0 / static_cast<double>(n));
+  int64_t until_record = 1;
+  for (int64_t step = 0; step < steps; ++step) {
+    V sums[2][D + 2];  // even and odd groups: half the add chain
+#pragma GCC unroll 16
+    for (int s = 0; s < D + 2; ++s) sums[0][s] = sums[1][s] = V{};
+#pragma GCC unroll 16
+    for (int g = 0; g < kGroups; ++g) {
+      V value = c[D];
+#pragma GCC unroll 16
+      for (int k = D - 1; k >= 1; --k) value = value * xs[g] + c[k];
+      const V r = D == 0 ? c[0] - ys[g] : value * xs[g] + (c[0] - ys[g]);
+      V* acc = sums[g & 1];
+      acc[0] += (r * powers[g][0]) * r;
+#pragma GCC unroll 16
+      for (int k = 0; k <= D; ++k) acc[k + 1] += r * powers[g][k];
+    }
+#pragma GCC unroll 16
+    for (int k = 0; k <= D; ++k) c[k] -= step_scale * broadcast_sum(sums[0][k + 1] + sums[1][k + 1]);
+    if (--until_record == 0) {
+      *trace++ = broadcast_sum(sums[0][0] + sums[1][0])[0] * inv_n;
+      until_record = record_every;
+    }
+  }
+  for (int k = 0; k <= D; ++k) coeffs[k] = c[k][0];
+}
+
 // A fit too long for one block: the same step, with each block's sums widened to float64 before they are added.
 template <int kDegree, typename scalar_t>
 void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr,
@@ -280,8 +331,16 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at
     dispatch_degree(degree, [&](auto kDegree) {
       constexpr int kDeg = decltype(kDegree)::value;
       if (!batched) {
+        const scalar_t step_lr = static_cast<scalar_t>(lr);
+        if constexpr (kDeg != kDynamicDegree) {
+          const auto small = n <= 2 * L   ? fit_single_unrolled<kDeg, 2, scalar_t>
+                             : n <= 4 * L ? fit_single_unrolled<kDeg, 4, scalar_t>
+                             : n <= 8 * L ? fit_single_unrolled<kDeg, 8, scalar_t>
+                                          : nullptr;
+          if (small != nullptr) return small(x_data, y_data, n, step_lr, steps, record_every, coeffs_data, trace_data);
+        }
         const auto fit = n <= L * kBlockElements ? fit_single<kDeg, scalar_t> : fit_single_blocked<kDeg, scalar_t>;
-        fit(x_data, y_data, n, degree, static_cast<scalar_t>(lr), steps, record_every, coeffs_data, trace_data);
+        fit(x_data, y_data, n, degree, step_lr, steps, record_every, coeffs_data, trace_data);
         return;
       }
       const int64_t tiles = (series + L - 1) / L;
