@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -75,6 +76,58 @@ inline void check_dot_inputs(const at::Tensor& a, const at::Tensor& b, bool allo
   TORCH_CHECK_VALUE(a.numel() == b.numel(), "a and b must have the same length, got ", a.numel(), " and ",
                     b.numel());
   check_not_empty(a, "a");
+}
+
+// fit_poly: x (N,) or like y, y (N,) or (B, N), coeffs (D+1,) or (B, D+1).
+inline void check_fit_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& coeffs, int64_t steps,
+                             int64_t record_every) {
+  check_floating(x, "x");
+  check_same_dtype_and_device({{&x, "x"}, {&y, "y"}, {&coeffs, "coeffs"}});
+  TORCH_CHECK_VALUE(y.dim() == 1 || y.dim() == 2, "y must be 1-D (N,) or 2-D (B, N) for B fits, got shape ",
+                    y.sizes());
+  check_not_empty(y, "y");
+  const int64_t n = y.size(-1);
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.dim() <= y.dim() && x.size(-1) == n && (x.dim() == 1 || x.sizes() == y.sizes()),
+                    "x must have shape (N,) or the shape of y ", y.sizes(), ", got ", x.sizes());
+  TORCH_CHECK_VALUE(coeffs.dim() >= 1 && coeffs.size(-1) > 0 &&
+                        (coeffs.dim() == 1 || (y.dim() == 2 && coeffs.dim() == 2 && coeffs.size(0) == y.size(0))),
+                    "coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got ", coeffs.sizes());
+  TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
+  TORCH_CHECK_VALUE(record_every >= 1, "record_every must be >= 1, got ", record_every);
+}
+
+inline void check_philox_sample_args(int64_t seed, int64_t stream) {
+  TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
+  TORCH_CHECK_VALUE(stream >= 0, "stream must be >= 0, got ", stream);
+}
+
+inline void check_philox_normal_inputs(const at::Tensor& out, int64_t seed, int64_t stream) {
+  TORCH_CHECK_TYPE(out.scalar_type() == at::kFloat, "out must be a float32 tensor, got ",
+                   dtype_name(out.scalar_type()));
+  TORCH_CHECK_VALUE(out.dim() == 1 && out.is_contiguous(), "out must be 1-D and contiguous, got shape ",
+                    out.sizes());
+  check_philox_sample_args(seed, stream);
+}
+
+// linear_sgd_philox: w (N,) and b (one value) updated in place; keep, if given, a float32 buffer like w.
+inline void check_linear_sgd_philox_inputs(const at::Tensor& w, const at::Tensor& b, int64_t epochs, int64_t seed,
+                                           int64_t first_epoch, const std::optional<at::Tensor>& keep) {
+  check_floating(w, "w");
+  check_same_dtype_and_device({{&w, "w"}, {&b, "b"}});
+  TORCH_CHECK_VALUE(w.dim() == 1, "w must be 1-D, got shape ", w.sizes());
+  check_not_empty(w, "w");
+  check_scalar(b, "b");
+  TORCH_CHECK_VALUE(w.is_contiguous() && b.is_contiguous(), "w and b must be contiguous (they are updated in place)");
+  TORCH_CHECK_VALUE(epochs >= 1, "epochs must be >= 1, got ", epochs);
+  check_philox_sample_args(seed, first_epoch);
+  if (keep.has_value()) {
+    TORCH_CHECK_TYPE(keep->scalar_type() == at::kFloat, "keep must be a float32 tensor, got ",
+                     dtype_name(keep->scalar_type()));
+    TORCH_CHECK(keep->device() == w.device(), "keep must be on the same device as w (", w.device(), "), got ",
+                keep->device());
+    TORCH_CHECK_VALUE(keep->sizes() == w.sizes() && keep->is_contiguous(),
+                      "keep must be contiguous with the shape of w ", w.sizes(), ", got ", keep->sizes());
+  }
 }
 
 }  // namespace pykernels

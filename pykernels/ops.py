@@ -110,16 +110,18 @@ def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.
     return torch.ops.pykernels.linear_sgd_step.default(w, b, x, y, float(lr))
 
 
-def philox_normal(n: int, *, seed: int, stream: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
+def philox_normal(
+    n: int, *, seed: int, stream: int = 0, out: torch.Tensor | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """``n`` standard-normal float32 samples, element ``i`` a pure function of ``(seed, stream, i)``: Philox4x32-10
     (the counter-based generator of cuRAND) and Box-Muller, as defined in ``csrc/common/philox.h``. The same
     numbers for every thread count; :func:`linear_sgd_philox` regenerates exactly these inside its kernel.
 
-    ``out``: a float32 1-D CPU tensor of length ``n`` to fill (allocated when omitted)."""
+    ``out``: a float32 1-D tensor of length ``n`` to fill (allocated on ``device`` when omitted)."""
     if out is None:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        out = torch.empty(n, dtype=torch.float32)
+        out = torch.empty(n, dtype=torch.float32, device=device)
     elif out.numel() != n:
         raise ValueError(f"out must have n = {n} elements, got shape {list(out.shape)}")
     torch.ops.pykernels.philox_normal_.default(out, int(seed), int(stream))
@@ -140,9 +142,10 @@ def linear_sgd_philox(
     buffer: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The write-up's large problem, ``epochs`` epochs in one call, each on a fresh sample drawn inside the
-    kernel (compiled CPU kernel, no autograd). Epoch ``e`` draws ``x = philox_normal(N, seed, first_epoch + e)``,
-    sets ``y = target_weight * sum(x) + target_bias`` (the write-up's ``dot(3 * ones, x) - 2`` by default) and
-    steps as :func:`linear_sgd_step`::
+    kernel (compiled CPU and CUDA kernels, no autograd; on CUDA each epoch is two launches and no host sync).
+    Epoch ``e`` draws ``x = philox_normal(N, seed, first_epoch + e)``, sets
+    ``y = target_weight * sum(x) + target_bias`` (the write-up's ``dot(3 * ones, x) - 2`` by default) and steps as
+    :func:`linear_sgd_step`::
 
         e = dot(w, x) + b - y;  w -= lr * 2 e x;  b -= lr * 2 e
 

@@ -23,6 +23,7 @@ HEADER_TU = """
 #include <cuda_fp16.h>
 
 #include "cuda/dot_kernels.cuh"
+#include "cuda/fit_kernels.cuh"
 #include "cuda/poly_kernels.cuh"
 
 namespace k = pykernels::cuda_detail;
@@ -38,6 +39,18 @@ void instantiate() {
   k::dot_backward_kernel<scalar_t, math_t><<<1, k::kThreads>>>(nullptr, nullptr, nullptr, 0, nullptr, nullptr);
   k::finish_sums_kernel<double, scalar_t><<<1, 32>>>(nullptr, 0, 0, 1.0, 1.0, nullptr, nullptr);
 }
+
+template <typename scalar_t, int kDegree>
+void instantiate_fused() {
+  k::fit_poly_kernel<kDegree, scalar_t><<<1, k::kFitThreads>>>(nullptr, 0, nullptr, 4, 4, 1, 1, 1, 1, nullptr,
+                                                               nullptr);
+  k::linear_sgd_philox_pass_kernel<scalar_t><<<1, k::kThreads>>>(nullptr, 4, 0, -1, 0, nullptr, nullptr, nullptr);
+  k::linear_sgd_philox_finish_kernel<scalar_t><<<1, 32>>>(nullptr, 1, 0, 1.0, 3.0, -2.0, {});
+}
+template void instantiate_fused<float, 4>();
+template void instantiate_fused<double, pykernels::kDynamicDegree>();
+
+void instantiate_sampler() { k::philox_normal_kernel<<<1, k::kThreads>>>(nullptr, 4, 0, 0); }
 
 template void instantiate<float, float, 4>();
 template void instantiate<double, double, pykernels::kDynamicDegree>();

@@ -160,3 +160,18 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.pykernels.linear_sgd_philox.default, (w, b, 1e-3, 2, 0, 0, 3.0, -2.0, keep))
     torch.library.opcheck(torch.ops.pykernels.linear_sgd_philox.default, (w, b, 1e-3, 2, 0, 0, 3.0, -2.0, None))
     torch.library.opcheck(torch.ops.pykernels.philox_normal_.default, (torch.empty(300), 1, 2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("sample", ["keep", "regenerate"])
+def test_cuda_draws_the_same_sample_and_trains_the_same(sample):
+    n = 100_003
+    expected = pykernels.philox_normal(n, seed=3, stream=2)
+    torch.testing.assert_close(pykernels.philox_normal(n, seed=3, stream=2, device="cuda").cpu(), expected)
+    w, b = torch.rand(n, generator=torch.Generator().manual_seed(1)), torch.ones(1)
+    w_gpu, b_gpu = w.cuda(), b.cuda()
+    losses = pykernels.linear_sgd_philox(w, b, lr=0.5 / n, epochs=3, seed=3, sample=sample)
+    losses_gpu = pykernels.linear_sgd_philox(w_gpu, b_gpu, lr=0.5 / n, epochs=3, seed=3, sample=sample)
+    torch.testing.assert_close(losses_gpu.cpu(), losses, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(w_gpu.cpu(), w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b_gpu.cpu(), b, rtol=1e-5, atol=1e-5)

@@ -290,23 +290,6 @@ void fit_tile(const typename Simd<scalar_t>::type* xt, const typename Simd<scala
   }
 }
 
-void check_fit_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& coeffs, int64_t steps,
-                      int64_t record_every) {
-  check_floating(x, "x");
-  check_same_dtype_and_device({{&x, "x"}, {&y, "y"}, {&coeffs, "coeffs"}});
-  TORCH_CHECK_VALUE(y.dim() == 1 || y.dim() == 2, "y must be 1-D (N,) or 2-D (B, N) for B fits, got shape ",
-                    y.sizes());
-  check_not_empty(y, "y");
-  const int64_t n = y.size(-1);
-  TORCH_CHECK_VALUE(x.dim() >= 1 && x.dim() <= y.dim() && x.size(-1) == n && (x.dim() == 1 || x.sizes() == y.sizes()),
-                    "x must have shape (N,) or the shape of y ", y.sizes(), ", got ", x.sizes());
-  TORCH_CHECK_VALUE(coeffs.dim() >= 1 && coeffs.size(-1) > 0 &&
-                        (coeffs.dim() == 1 || (y.dim() == 2 && coeffs.dim() == 2 && coeffs.size(0) == y.size(0))),
-                    "coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got ", coeffs.sizes());
-  TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
-  TORCH_CHECK_VALUE(record_every >= 1, "record_every must be >= 1, got ", record_every);
-}
-
 std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at::Tensor& y_in,
                                                 const at::Tensor& coeffs_in, double lr, int64_t steps,
                                                 int64_t record_every) {

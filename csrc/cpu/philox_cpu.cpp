@@ -31,17 +31,8 @@ inline void sample_tile(uint64_t seed, uint64_t stream, int64_t tile, float out[
   std::memcpy(out, lanes, sizeof(lanes));
 }
 
-void check_sample_args(int64_t seed, int64_t stream) {
-  TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
-  TORCH_CHECK_VALUE(stream >= 0, "stream must be >= 0, got ", stream);
-}
-
 void philox_normal_cpu(at::Tensor& out, int64_t seed, int64_t stream) {
-  TORCH_CHECK_TYPE(out.scalar_type() == at::kFloat, "out must be a float32 tensor, got ",
-                   dtype_name(out.scalar_type()));
-  TORCH_CHECK_VALUE(out.dim() == 1 && out.is_contiguous(), "out must be 1-D and contiguous, got shape ",
-                    out.sizes());
-  check_sample_args(seed, stream);
+  check_philox_normal_inputs(out, seed, stream);
   float* data = out.mutable_data_ptr<float>();
   const int64_t n = out.numel();
   const int64_t num_tiles = (n + kTile - 1) / kTile;
@@ -132,22 +123,7 @@ void epoch_pass(scalar_t* w, int64_t n, int64_t tile_begin, int64_t tile_end, co
 at::Tensor linear_sgd_philox_cpu(at::Tensor& w, at::Tensor& b, double lr, int64_t epochs, int64_t seed,
                                  int64_t first_epoch, double target_weight, double target_bias,
                                  const std::optional<at::Tensor>& keep) {
-  check_floating(w, "w");
-  check_same_dtype_and_device({{&w, "w"}, {&b, "b"}});
-  TORCH_CHECK_VALUE(w.dim() == 1, "w must be 1-D, got shape ", w.sizes());
-  check_not_empty(w, "w");
-  check_scalar(b, "b");
-  TORCH_CHECK_VALUE(w.is_contiguous() && b.is_contiguous(), "w and b must be contiguous (they are updated in place)");
-  TORCH_CHECK_VALUE(epochs >= 1, "epochs must be >= 1, got ", epochs);
-  check_sample_args(seed, first_epoch);
-  if (keep.has_value()) {
-    TORCH_CHECK_TYPE(keep->scalar_type() == at::kFloat, "keep must be a float32 tensor, got ",
-                     dtype_name(keep->scalar_type()));
-    TORCH_CHECK(keep->device() == w.device(), "keep must be on the same device as w (", w.device(), "), got ",
-                keep->device());
-    TORCH_CHECK_VALUE(keep->sizes() == w.sizes() && keep->is_contiguous(),
-                      "keep must be contiguous with the shape of w ", w.sizes(), ", got ", keep->sizes());
-  }
+  check_linear_sgd_philox_inputs(w, b, epochs, seed, first_epoch, keep);
   at::Tensor losses = at::empty({epochs}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "linear_sgd_philox_cpu", [&] {
     scalar_t* w_data = w.mutable_data_ptr<scalar_t>();

@@ -138,7 +138,7 @@ class PykernelsPhilox(LargeTrainer):
     def setup(self, n: int, lr: float) -> None:
         super().setup(n, lr)
         self.w, self.b = self.w.detach(), self.b.detach()
-        self.buffer = torch.empty(n) if self.sample == "keep" else None
+        self.buffer = torch.empty(n, device=self.device) if self.sample == "keep" else None
         # warm-up on a copy: threads started, code and the buffer's pages touched before the clock starts
         pykernels.linear_sgd_philox(
             self.w.clone(), self.b.clone(), lr=lr, epochs=1, seed=1, sample=self.sample, buffer=self.buffer
@@ -255,9 +255,7 @@ def run(config: LargeConfig) -> SectionResult:
             trainer = trainer_class(device)
             for lr in (config.seed_lr, config.stable_lr):
                 name = f"{trainer.name} lr={lr:.3g}"
-                cpu_only = None
-                if trainer_class is PykernelsFusedStep or issubclass(trainer_class, PykernelsPhilox):
-                    cpu_only = f"{trainer.name.split()[1]} has a CPU kernel only"
+                cpu_only = "linear_sgd_step has a CPU kernel only" if trainer_class is PykernelsFusedStep else None
                 if include_row(section, name, device, config.devices, cpu_only if device == "cuda" else None):
                     plan.append((trainer, lr))
     with rows_progress("large problem", len(plan)) as progress:
