@@ -6,6 +6,7 @@
 - LargeProblemWholeEpochs: ten epochs with their samples (torch.randn, or drawn in-kernel by linear_sgd_philox),
   and the in-kernel epoch's speedup over the write-up's, measured side by side.
 - BatchedFits: 1,024 series x 100 points, 200 steps.
+- FusedFitRecording: fit_poly on the seed problem recording its loss every step or rarely, and the ratio of the two.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+import pykernels
 from pykernels.study import batched, large, polyfit
 
 from .common import Benchmark, SkipNotImplemented, require, synchronized
@@ -164,6 +166,44 @@ class LargeProblemInKernelSpeedup(Benchmark):
         return best[WHOLE_EPOCH_ROWS[0]] / best[WHOLE_EPOCH_ROWS[2]]
 
     track_speedup.unit = "x"
+
+
+class FusedFitRecording(Benchmark):
+    """20,000 fused steps of the seed fit, the loss recorded every ``record_every`` steps: recording every step
+    should cost next to nothing (track_recording_cost: time with record_every=1 over time with it off, best of 5
+    runs each, side by side)."""
+
+    params = [["cpp", "numba"], [1, 100, 20_000]]
+    param_names = ["backend", "record_every"]
+    steps = 20_000
+
+    def setup(self, backend, record_every):
+        require("pykernels-numba" if backend == "numba" else "pykernels", "cpu")
+        x, y = polyfit.seed_data()
+        self.x = torch.from_numpy(x.ravel()).float()
+        self.y = torch.from_numpy(y.ravel()).float()
+        self.fit(backend, record_every)
+
+    def fit(self, backend, record_every):
+        return pykernels.fit_poly(
+            self.x, self.y, 4, lr=1e-5, steps=self.steps, record_every=record_every, backend=backend
+        )
+
+    def time_fit(self, backend, record_every):
+        self.fit(backend, record_every)
+
+    def track_recording_cost(self, backend, record_every):
+        def best(every):
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                self.fit(backend, every)
+                times.append(time.perf_counter() - start)
+            return min(times)
+
+        return best(record_every) / best(self.steps)
+
+    track_recording_cost.unit = "x"
 
 
 class BatchedFits(Benchmark):

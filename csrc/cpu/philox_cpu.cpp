@@ -1,6 +1,6 @@
 // CPU kernels that draw the large problem's samples in-kernel (common/philox.h) instead of reading them:
 // philox_normal_ materializes a sample; linear_sgd_philox trains the write-up's 10^7-weight model for many
-// epochs without ever storing one.
+// epochs, each sample drawn inside its pass and either kept for the next pass or drawn again there.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -102,7 +102,7 @@ void epoch_pass(scalar_t* w, int64_t n, int64_t tile_begin, int64_t tile_end, co
     }
     if (previous_stream >= 0) {
       const float* x_previous = stored;
-      if (stored == nullptr || count < kTile) {
+      if (stored == nullptr || count < kTile) {  // (the buffer holds only `count` values of a partial tile)
         sample_tile(source.seed, previous_stream, t, x);
         x_previous = x;
       }
