@@ -419,12 +419,20 @@ def _fit_one(x, y, coeffs, lr, steps, record_every, chunk, trace):
     num_chunks = max(1, (n + chunk - 1) // chunk)
     partials = np.empty((num_chunks, coeffs.shape[0] + 1))
     sums = np.empty(coeffs.shape[0] + 1)
-    for step in range(steps):
-        for c in range(num_chunks):
-            _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
-        _combine_chunks(partials, sums)
-        if step % record_every == 0:
-            trace[step // record_every] = sums[0] / n
+    until_record = 1  # a countdown: an integer division per step costs more than a small fit's whole step
+    record = 0
+    for _ in range(steps):
+        if num_chunks == 1:  # the chunk's sums are the totals: no slicing, no combination (same result)
+            _poly_mse_chunk(x, y, coeffs, sums)
+        else:
+            for c in range(num_chunks):
+                _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
+            _combine_chunks(partials, sums)
+        until_record -= 1
+        if until_record == 0:
+            trace[record] = sums[0] / n
+            record += 1
+            until_record = record_every
         for k in range(coeffs.shape[0]):
             coeffs[k] -= lr * (2.0 / n * sums[k + 1])
 
