@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,56 @@ KNOWN_ANSWERS = [
         (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
     ),
 ]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The scalar instance of csrc/common/philox.h (what a CUDA thread runs) against Random123's vectors and against the
+# CPU's SIMD instance, compiled on the host as the extension is (-O3 -march=native).
+HOST_PROGRAM = r"""
+#include <cstdio>
+#include <initializer_list>
+#include "cpu/philox_cpu.h"
+using namespace pykernels::philox;
+int main() {
+  const unsigned known[3][10] = {%s};
+  int failures = 0;
+  for (const auto& v : known) {
+    uint32_t words[1][4] = {{v[0], v[1], v[2], v[3]}};
+    philox4x32_10<1>(words, v[4], v[5]);
+    for (int k = 0; k < 4; ++k) failures += words[0][k] != v[6 + k];
+  }
+  for (uint64_t stream : {0ull, 7ull, (1ull << 33) + 1}) {
+    for (uint64_t block = 0; block < 300; ++block) {
+      FloatLanes simd[1][4];
+      normal_blocks<1>(42, stream, block, simd);
+      for (int lane = 0; lane < kBlockLanes; ++lane) {
+        float scalar[4];
+        normals_of_counter(42, stream, block * kBlockLanes + lane, scalar);
+        for (int k = 0; k < 4; ++k) failures += scalar[k] != simd[0][k][lane];
+      }
+    }
+  }
+  std::printf("%%d\n", failures);
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not on PATH")
+def test_scalar_instance_matches_random123_and_the_simd_instance(tmp_path):
+    vectors = ", ".join("{" + ", ".join(str(w) for w in (*c, *k, *e)) + "}" for c, k, e in KNOWN_ANSWERS)
+    source = tmp_path / "philox_check.cpp"
+    source.write_text(HOST_PROGRAM % vectors)
+    binary = tmp_path / "philox_check"
+    compile_ = subprocess.run(
+        ["g++", "-std=c++17", "-O3", "-march=native", "-I", str(ROOT / "csrc"), str(source), "-o", str(binary)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert compile_.returncode == 0, compile_.stderr
+    assert subprocess.run([str(binary)], capture_output=True, text=True, timeout=60).stdout.strip() == "0"
+
 
 # lengths: partial and whole sample blocks (64) and tiles (192), several reduction chunks (~32K)
 LENGTHS = [1, 63, 64, 193, 100_003]

@@ -82,8 +82,8 @@ struct ScalarLanes {
   static PK_INLINE Float sqrt(Float v) { return ::sqrtf(v); }  // correctly rounded, like the SIMD twin's
 };
 
-// ln(x) for normal, positive float32 x (Cephes logf: range reduction to [sqrt(1/2), sqrt(2)) and a degree-9
-// polynomial; about 1 ulp). Only + - * and bit operations, so that it vectorizes and is deterministic.
+// ln(x) for normal, positive float32 x (Cephes logf: range reduction to [sqrt(1/2), sqrt(2)) and a polynomial
+// of degree 8; about 1 ulp). Only + - * and bit operations, so that it vectorizes and is deterministic.
 template <typename L>
 PK_INLINE typename L::Float log_positive(typename L::Float x) {
   using F = typename L::Float;

@@ -1,5 +1,5 @@
-// The CPU's SIMD instance of common/philox.h: one sample block (64 normals) at a time, the 16 counters of the
-// block in vector lanes (AVX-512 zmm registers with -march supporting it; GCC splits the vectors otherwise).
+// The CPU's SIMD instance of common/philox.h: whole sample blocks (64 normals each), the 16 counters of a block in
+// vector lanes (AVX-512 zmm registers with -march supporting it; GCC splits the vectors otherwise).
 #pragma once
 
 #include <cmath>
