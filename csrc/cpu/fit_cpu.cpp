@@ -97,12 +97,29 @@ inline Simd<float>::type splat<Simd<float>::type, float>(float c) {
 
 namespace {
 
+// Points [g L, g L + L) of a single fit as vectors: x, y (0 past n) and the masked powers x^0..x^degree (the
+// mask is 0 past n, so padding adds nothing to any sum).
+template <typename scalar_t, typename V = typename Simd<scalar_t>::type>
+void pack_group(const scalar_t* x, const scalar_t* y, int64_t n, int64_t g, int64_t degree, V& xg, V& yg,
+                V* powers) {
+  constexpr int L = Simd<scalar_t>::kLanes;
+  V mask{};
+  for (int lane = 0; lane < L; ++lane) {
+    const int64_t i = g * L + lane;
+    xg[lane] = i < n ? x[i] : scalar_t(0);
+    yg[lane] = i < n ? y[i] : scalar_t(0);
+    mask[lane] = i < n ? scalar_t(1) : scalar_t(0);
+  }
+  V power = mask;
+  for (int64_t k = 0; k <= degree; ++k, power *= xg) powers[k] = power;
+}
+
 // One fit, SIMD across points. Each step is a chain (the next step needs this step's reduced gradient), so the
 // kernel is built for latency: even and odd groups accumulate separately (half the add chain), sums are reduced by
-// a butterfly that leaves them in every lane, and the coefficients stay broadcast in vector registers, updated
-// there. A fit of at most kLanes * kBlockElements points is one block, so nothing leaves the registers; longer
-// fits widen each block's sums to float64 (fit_single_blocked). The padding's residual is zeroed by a mask: its y
-// cannot be p(0), since the coefficients change every step.
+// a butterfly that leaves them in every lane, and the coefficients stay broadcast in vectors, updated there (in
+// registers where the groups are unrolled: fit_single_unrolled). A fit of at most kLanes * kBlockElements points
+// sums in its own precision; longer fits widen each block's sums to float64 (fit_single_blocked). The padding's
+// residual is zeroed by a mask: its y cannot be p(0), since the coefficients change every step.
 template <int kDegree, typename scalar_t>
 void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr, int64_t steps,
                 int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
@@ -111,17 +128,7 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
   const int64_t deg = effective_degree<kDegree>(degree);
   const int64_t groups = (n + L - 1) / L;
   std::vector<V> xs(groups), ys(groups), powers(groups * (deg + 1));
-  for (int64_t g = 0; g < groups; ++g) {
-    V mask{};
-    for (int lane = 0; lane < L; ++lane) {
-      const int64_t i = g * L + lane;
-      xs[g][lane] = i < n ? x[i] : scalar_t(0);
-      ys[g][lane] = i < n ? y[i] : scalar_t(0);
-      mask[lane] = i < n ? scalar_t(1) : scalar_t(0);
-    }
-    V power = mask;  // masked x^k: the padding contributes 0 to every sum
-    for (int64_t k = 0; k <= deg; ++k, power *= xs[g]) powers[g * (deg + 1) + k] = power;
-  }
+  for (int64_t g = 0; g < groups; ++g) pack_group(x, y, n, g, deg, xs[g], ys[g], powers.data() + g * (deg + 1));
   SumsStorage<V, kDegree> coeff_storage(deg), even_storage(deg), odd_storage(deg);
   V* c = coeff_storage.data();
   V* even = even_storage.data();
@@ -163,20 +170,9 @@ template <int kDegree, int kGroups, typename scalar_t>
 void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, scalar_t lr, int64_t steps,
                          int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
   using V = typename Simd<scalar_t>::type;
-  constexpr int L = Simd<scalar_t>::kLanes;
   constexpr int D = kDegree;
   V xs[kGroups], ys[kGroups], powers[kGroups][D + 1];
-  for (int g = 0; g < kGroups; ++g) {
-    V mask{};
-    for (int lane = 0; lane < L; ++lane) {
-      const int64_t i = g * L + lane;
-      xs[g][lane] = i < n ? x[i] : scalar_t(0);
-      ys[g][lane] = i < n ? y[i] : scalar_t(0);
-      mask[lane] = i < n ? scalar_t(1) : scalar_t(0);
-    }
-    V power = mask;
-    for (int k = 0; k <= D; ++k, power *= xs[g]) powers[g][k] = power;
-  }
+  for (int g = 0; g < kGroups; ++g) pack_group(x, y, n, g, D, xs[g], ys[g], powers[g]);
   V c[D + 1];
   for (int k = 0; k <= D; ++k) c[k] = splat<V>(coeffs[k]);
   const V step_scale = splat<V>(static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n)));
