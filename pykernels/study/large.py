@@ -5,6 +5,10 @@ Each epoch draws a fresh sample ``x = randn(N)``, sets ``y = dot(3 * ones(N), x)
 timed apart. At the write-up's lr = 1e-3 the iteration diverges: the weights' error norm grows by about
 ``1 + 4 lr^2 N`` (~41x at N = 10^7) per epoch, so the loss overflows float32 within a few dozen epochs. It is run
 anyway, as written, and reported as diverged; the stable rate ``0.5 / N`` is run beside it.
+
+Rows: the write-up's autograd loop (plain, and with torch's allocator on huge pages), pykernels' dot with autograd,
+the fused ``linear_sgd_step`` (both on the torch.randn sample), and ``linear_sgd_philox``, which draws its samples
+inside the kernel (kept for one pass, or regenerated): those rows are compared by whole epochs, sample included.
 """
 
 from __future__ import annotations
