@@ -14,11 +14,12 @@ STEPS, LR = 60, 1e-2
 
 # (name, x shape, y shape, degree): single fits (one block and several), batched with shared and own x
 FIT_CASES = [
-    # up to 8 SIMD groups with the degree unrolled run fully in registers; longer fits loop over groups
+    # degrees <= 8 run unrolled tiles of SIMD groups: one tile, several, several with the powers computed per step
     ("single_n1", (1,), (1,), 2),
     ("single_seed", (100,), (100,), 4),
     ("single_degree8", (20,), (20,), 8),
-    ("single_group_loop", (300,), (300,), 5),
+    ("single_tiles", (300,), (300,), 5),
+    ("single_powers_on_the_fly", (2000,), (2000,), 5),
     ("single_degree0", (37,), (37,), 0),
     ("single_high_degree", (50,), (50,), 10),
     ("single_multiblock", (5000,), (5000,), 3),  # more points than one 16-lane x 256 block

@@ -163,16 +163,24 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
   for (int64_t k = 0; k <= deg; ++k) coeffs[k] = c[k][0];
 }
 
-// A small fit (at most kGroups * kLanes points, degree known at compile time): fit_single's step with every loop
-// unrolled, so the coefficients and sums stay in registers. (With fit_single's runtime group loop GCC keeps them on
-// the stack, and each step's chain then waits on store-to-load round trips.) Unused groups are all padding.
-template <int kDegree, int kGroups, typename scalar_t>
+// A single fit with its degree known at compile time: fit_single's step with the groups in tiles of kGroups, each
+// tile's loop unrolled, so the coefficients and sums stay in registers. (With fit_single's runtime group loop GCC
+// keeps them on the stack, and each step's chain then waits on store-to-load round trips.) Groups past n are all
+// padding (zero masks). kStoredPowers: the masked powers x^k are precomputed (while they fit in L1); otherwise each
+// step multiplies them out from the masked residual, reading only x, y and the mask. kOneTile: a fit of at most
+// kGroups groups, with no tile loop at all (the seed fit's case; the loop costs it ~1 ns per step).
+template <int kDegree, int kGroups, bool kStoredPowers, bool kOneTile, typename scalar_t>
 void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, scalar_t lr, int64_t steps,
                          int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
   using V = typename Simd<scalar_t>::type;
+  constexpr int L = Simd<scalar_t>::kLanes;
   constexpr int D = kDegree;
-  V xs[kGroups], ys[kGroups], powers[kGroups][D + 1];
-  for (int g = 0; g < kGroups; ++g) pack_group(x, y, n, g, D, xs[g], ys[g], powers[g]);
+  constexpr int kStride = kStoredPowers ? D + 1 : 1;  // powers per group: x^0..x^D, or the mask (x^0) alone
+  const int64_t tiles = kOneTile ? 1 : (n + kGroups * L - 1) / (kGroups * L);
+  std::vector<V> xs(tiles * kGroups), ys(tiles * kGroups), powers(tiles * kGroups * kStride);
+  for (int64_t g = 0; g < tiles * kGroups; ++g) {
+    pack_group(x, y, n, g, kStride - 1, xs[g], ys[g], &powers[g * kStride]);
+  }
   V c[D + 1];
   for (int k = 0; k <= D; ++k) c[k] = splat<V>(coeffs[k]);
   const V step_scale = splat<V>(static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n)));
@@ -182,16 +190,29 @@ void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, scalar
     V sums[2][D + 2];  // even and odd groups: half the add chain
 #pragma GCC unroll 16
     for (int s = 0; s < D + 2; ++s) sums[0][s] = sums[1][s] = V{};
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const V* xt = xs.data() + tile * kGroups;
+      const V* yt = ys.data() + tile * kGroups;
+      const V* pt = powers.data() + tile * kGroups * kStride;
 #pragma GCC unroll 16
-    for (int g = 0; g < kGroups; ++g) {
-      V value = c[D];
+      for (int g = 0; g < kGroups; ++g) {
+        V value = c[D];
 #pragma GCC unroll 16
-      for (int k = D - 1; k >= 1; --k) value = value * xs[g] + c[k];
-      const V r = D == 0 ? c[0] - ys[g] : value * xs[g] + (c[0] - ys[g]);
-      V* acc = sums[g & 1];
-      acc[0] += (r * powers[g][0]) * r;
+        for (int k = D - 1; k >= 1; --k) value = value * xt[g] + c[k];
+        const V r = D == 0 ? c[0] - yt[g] : value * xt[g] + (c[0] - yt[g]);
+        V* acc = sums[g & 1];
+        const V* pw = pt + g * kStride;
+        if constexpr (kStoredPowers) {
+          acc[0] += (r * pw[0]) * r;  // pw[0] is the mask, and every pw[k] is masked: no multiply on the chain
 #pragma GCC unroll 16
-      for (int k = 0; k <= D; ++k) acc[k + 1] += r * powers[g][k];
+          for (int k = 0; k <= D; ++k) acc[k + 1] += r * pw[k];
+        } else {
+          V term = r * pw[0];  // the masked residual, then times x per power
+          acc[0] += term * r;
+#pragma GCC unroll 16
+          for (int k = 0; k <= D; ++k, term *= xt[g]) acc[k + 1] += term;
+        }
+      }
     }
 #pragma GCC unroll 16
     for (int k = 0; k <= D; ++k) c[k] -= step_scale * broadcast_sum(sums[0][k + 1] + sums[1][k + 1]);
@@ -312,11 +333,18 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at
       if (!batched) {
         const scalar_t step_lr = static_cast<scalar_t>(lr);
         if constexpr (kDeg != kDynamicDegree) {
-          const auto small = n <= 2 * L   ? fit_single_unrolled<kDeg, 2, scalar_t>
-                             : n <= 4 * L ? fit_single_unrolled<kDeg, 4, scalar_t>
-                             : n <= 8 * L ? fit_single_unrolled<kDeg, 8, scalar_t>
-                                          : nullptr;
-          if (small != nullptr) return small(x_data, y_data, n, step_lr, steps, record_every, coeffs_data, trace_data);
+          // up to 8 groups: one unrolled tile; beyond, tiles of 4 (less padding), with the powers precomputed while
+          // they fit in L1 (32 KiB of them)
+          const bool stored = (n + L - 1) / L * (kDeg + 1) * static_cast<int64_t>(sizeof(V)) <= (32 << 10);
+          const auto unrolled = n <= 2 * L                ? fit_single_unrolled<kDeg, 2, true, true, scalar_t>
+                                : n <= 4 * L              ? fit_single_unrolled<kDeg, 4, true, true, scalar_t>
+                                : n <= 8 * L              ? fit_single_unrolled<kDeg, 8, true, true, scalar_t>
+                                : n > L * kBlockElements ? nullptr
+                                : stored                  ? fit_single_unrolled<kDeg, 4, true, false, scalar_t>
+                                                          : fit_single_unrolled<kDeg, 4, false, false, scalar_t>;
+          if (unrolled != nullptr) {
+            return unrolled(x_data, y_data, n, step_lr, steps, record_every, coeffs_data, trace_data);
+          }
         }
         const auto fit = n <= L * kBlockElements ? fit_single<kDeg, scalar_t> : fit_single_blocked<kDeg, scalar_t>;
         fit(x_data, y_data, n, degree, step_lr, steps, record_every, coeffs_data, trace_data);
