@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -20,6 +21,20 @@ _cache.ensure_cache_dir()  # before the first @njit(cache=True): a read-only ins
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _PARALLEL_JIT = {**_JIT, "parallel": True}
+
+
+def _serial_and_parallel(chunk_loop):
+    """The (serial, parallel) compilations of one loop over chunks written with ``prange``, which a serial njit
+    runs as ``range``: one body, so both variants agree bit for bit. numba's on-disk cache keys a function by its
+    qualified name and bytecode, not by its flags, so the parallel variant compiles a copy under its own name
+    (sharing one function, either variant could load the other's machine code from the cache)."""
+    parallel_loop = types.FunctionType(
+        chunk_loop.__code__, chunk_loop.__globals__, chunk_loop.__name__ + "_parallel", chunk_loop.__defaults__
+    )
+    parallel_loop.__qualname__ = chunk_loop.__qualname__ + "_parallel"
+    parallel_loop.__module__ = chunk_loop.__module__
+    parallel_loop.__doc__ = chunk_loop.__doc__
+    return njit(**_JIT)(chunk_loop), njit(**_PARALLEL_JIT)(parallel_loop)
 
 
 # Elements per block inside a chunk: a module constant (numba freezes it), small enough for L1. Each step of
@@ -182,23 +197,7 @@ def _poly_mse_chunk(x, y, coeffs, out):
         _poly_mse_chunk_blocked(x, y, coeffs, out)
 
 
-@njit(**_JIT)
-def _poly_mse_serial(x, y, coeffs, chunk, loss, grad):
-    """loss[0] = 1/N sum r^2, grad[k] = 2/N sum r x^k (written in the outputs' dtype)."""
-    n = x.shape[0]
-    num_chunks = max(1, (n + chunk - 1) // chunk)
-    partials = np.empty((num_chunks, coeffs.shape[0] + 1))
-    for c in range(num_chunks):
-        _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
-    sums = np.empty(coeffs.shape[0] + 1)
-    _combine_chunks(partials, sums)
-    loss[0] = sums[0] / n
-    for k in range(grad.shape[0]):
-        grad[k] = 2.0 / n * sums[k + 1]
-
-
-@njit(**_PARALLEL_JIT)
-def _poly_mse_parallel(x, y, coeffs, chunk, loss, grad):
+def _poly_mse_chunks(x, y, coeffs, chunk, loss, grad):
     """loss[0] = 1/N sum r^2, grad[k] = 2/N sum r x^k (written in the outputs' dtype)."""
     n = x.shape[0]
     num_chunks = max(1, (n + chunk - 1) // chunk)
@@ -210,6 +209,9 @@ def _poly_mse_parallel(x, y, coeffs, chunk, loss, grad):
     loss[0] = sums[0] / n
     for k in range(grad.shape[0]):
         grad[k] = 2.0 / n * sums[k + 1]
+
+
+_poly_mse_serial, _poly_mse_parallel = _serial_and_parallel(_poly_mse_chunks)
 
 
 # --- poly_backward: grad_x = g p'(x); out[k] = sum g x^k ---------------------------------------------------------
@@ -310,27 +312,7 @@ def _poly_backward_chunk(grad_y, x, coeffs, grad_x, out):
         _poly_backward_chunk_blocked(grad_y, x, coeffs, grad_x, out)
 
 
-@njit(**_JIT)
-def _poly_backward_serial(grad_y, x, coeffs, chunk, grad_x, grad_coeffs):
-    n = x.shape[0]
-    num_chunks = max(1, (n + chunk - 1) // chunk)
-    partials = np.empty((num_chunks, coeffs.shape[0]))
-    for c in range(num_chunks):
-        _poly_backward_chunk(
-            grad_y[c * chunk : (c + 1) * chunk],
-            x[c * chunk : (c + 1) * chunk],
-            coeffs,
-            grad_x[c * chunk : (c + 1) * chunk],
-            partials[c],
-        )
-    sums = np.empty(coeffs.shape[0])
-    _combine_chunks(partials, sums)
-    for k in range(grad_coeffs.shape[0]):
-        grad_coeffs[k] = sums[k]
-
-
-@njit(**_PARALLEL_JIT)
-def _poly_backward_parallel(grad_y, x, coeffs, chunk, grad_x, grad_coeffs):
+def _poly_backward_chunks(grad_y, x, coeffs, chunk, grad_x, grad_coeffs):
     n = x.shape[0]
     num_chunks = max(1, (n + chunk - 1) // chunk)
     partials = np.empty((num_chunks, coeffs.shape[0]))
@@ -346,6 +328,9 @@ def _poly_backward_parallel(grad_y, x, coeffs, chunk, grad_x, grad_coeffs):
     _combine_chunks(partials, sums)
     for k in range(grad_coeffs.shape[0]):
         grad_coeffs[k] = sums[k]
+
+
+_poly_backward_serial, _poly_backward_parallel = _serial_and_parallel(_poly_backward_chunks)
 
 
 # --- poly: y = p(x), elementwise ----------------------------------------------------------------------------------
@@ -362,16 +347,13 @@ def _poly_range(x, coeffs, out):
         out[i] = value
 
 
-@njit(**_JIT)
-def _poly_serial(x, coeffs, chunk, out):
-    _poly_range(x, coeffs, out)
-
-
-@njit(**_PARALLEL_JIT)
-def _poly_parallel(x, coeffs, chunk, out):
+def _poly_chunks(x, coeffs, chunk, out):
     n = x.shape[0]
     for c in prange((n + chunk - 1) // chunk):
         _poly_range(x[c * chunk : (c + 1) * chunk], coeffs, out[c * chunk : (c + 1) * chunk])
+
+
+_poly_serial, _poly_parallel = _serial_and_parallel(_poly_chunks)
 
 
 # --- dot ------------------------------------------------------------------------------------------------------------
@@ -385,20 +367,7 @@ def _dot_chunk(a, b, out):
     out[0] = total
 
 
-@njit(**_JIT)
-def _dot_serial(a, b, chunk, out):
-    n = a.shape[0]
-    num_chunks = max(1, (n + chunk - 1) // chunk)
-    partials = np.empty((num_chunks, 1))
-    for c in range(num_chunks):
-        _dot_chunk(a[c * chunk : (c + 1) * chunk], b[c * chunk : (c + 1) * chunk], partials[c])
-    total = np.empty(1)
-    _combine_chunks(partials, total)
-    out[0] = total[0]
-
-
-@njit(**_PARALLEL_JIT)
-def _dot_parallel(a, b, chunk, out):
+def _dot_chunks(a, b, chunk, out):
     n = a.shape[0]
     num_chunks = max(1, (n + chunk - 1) // chunk)
     partials = np.empty((num_chunks, 1))
@@ -407,6 +376,9 @@ def _dot_parallel(a, b, chunk, out):
     total = np.empty(1)
     _combine_chunks(partials, total)
     out[0] = total[0]
+
+
+_dot_serial, _dot_parallel = _serial_and_parallel(_dot_chunks)
 
 
 # --- fit_poly: `steps` gradient-descent steps on poly_mse, in one compiled call ---------------------------------------
