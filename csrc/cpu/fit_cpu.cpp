@@ -114,12 +114,13 @@ void pack_group(const scalar_t* x, const scalar_t* y, int64_t n, int64_t g, int6
   for (int64_t k = 0; k <= degree; ++k, power *= xg) powers[k] = power;
 }
 
-// One fit, SIMD across points. Each step is a chain (the next step needs this step's reduced gradient), so the
-// kernel is built for latency: even and odd groups accumulate separately (half the add chain), sums are reduced by
-// a butterfly that leaves them in every lane, and the coefficients stay broadcast in vectors, updated there (in
-// registers where the groups are unrolled: fit_single_unrolled). A fit of at most kLanes * kBlockElements points
-// sums in its own precision; longer fits widen each block's sums to float64 (fit_single_blocked). The padding's
-// residual is zeroed by a mask: its y cannot be p(0), since the coefficients change every step.
+// One fit of a runtime degree (above kMaxUnrolledDegree), SIMD across points. Each step is a chain (the next step
+// needs this step's reduced gradient), so the kernel is built for latency: even and odd groups accumulate
+// separately (half the add chain), sums are reduced by a butterfly that leaves them in every lane, and the
+// coefficients stay broadcast in vectors, updated there. Degrees known at compile time run fit_single_unrolled,
+// which keeps them in registers. A fit of at most kLanes * kBlockElements points sums in its own precision; longer
+// fits widen each block's sums to float64 (fit_single_blocked). The padding's residual is zeroed by a mask: its y
+// cannot be p(0), since the coefficients change every step.
 template <int kDegree, typename scalar_t>
 void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr, int64_t steps,
                 int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
@@ -332,22 +333,23 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at
       constexpr int kDeg = decltype(kDegree)::value;
       if (!batched) {
         const scalar_t step_lr = static_cast<scalar_t>(lr);
-        if constexpr (kDeg != kDynamicDegree) {
+        if (n > L * kBlockElements) {
+          fit_single_blocked<kDeg, scalar_t>(x_data, y_data, n, degree, step_lr, steps, record_every, coeffs_data,
+                                             trace_data);
+        } else if constexpr (kDeg == kDynamicDegree) {
+          fit_single<kDeg, scalar_t>(x_data, y_data, n, degree, step_lr, steps, record_every, coeffs_data,
+                                     trace_data);
+        } else {
           // up to 8 groups: one unrolled tile; beyond, tiles of 4 (less padding), with the powers precomputed while
           // they fit in L1 (32 KiB of them)
           const bool stored = (n + L - 1) / L * (kDeg + 1) * static_cast<int64_t>(sizeof(V)) <= (32 << 10);
-          const auto unrolled = n <= 2 * L                ? fit_single_unrolled<kDeg, 2, true, true, scalar_t>
-                                : n <= 4 * L              ? fit_single_unrolled<kDeg, 4, true, true, scalar_t>
-                                : n <= 8 * L              ? fit_single_unrolled<kDeg, 8, true, true, scalar_t>
-                                : n > L * kBlockElements ? nullptr
-                                : stored                  ? fit_single_unrolled<kDeg, 4, true, false, scalar_t>
-                                                          : fit_single_unrolled<kDeg, 4, false, false, scalar_t>;
-          if (unrolled != nullptr) {
-            return unrolled(x_data, y_data, n, step_lr, steps, record_every, coeffs_data, trace_data);
-          }
+          const auto unrolled = n <= 2 * L   ? fit_single_unrolled<kDeg, 2, true, true, scalar_t>
+                                : n <= 4 * L ? fit_single_unrolled<kDeg, 4, true, true, scalar_t>
+                                : n <= 8 * L ? fit_single_unrolled<kDeg, 8, true, true, scalar_t>
+                                : stored     ? fit_single_unrolled<kDeg, 4, true, false, scalar_t>
+                                             : fit_single_unrolled<kDeg, 4, false, false, scalar_t>;
+          unrolled(x_data, y_data, n, step_lr, steps, record_every, coeffs_data, trace_data);
         }
-        const auto fit = n <= L * kBlockElements ? fit_single<kDeg, scalar_t> : fit_single_blocked<kDeg, scalar_t>;
-        fit(x_data, y_data, n, degree, step_lr, steps, record_every, coeffs_data, trace_data);
         return;
       }
       const int64_t tiles = (series + L - 1) / L;
