@@ -1,8 +1,14 @@
-"""The write-ups' own formulas, in plain torch and plain NumPy: the references every backend is tested
-against and the baselines every benchmark compares with.
+"""The references every backend is tested against, and the write-ups' own formulas, the baselines every
+benchmark compares with.
 
-They build the power matrix ``X[i, k] = x_i ** k`` exactly as the polynomial write-up does
-(``x ** range(D + 1)``), so they cost N x (D+1) memory; pykernels' kernels never do.
+- The definitions, in plain torch (``poly_torch``, ``poly_backward_torch``, ``poly_mse_torch``, ``dot_torch``, ...):
+  what each op computes, special values included. ``p(x)`` and ``p'(x)`` by Horner's rule, as the op is defined,
+  and the power sums ``sum_i w_i x_i^k`` as running products ``w_i x_i x_i ...``, as the kernels form them, so
+  inf and NaN propagate exactly as in the kernels' float64 math; differentiable by torch to every order. They are
+  backend ``"torch"``.
+- The write-ups' formulas (``writeup_*_torch``, the NumPy ones): the power matrix ``X[i, k] = x_i ** k`` exactly as
+  the polynomial write-up builds it (``x ** range(D + 1)``), at N x (D+1) memory, which pykernels' kernels never
+  use. Equal to the definitions for finite values, up to rounding.
 """
 
 from __future__ import annotations
@@ -27,7 +33,51 @@ __all__ = [
     "poly_torch",
     "power_matrix_numpy",
     "power_matrix_torch",
+    "weighted_powers_torch",
+    "writeup_poly_backward_torch",
+    "writeup_poly_mse_torch",
+    "writeup_poly_torch",
 ]
+
+
+# --- the definitions -------------------------------------------------------------------------------------------
+
+
+def poly_torch(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """y = p(x) = (...(c_D x + c_(D-1)) x + ...) x + c_0, elementwise, by Horner's rule."""
+    y = torch.zeros_like(x) + coeffs[-1]
+    for k in range(coeffs.shape[0] - 2, -1, -1):
+        y = y * x + coeffs[k]
+    return y
+
+
+def weighted_powers_torch(weights: torch.Tensor, x: torch.Tensor, degree: int) -> torch.Tensor:
+    """``out[..., k] = weights * x * ... * x`` (k factors of x, multiplied left to right) for k = 0..degree."""
+    return torch.cumprod(torch.stack([weights, *[x] * degree], dim=-1), dim=-1)
+
+
+def poly_backward_torch(
+    grad_y: torch.Tensor, x: torch.Tensor, coeffs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """grad_x = grad_y * p'(x), p' by Horner on (1 c_1, ..., D c_D); grad_coeffs[k] = sum grad_y x^k."""
+    degree = coeffs.shape[0] - 1
+    if degree == 0:
+        grad_x = grad_y * torch.zeros_like(x)
+    else:
+        derivative = coeffs[1:] * torch.arange(1, degree + 1, dtype=coeffs.dtype, device=coeffs.device)
+        grad_x = grad_y * poly_torch(x, derivative)
+    return grad_x, weighted_powers_torch(grad_y, x, degree).reshape(-1, degree + 1).sum(0)
+
+
+def poly_mse_torch(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """r = p(x) - y; loss = mean(r^2); grad_coeffs[k] = 2/N sum r x^k."""
+    degree = coeffs.shape[0] - 1
+    residual = poly_torch(x, coeffs) - y
+    power_sums = weighted_powers_torch(residual, x, degree).reshape(-1, degree + 1).sum(0)
+    return (residual * residual).mean(), (2.0 / residual.numel()) * power_sums
+
+
+# --- the write-ups' formulas (the baselines) ---------------------------------------------------------------------
 
 
 def power_matrix_torch(x: torch.Tensor, degree: int) -> torch.Tensor:
@@ -40,8 +90,8 @@ def power_matrix_numpy(x: np.ndarray, degree: int) -> np.ndarray:
     return x[..., None] ** np.arange(degree + 1, dtype=x.dtype)
 
 
-def poly_torch(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """y = p(x) = X @ coeffs; differentiable by torch autograd."""
+def writeup_poly_torch(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """y = p(x) = X @ coeffs."""
     return power_matrix_torch(x, coeffs.numel() - 1) @ coeffs
 
 
@@ -50,7 +100,7 @@ def poly_numpy(x: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     return power_matrix_numpy(x, coeffs.size - 1) @ coeffs
 
 
-def poly_backward_torch(
+def writeup_poly_backward_torch(
     grad_y: torch.Tensor, x: torch.Tensor, coeffs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """grad_x = grad_y * p'(x), p'(x) = sum_k k c_k x^(k-1); grad_coeffs = X^T grad_y (summed over x's shape)."""
@@ -63,7 +113,7 @@ def poly_backward_torch(
 
 
 def poly_backward_numpy(grad_y: np.ndarray, x: np.ndarray, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy twin of :func:`poly_backward_torch`."""
+    """NumPy twin of :func:`writeup_poly_backward_torch`."""
     degree = coeffs.size - 1
     powers = power_matrix_numpy(x, degree)
     k = np.arange(degree + 1, dtype=x.dtype)
@@ -72,7 +122,7 @@ def poly_backward_numpy(grad_y: np.ndarray, x: np.ndarray, coeffs: np.ndarray) -
     return grad_y * derivative, grad_coeffs
 
 
-def poly_mse_torch(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def writeup_poly_mse_torch(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The write-up's step: r = X c - y; loss = mean(r^2); grad = 2/N X^T r (its ``-2/N X^T (y - X c)``)."""
     powers = power_matrix_torch(x, coeffs.numel() - 1).reshape(-1, coeffs.numel())
     residual = powers @ coeffs - y.reshape(-1)
@@ -80,7 +130,7 @@ def poly_mse_torch(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> tu
 
 
 def poly_mse_numpy(x: np.ndarray, y: np.ndarray, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy twin of :func:`poly_mse_torch`."""
+    """NumPy twin of :func:`writeup_poly_mse_torch`."""
     powers = power_matrix_numpy(x, coeffs.size - 1).reshape(-1, coeffs.size)
     residual = powers @ coeffs - y.reshape(-1)
     return (residual**2).mean(), (2.0 / residual.size) * (powers.T @ residual)

@@ -25,15 +25,17 @@ PK_INLINE T horner(const C* coeffs, int64_t degree, T x) {
   return value;
 }
 
-// p(x) and p'(x) in one Horner sweep: (p, p') <- (p x + c_k, p' x + p).
+// p'(x) by Horner on the coefficients of p', (1 c_1, 2 c_2, ..., D c_D) in `derivative_coeffs` (D of them; see
+// derivative_coeffs_of): the same operations as the reference, so inf and NaN come out the same; 0 for D = 0.
 template <typename T, typename C>
-PK_INLINE void horner_with_derivative(const C* coeffs, int64_t degree, T x, T& value, T& derivative) {
-  value = splat<T>(coeffs[degree]);
-  derivative = splat<T>(0.0);
-  for (int64_t k = degree - 1; k >= 0; --k) {
-    derivative = derivative * x + value;
-    value = value * x + splat<T>(coeffs[k]);
-  }
+PK_INLINE T horner_derivative(const C* derivative_coeffs, int64_t degree, T x) {
+  return degree == 0 ? splat<T>(0.0) : horner<T>(derivative_coeffs, degree - 1, x);
+}
+
+// derivative_coeffs[k - 1] = k coeffs[k], k = 1..degree.
+template <typename C>
+PK_INLINE void derivative_coeffs_of(const C* coeffs, int64_t degree, C* derivative_coeffs) {
+  for (int64_t k = 1; k <= degree; ++k) derivative_coeffs[k - 1] = static_cast<C>(k) * coeffs[k];
 }
 
 // sums[k] += weight * x^k for k = 0..degree: one element's share of grad_coeffs[k] = sum_i g_i x_i^k.

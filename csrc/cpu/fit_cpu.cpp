@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <tuple>
 #include <vector>
 
@@ -123,7 +124,7 @@ void pack_group(const scalar_t* x, const scalar_t* y, int64_t n, int64_t g, int6
 // cannot be p(0), since the coefficients change every step.
 template <int kDegree, typename scalar_t>
 void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr, int64_t steps,
-                int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
+                int64_t record_every, int64_t& until_record, scalar_t* coeffs, scalar_t*& trace) {
   using V = typename Simd<scalar_t>::type;
   constexpr int L = Simd<scalar_t>::kLanes;
   const int64_t deg = effective_degree<kDegree>(degree);
@@ -146,7 +147,6 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
     sums[0] += (r * pw[0]) * r;  // pw[0] is the mask, and every pw[k] is masked: no multiply on the chain
     for (int64_t k = 0; k <= deg; ++k) sums[k + 1] += r * pw[k];  // independent of each other: no chain
   };
-  int64_t until_record = 1;  // a countdown: an integer division per step would cost more than the math
   for (int64_t step = 0; step < steps; ++step) {
     for (int64_t s = 0; s < deg + 2; ++s) even[s] = odd[s] = V{};
     int64_t g = 0;
@@ -171,8 +171,9 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
 // step multiplies them out from the masked residual, reading only x, y and the mask. kOneTile: a fit of at most
 // kGroups groups, with no tile loop at all (the seed fit's case; the loop costs it ~1 ns per step).
 template <int kDegree, int kGroups, bool kStoredPowers, bool kOneTile, typename scalar_t>
-void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, scalar_t lr, int64_t steps,
-                         int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
+void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, int64_t /*degree*/, scalar_t lr,
+                         int64_t steps, int64_t record_every, int64_t& until_record, scalar_t* coeffs,
+                         scalar_t*& trace) {
   using V = typename Simd<scalar_t>::type;
   constexpr int L = Simd<scalar_t>::kLanes;
   constexpr int D = kDegree;
@@ -186,7 +187,6 @@ void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, scalar
   for (int k = 0; k <= D; ++k) c[k] = splat<V>(coeffs[k]);
   const V step_scale = splat<V>(static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n)));
   const scalar_t inv_n = static_cast<scalar_t>(1.0 / static_cast<double>(n));
-  int64_t until_record = 1;
   for (int64_t step = 0; step < steps; ++step) {
     V sums[2][D + 2];  // even and odd groups: half the add chain
 #pragma GCC unroll 16
@@ -228,7 +228,8 @@ void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, scalar
 // A fit too long for one block: the same step, with each block's sums widened to float64 before they are added.
 template <int kDegree, typename scalar_t>
 void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr,
-                        int64_t steps, int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
+                        int64_t steps, int64_t record_every, int64_t& until_record, scalar_t* coeffs,
+                        scalar_t*& trace) {
   using V = typename Simd<scalar_t>::type;
   constexpr int L = Simd<scalar_t>::kLanes;
   const int64_t deg = effective_degree<kDegree>(degree);
@@ -248,7 +249,6 @@ void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t
   V* c = coeff_storage.data();
   V* sums = block_storage.data();
   double* totals = total_storage.data();
-  int64_t until_record = 1;
   for (int64_t step = 0; step < steps; ++step) {
     for (int64_t k = 0; k <= deg; ++k) c[k] = splat<V>(coeffs[k]);
     for (int64_t s = 0; s < deg + 2; ++s) totals[s] = 0.0;
@@ -266,6 +266,64 @@ void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t
       until_record = record_every;
     }
     for (int64_t k = 0; k <= deg; ++k) coeffs[k] -= lr * static_cast<scalar_t>(2.0 * inv_n * totals[k + 1]);
+  }
+}
+
+// A single fit, one point at a time: no padding lanes, so inf and NaN propagate exactly as in the reference. The SIMD
+// loops zero their padding by multiplying with a mask, which is exact only while the coefficients are finite
+// (p(0) times 0 is NaN otherwise); fit_single_checked hands a fit to this loop when they stop being finite.
+template <typename scalar_t>
+void fit_single_exact(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr, int64_t steps,
+                      int64_t record_every, int64_t& until_record, scalar_t* coeffs, scalar_t*& trace) {
+  const double inv_n = 1.0 / static_cast<double>(n);
+  std::vector<double> sums(degree + 2);
+  for (int64_t step = 0; step < steps; ++step) {
+    std::fill(sums.begin(), sums.end(), 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const scalar_t r = horner(coeffs, degree, x[i]) - y[i];
+      sums[0] += static_cast<double>(r) * static_cast<double>(r);
+      accumulate_powers(sums.data() + 1, 1, degree, x[i], r);
+    }
+    if (--until_record == 0) {
+      *trace++ = static_cast<scalar_t>(sums[0] * inv_n);
+      until_record = record_every;
+    }
+    for (int64_t k = 0; k <= degree; ++k) coeffs[k] -= lr * static_cast<scalar_t>(2.0 * inv_n * sums[k + 1]);
+  }
+}
+
+template <typename scalar_t>
+bool all_finite(const scalar_t* values, int64_t count) {
+  return std::all_of(values, values + count, [](scalar_t v) { return std::isfinite(v); });
+}
+
+// A single fit by a SIMD loop `fit` (fit_single, fit_single_unrolled or fit_single_blocked), in segments of
+// kCheckedSteps steps: a segment that ends with coefficients that are not finite is run again from its start by
+// fit_single_exact, which finishes the fit (coefficients that are not finite stay so). One check per segment: the
+// steps themselves are untouched.
+template <typename scalar_t, typename Fit>
+void fit_single_checked(Fit fit, const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr,
+                        int64_t steps, int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
+  constexpr int64_t kCheckedSteps = 1024;
+  std::vector<scalar_t> start(degree + 1);
+  int64_t until_record = 1;  // a countdown: an integer division per step would cost more than a small fit's step
+  for (int64_t done = 0; done < steps;) {
+    const int64_t count = std::min(kCheckedSteps, steps - done);
+    if (all_finite(coeffs, degree + 1)) {
+      std::copy(coeffs, coeffs + degree + 1, start.begin());
+      const int64_t until_record_at_start = until_record;
+      scalar_t* const trace_at_start = trace;
+      fit(x, y, n, degree, lr, count, record_every, until_record, coeffs, trace);
+      if (all_finite(coeffs, degree + 1)) {
+        done += count;
+        continue;
+      }
+      std::copy(start.begin(), start.end(), coeffs);
+      until_record = until_record_at_start;
+      trace = trace_at_start;
+    }
+    fit_single_exact(x, y, n, degree, lr, steps - done, record_every, until_record, coeffs, trace);
+    return;
   }
 }
 
@@ -332,23 +390,23 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at
     dispatch_degree(degree, [&](auto kDegree) {
       constexpr int kDeg = decltype(kDegree)::value;
       if (!batched) {
-        const scalar_t step_lr = static_cast<scalar_t>(lr);
+        const auto fit_with = [&](auto fit) {
+          fit_single_checked<scalar_t>(fit, x_data, y_data, n, degree, static_cast<scalar_t>(lr), steps,
+                                       record_every, coeffs_data, trace_data);
+        };
         if (n > L * kBlockElements) {
-          fit_single_blocked<kDeg, scalar_t>(x_data, y_data, n, degree, step_lr, steps, record_every, coeffs_data,
-                                             trace_data);
+          fit_with(fit_single_blocked<kDeg, scalar_t>);
         } else if constexpr (kDeg == kDynamicDegree) {
-          fit_single<kDeg, scalar_t>(x_data, y_data, n, degree, step_lr, steps, record_every, coeffs_data,
-                                     trace_data);
+          fit_with(fit_single<kDeg, scalar_t>);
         } else {
           // up to 8 groups: one unrolled tile; beyond, tiles of 4 (less padding), with the powers precomputed while
           // they fit in L1 (32 KiB of them)
           const bool stored = (n + L - 1) / L * (kDeg + 1) * static_cast<int64_t>(sizeof(V)) <= (32 << 10);
-          const auto unrolled = n <= 2 * L   ? fit_single_unrolled<kDeg, 2, true, true, scalar_t>
-                                : n <= 4 * L ? fit_single_unrolled<kDeg, 4, true, true, scalar_t>
-                                : n <= 8 * L ? fit_single_unrolled<kDeg, 8, true, true, scalar_t>
-                                : stored     ? fit_single_unrolled<kDeg, 4, true, false, scalar_t>
-                                             : fit_single_unrolled<kDeg, 4, false, false, scalar_t>;
-          unrolled(x_data, y_data, n, step_lr, steps, record_every, coeffs_data, trace_data);
+          fit_with(n <= 2 * L   ? fit_single_unrolled<kDeg, 2, true, true, scalar_t>
+                   : n <= 4 * L ? fit_single_unrolled<kDeg, 4, true, true, scalar_t>
+                   : n <= 8 * L ? fit_single_unrolled<kDeg, 8, true, true, scalar_t>
+                   : stored     ? fit_single_unrolled<kDeg, 4, true, false, scalar_t>
+                                : fit_single_unrolled<kDeg, 4, false, false, scalar_t>);
         }
         return;
       }

@@ -31,28 +31,26 @@ void poly_mse_chunk(const scalar_t* x, const scalar_t* y, const double* coeffs, 
   LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 2> lanes(deg + 2);
   LaneVector* sums = lanes.data();
   for (int64_t i = begin; i < end; i += kLanes) {
-    // Padding lanes hold x = 0, y = c_0 = p(0): their residual is exactly 0 and adds nothing.
     const LaneVector xs = load_group(x, i, end, 0.0);
-    const LaneVector residual = horner(coeffs, deg, xs) - load_group(y, i, end, coeffs[0]);
+    LaneVector residual = horner(coeffs, deg, xs) - load_group(y, i, end, 0.0);
+    if (i + kLanes > end) residual = zero_padding(residual, end - i);
     sums[0] += residual * residual;
     accumulate_powers(sums + 1, 1, deg, xs, residual);
   }
   fold_lanes(sums, deg + 2, out);
 }
 
-// One chunk of poly_backward: grad_x[i] = g_i p'(x_i) (written), out[k] = sum g x^k.
+// One chunk of poly_backward: grad_x[i] = g_i p'(x_i) (written), out[k] = sum g x^k. derivative_coeffs: p''s.
 template <int kDegree, typename scalar_t>
-void poly_backward_chunk(const scalar_t* grad_y, const scalar_t* x, const double* coeffs, int64_t degree,
-                         int64_t begin, int64_t end, scalar_t* grad_x, double* out) {
+void poly_backward_chunk(const scalar_t* grad_y, const scalar_t* x, const double* derivative_coeffs,
+                         int64_t degree, int64_t begin, int64_t end, scalar_t* grad_x, double* out) {
   const int64_t deg = effective_degree<kDegree>(degree);
   LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 1> lanes(deg + 1);
   LaneVector* sums = lanes.data();
   for (int64_t i = begin; i < end; i += kLanes) {
     const LaneVector xs = load_group(x, i, end, 0.0);
     const LaneVector grads = load_group(grad_y, i, end, 0.0);  // padding lanes weigh 0
-    LaneVector value, derivative;
-    horner_with_derivative(coeffs, deg, xs, value, derivative);
-    const LaneVector grad_xs = grads * derivative;
+    const LaneVector grad_xs = grads * horner_derivative(derivative_coeffs, deg, xs);
     for (int64_t lane = 0; lane < std::min<int64_t>(kLanes, end - i); ++lane) {
       grad_x[i + lane] = static_cast<scalar_t>(grad_xs[lane]);
     }
@@ -92,13 +90,15 @@ std::tuple<at::Tensor, at::Tensor> poly_backward_cpu(const at::Tensor& grad_y_in
   const int64_t degree = coeffs_in.numel() - 1;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poly_backward_cpu", [&] {
     const WideCoeffs coeffs = widen_coeffs<scalar_t>(coeffs_in.contiguous());
+    WideCoeffs derivative(degree);
+    derivative_coeffs_of(coeffs.data(), degree, derivative.data());
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* grad_y_data = grad_y.const_data_ptr<scalar_t>();
     scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
     WideCoeffs sums(degree + 1);
     dispatch_degree(degree, [&](auto kDegree) {
       reduce_in_chunks(x.numel(), degree + 1, sums.data(), [&](int64_t begin, int64_t end, double* out) {
-        poly_backward_chunk<decltype(kDegree)::value>(grad_y_data, x_data, coeffs.data(), degree, begin, end,
+        poly_backward_chunk<decltype(kDegree)::value>(grad_y_data, x_data, derivative.data(), degree, begin, end,
                                                       grad_x_data, out);
       });
     });

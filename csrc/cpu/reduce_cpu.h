@@ -55,6 +55,13 @@ inline LaneVector load_group(const scalar_t* data, int64_t i, int64_t end, doubl
   return i + kLanes <= end ? load_lanes(data + i) : load_partial_lanes(data + i, end - i, fill);
 }
 
+// v with its lanes from `count` on set to 0: a partial group's padding then adds nothing to any sum, whatever the
+// math made of it (with a coefficient that is not finite, p(0) is not finite either).
+inline LaneVector zero_padding(LaneVector v, int64_t count) {
+  for (int64_t lane = count; lane < kLanes; ++lane) v[lane] = 0.0;
+  return v;
+}
+
 // One LaneVector of partial sums per output. Sized at compile time when the degree is known, so the sums live
 // in registers.
 template <int kNumSums>

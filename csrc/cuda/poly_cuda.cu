@@ -69,11 +69,14 @@ std::tuple<at::Tensor, at::Tensor> poly_backward_cuda(const at::Tensor& grad_y_i
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "poly_backward_cuda", [&] {
     using math_t = at::opmath_type<scalar_t>;
+    // p''s coefficients (1 c_1, ..., D c_D), computed on the device (no host synchronization)
     const at::Tensor coeffs = math_coeffs<math_t>(coeffs_in);
+    const at::Tensor derivative =
+        (coeffs.narrow(0, 1, degree) * at::arange(1, degree + 1, coeffs.options())).contiguous();
     dispatch_degree(degree, [&](auto kDegree) {
       cuda_detail::poly_backward_partials_kernel<decltype(kDegree)::value, scalar_t, math_t, double>
           <<<blocks, kThreads, 0, stream>>>(grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                            coeffs.const_data_ptr<math_t>(), degree, n,
+                                            derivative.const_data_ptr<math_t>(), degree, n,
                                             grad_x.mutable_data_ptr<scalar_t>(), partials.mutable_data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

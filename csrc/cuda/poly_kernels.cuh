@@ -51,20 +51,19 @@ __global__ void poly_mse_partials_kernel(const scalar_t* __restrict__ x, const s
   }
 }
 
-// grad_x[i] = g_i p'(x_i); partials[block][k] = sum g x^k.
+// grad_x[i] = g_i p'(x_i); partials[block][k] = sum g x^k. derivative_coeffs: p''s (degree of them).
 template <int kDegree, typename scalar_t, typename math_t, typename acc_t>
 __global__ void poly_backward_partials_kernel(const scalar_t* __restrict__ grad_y, const scalar_t* __restrict__ x,
-                                              const math_t* __restrict__ coeffs, int64_t degree, int64_t n,
-                                              scalar_t* __restrict__ grad_x, acc_t* __restrict__ partials) {
+                                              const math_t* __restrict__ derivative_coeffs, int64_t degree,
+                                              int64_t n, scalar_t* __restrict__ grad_x,
+                                              acc_t* __restrict__ partials) {
   const int64_t deg = effective_degree<kDegree>(degree);
   acc_t sums[num_local_sums<kDegree>(0)];
   for (int64_t s = 0; s <= deg; ++s) sums[s] = acc_t(0);
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     const math_t xi = static_cast<math_t>(x[i]);
     const math_t gi = static_cast<math_t>(grad_y[i]);
-    math_t value, derivative;
-    horner_with_derivative(coeffs, deg, xi, value, derivative);
-    grad_x[i] = static_cast<scalar_t>(gi * derivative);
+    grad_x[i] = static_cast<scalar_t>(gi * horner_derivative(derivative_coeffs, deg, xi));
     accumulate_powers(sums, 1, deg, xi, gi);
   }
   __shared__ acc_t scratch[kWarps];

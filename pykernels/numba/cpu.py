@@ -111,12 +111,15 @@ def _poly_mse_chunk_blocked(x, y, coeffs, out):
     residuals = np.empty(BLOCK)
     term = np.empty(BLOCK)
     for i in range(0, x.shape[0], BLOCK):
-        _load_block(x, i, 0.0, xs)  # padding: x = 0, y = p(0) = c_0, so r = 0
-        _load_block(y, i, np.float64(coeffs[0]), term)
+        _load_block(x, i, 0.0, xs)
+        _load_block(y, i, 0.0, term)
         _horner_block(coeffs, xs, residuals)
-        total = 0.0
         for j in range(BLOCK):
             residuals[j] -= term[j]
+        for j in range(min(BLOCK, x.shape[0] - i), BLOCK):
+            residuals[j] = 0.0  # the padding adds nothing, whatever p(0) is (not finite if a coefficient is not)
+        total = 0.0
+        for j in range(BLOCK):
             total += residuals[j] * residuals[j]
         out[0] += total
         _accumulate_power_block(out, 1, xs, residuals, term)
@@ -124,9 +127,19 @@ def _poly_mse_chunk_blocked(x, y, coeffs, out):
 
 @njit(**_JIT)
 def _padded_coefficient(coeffs, k):
-    """c_k, or 0 above the degree: a degree-D polynomial evaluated as one of degree 4 or 8 (Horner over leading
-    zeros returns c_D exactly for finite x; an infinite x gives NaN instead of +-inf, still non-finite)."""
+    """c_k, or 0 above the degree: a degree-D polynomial evaluated as one of degree 4 or 8. Horner over leading
+    zeros returns c_D exactly for finite x only (0 x is NaN for an infinite or NaN x): the callers take the blocked
+    kernels, whose Horner starts at c_D, where x is not all finite."""
     return np.float64(coeffs[k]) if k < coeffs.shape[0] else 0.0
+
+
+@njit(**_SUM_JIT)
+def _all_finite(x):
+    """Whether every x is finite, in one vectorized pass (0 x is NaN exactly for an infinite or NaN x)."""
+    probe = 0.0
+    for i in range(x.shape[0]):
+        probe += np.float64(x[i]) * 0.0
+    return probe == 0.0
 
 
 @njit(**_SUM_JIT)
@@ -185,13 +198,14 @@ def _poly_mse_chunk_degree8(x, y, coeffs, out):
 
 
 @njit(**_JIT)
-def _poly_mse_chunk(x, y, coeffs, out):
+def _poly_mse_chunk(x, y, coeffs, out, x_finite):
     """One chunk of poly_mse: out[0] = sum r^2, out[1 + k] = sum r x^k, r = p(x) - y (float64 sums). numba cannot
-    keep a runtime number of sums in registers, so degrees up to 8 run kernels with a fixed number of them."""
+    keep a runtime number of sums in registers, so degrees up to 8 run kernels with a fixed number of them (for
+    finite x: see _padded_coefficient)."""
     degree = coeffs.shape[0] - 1
-    if degree <= 4:
+    if degree <= 4 and x_finite:
         _poly_mse_chunk_degree4(x, y, coeffs, out)
-    elif degree <= 8:
+    elif degree <= 8 and x_finite:
         _poly_mse_chunk_degree8(x, y, coeffs, out)
     else:
         _poly_mse_chunk_blocked(x, y, coeffs, out)
@@ -203,7 +217,8 @@ def _poly_mse_chunks(x, y, coeffs, chunk, loss, grad):
     num_chunks = max(1, (n + chunk - 1) // chunk)
     partials = np.empty((num_chunks, coeffs.shape[0] + 1))
     for c in prange(num_chunks):
-        _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
+        xc = x[c * chunk : (c + 1) * chunk]
+        _poly_mse_chunk(xc, y[c * chunk : (c + 1) * chunk], coeffs, partials[c], _all_finite(xc))
     sums = np.empty(coeffs.shape[0] + 1)
     _combine_chunks(partials, sums)
     loss[0] = sums[0] / n
@@ -224,20 +239,18 @@ def _poly_backward_chunk_blocked(grad_y, x, coeffs, grad_x, out):
     out[:] = 0.0
     xs = np.empty(BLOCK)
     grads = np.empty(BLOCK)
-    values = np.empty(BLOCK)
     derivatives = np.empty(BLOCK)
     term = np.empty(BLOCK)
+    derivative_coeffs = np.empty(max(degree, 1))  # p' by Horner on (1 c_1, ..., D c_D)
+    for k in range(1, degree + 1):
+        derivative_coeffs[k - 1] = k * np.float64(coeffs[k])
     for i in range(0, x.shape[0], BLOCK):
         _load_block(x, i, 0.0, xs)
         _load_block(grad_y, i, 0.0, grads)  # padding weighs 0
-        for j in range(BLOCK):
-            values[j] = coeffs[degree]
-            derivatives[j] = 0.0
-        for k in range(degree - 1, -1, -1):
-            c = np.float64(coeffs[k])
-            for j in range(BLOCK):
-                derivatives[j] = derivatives[j] * xs[j] + values[j]
-                values[j] = values[j] * xs[j] + c
+        if degree == 0:
+            derivatives[:] = 0.0
+        else:
+            _horner_block(derivative_coeffs, xs, derivatives)
         grad_block = grad_x[i : i + BLOCK]
         for j in range(grad_block.shape[0]):
             grad_block[j] = grads[j] * derivatives[j]
@@ -304,9 +317,10 @@ def _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out):
 def _poly_backward_chunk(grad_y, x, coeffs, grad_x, out):
     """One chunk of poly_backward: grad_x = g p'(x) (written), out[k] = sum g x^k (float64 sums)."""
     degree = coeffs.shape[0] - 1
-    if degree <= 4:
+    x_finite = _all_finite(x)
+    if degree <= 4 and x_finite:
         _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out)
-    elif degree <= 8:
+    elif degree <= 8 and x_finite:
         _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out)
     else:
         _poly_backward_chunk_blocked(grad_y, x, coeffs, grad_x, out)
@@ -393,12 +407,14 @@ def _fit_one(x, y, coeffs, lr, steps, record_every, chunk, trace):
     sums = np.empty(coeffs.shape[0] + 1)
     until_record = 1  # a countdown: an integer division per step costs more than a small fit's whole step
     record = 0
+    x_finite = _all_finite(x)  # x does not change between steps
     for _ in range(steps):
         if num_chunks == 1:  # the chunk's sums are the totals: no slicing, no combination (same result)
-            _poly_mse_chunk(x, y, coeffs, sums)
+            _poly_mse_chunk(x, y, coeffs, sums, x_finite)
         else:
             for c in range(num_chunks):
-                _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
+                xc, yc = x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk]
+                _poly_mse_chunk(xc, yc, coeffs, partials[c], x_finite)
             _combine_chunks(partials, sums)
         until_record -= 1
         if until_record == 0:

@@ -83,11 +83,11 @@ def _poly_backward_partials(grad_y, x, coeffs, grad_x, partials):
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
         xi = float64(x[i])
         g = float64(grad_y[i])
-        value = float64(coeffs[degree])
-        derivative = 0.0
-        for k in range(degree - 1, -1, -1):
-            derivative = derivative * xi + value
-            value = value * xi + coeffs[k]
+        derivative = 0.0  # p'(x) by Horner on (1 c_1, ..., D c_D), as every backend computes it
+        if degree > 0:
+            derivative = degree * float64(coeffs[degree])
+        for k in range(degree - 1, 0, -1):
+            derivative = derivative * xi + k * float64(coeffs[k])
         grad_x[i] = g * derivative
         term = g
         for k in range(num_sums):
