@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 # Elements per reduction chunk: the same fixed chunking as the C++ kernels, so serial and parallel runs (and any
 # thread count) combine the same partial sums in the same order and give bit-identical results.
 REDUCE_CHUNK = 1 << 15
@@ -15,6 +17,21 @@ CUDA_MAX_BLOCKS = 1024
 CUDA_MAX_DEGREE = 15
 
 _DEFAULTS = {name: value for name, value in globals().items() if name.isupper()}
+
+
+# True in a process forked after pykernels was imported (a DataLoader worker, a multiprocessing.Pool child): the
+# threading runtimes the parallel kernels use (GNU OpenMP, numba's and torch's) are not fork-safe, so forked
+# children run the serial kernels, whatever the parent ran before the fork.
+forked = False
+
+
+def _mark_forked() -> None:
+    global forked
+    forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked)
 
 
 def _reset() -> None:

@@ -8,7 +8,6 @@ All kernels are ``cache=True``; nothing compiles at import (no eager signatures)
 
 from __future__ import annotations
 
-import os
 import threading
 import types
 
@@ -425,12 +424,14 @@ def _fit_one(x, y, coeffs, lr, steps, record_every, chunk, trace):
             coeffs[k] -= lr * (2.0 / n * sums[k + 1])
 
 
-@njit(**_PARALLEL_JIT)
 def _fit_batched(x, y, coeffs, lr, steps, record_every, chunk, trace):
-    """Independent fits of y[b] (x[b], or x[0] shared), in parallel over the series."""
+    """Independent fits of y[b] (x[b], or x[0] shared), over the series (in parallel in the parallel variant)."""
     x_stride = min(x.shape[0] - 1, 1)  # 0: one x row shared by every series
     for b in prange(y.shape[0]):
         _fit_one(x[b * x_stride], y[b], coeffs[b], lr, steps, record_every, chunk, trace[b])
+
+
+_fit_batched_serial, _fit_batched_parallel = _serial_and_parallel(_fit_batched)
 
 
 @njit(**_JIT)
@@ -445,22 +446,15 @@ def _scale_into(grad, source, out):
 # preallocated arrays of that dtype, so callers (the torch ops) can hand in views of torch tensors.
 
 
-_IMPORTED_IN_PID = os.getpid()
 _PARALLEL_LOCK = threading.Lock()
 
 
-def _parallel_allowed() -> bool:
-    """False in a forked child of the process that loaded the kernels: GNU OpenMP (numba's usual threading layer,
-    and torch's) is not fork-safe, so forked workers (a DataLoader's, say) run the serial kernels."""
-    return os.getpid() == _IMPORTED_IN_PID
-
-
 def _variant(kernels: tuple, n: int):
-    """The serial kernel below PARALLEL_THRESHOLD (or in a forked child), else the parallel one, which runs under a
-    lock: numba's workqueue layer aborts on concurrent parallel calls from several Python threads, and each call
-    already uses every core."""
+    """The serial kernel below PARALLEL_THRESHOLD or in a forked child (see ``_config.forked``), else the parallel
+    one, which runs under a lock: numba's workqueue layer aborts on concurrent parallel calls from several Python
+    threads, and each call already uses every core."""
     serial, parallel = kernels
-    if n < _config.PARALLEL_THRESHOLD or not _parallel_allowed():
+    if n < _config.PARALLEL_THRESHOLD or _config.forked:
         return serial
 
     def locked(*args):
@@ -497,7 +491,10 @@ def fit_poly_into(x, y, coeffs, lr: float, steps: int, record_every: int, trace)
     if y.ndim == 1:
         _fit_one(x, y, coeffs, lr, steps, record_every, _config.REDUCE_CHUNK, trace)
     else:
-        _fit_batched(x.reshape(-1, y.shape[1]), y, coeffs, lr, steps, record_every, _config.REDUCE_CHUNK, trace)
+        # parallel over series once a fit's work (points x steps, summed over the batch) pays for the threads
+        _variant((_fit_batched_serial, _fit_batched_parallel), y.size * max(steps, 1))(
+            x.reshape(-1, y.shape[1]), y, coeffs, lr, steps, record_every, _config.REDUCE_CHUNK, trace
+        )
 
 
 def dot_backward_into(grad, a, b, grad_a, grad_b) -> None:
