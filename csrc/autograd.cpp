@@ -1,167 +1,530 @@
-// Autograd kernels of the compiled ops, registered on the Autograd dispatch key.
+// Autograd kernels of pykernels' ops, registered on the Autograd dispatch key for both op families: the compiled
+// kernels (pykernels::<op>) and the numba kernels (pykernels::numba_<op>).
 //
-// The math is the same as pykernels/autograd.py (which the numba ops and the Python autograd.Function classes
-// use); it is kept in C++ as well because a Python autograd.Function costs ~15 us per call on the seed's
-// 100-point problem, several times the fused kernel itself (measured in the study and in asv). Backward
-// passes call the backward *ops* through the dispatcher and are once-differentiable, like the Python ones.
+// They are written the way torch's generated autograd kernels are (a graph node per call, saved variables,
+// forward-mode tangents), not as torch::autograd::Function: torch.func refuses C++ Functions, but transforms these
+// like any built-in op. Every derivative, reverse or forward mode, is written by hand in terms of the ops
+// themselves, called through the dispatcher, so each derivative is differentiable in turn (to any order). With
+// p(x) = sum_k c_k x^k, p_w the polynomial with coefficients w, and N = x.numel():
+//
+//   poly(x, c) = p(x)                        x-bar = y-bar p'(x);  c-bar_k = sum y-bar x^k  (= poly_backward)
+//   poly_backward(g, x, c) = (g p'(x), sum_i g x^k):  for cotangents (u, w) of its outputs
+//       g-bar = u p'(x) + p_w(x);  x-bar = g (u p''(x) + p_w'(x));  c-bar_k = k sum u g x^(k-1)
+//   poly_mse(x, y, c) = (L, G), r = p(x) - y, L = 1/N sum r^2, G_k = 2/N sum r x^k:  for cotangents (l, h),
+//       s = 2/N (l r + p_h(x));  y-bar = -s;  x-bar = s p'(x) + 2/N r p_h'(x);  c-bar_k = sum s x^k
+//       (with h = 0, c-bar = l G: the forward pass's own gradient, reused)
+//   dot(a, b):  a-bar = g b, b-bar = g a;   dot_backward(g, a, b) = (g b, g a):  g-bar = u.b + v.a, a-bar = g v, ...
+//
+// The forward-mode tangents are the same formulas' transposes (see each kernel). A Python autograd node would cost
+// ~15 us per call on the seed's 100-point problem, several times the fused kernel; these cost ~1 us, and nothing
+// at all when no graph is recorded and no tangent is attached.
+//
+// The ops that have no derivative (fit_poly, the in-place training steps and the sampler) get one boxed kernel that
+// follows torch's rules for them: outputs of a differentiated call raise when backpropagated through, forward-mode
+// AD raises at once, an in-place write to a leaf that requires grad is refused, the written tensors' history is
+// rebased and their version counters bumped (on the ADInplaceOrView key), so a graph that saved them sees the write.
 #include <ATen/ATen.h>
-#include <torch/autograd.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
-#include <initializer_list>
-#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "op_handles.h"
 
 namespace pykernels {
 namespace {
 
-using torch::autograd::AutogradContext;
+using torch::autograd::collect_next_edges;
+using torch::autograd::compute_requires_grad;
+using torch::autograd::isFwGradDefined;
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
+using torch::autograd::set_history;
 using torch::autograd::variable_list;
 
-// Like Python's @once_differentiable, but stricter: gradients are computed without a graph, and whenever a graph
-// was asked for (create_graph=True) they pass through a node that raises if they are differentiated again.
-// (torch's decorator marks them only when the incoming gradients require grad, so a second derivative w.r.t. the
-// inputs fails with an unrelated "does not require grad" message instead.)
-variable_list once_differentiable(variable_list grad_inputs) {
-  if (!at::GradMode::is_enabled()) return grad_inputs;
-  for (auto& grad : grad_inputs) {
-    if (grad.defined()) grad = grad.detach().requires_grad_(true);
-  }
-  auto error = std::make_shared<torch::autograd::DelayedError>(
-      "pykernels: trying to differentiate twice; double backward is not supported (the backward passes are "
-      "once-differentiable)",
-      static_cast<int64_t>(grad_inputs.size()));
-  return (*error)(std::move(grad_inputs));
+// acc += term; an undefined tensor is a zero that was never materialized.
+void accumulate(at::Tensor& acc, const at::Tensor& term) {
+  if (term.defined()) acc = acc.defined() ? acc + term : term;
 }
 
-struct PolyFunction : public torch::autograd::Function<PolyFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& coeffs) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    ctx->save_for_backward({x, coeffs});
-    return op_handles::poly(x, coeffs);
-  }
-
-  // grad_x = grad_y p'(x); grad_coeffs[k] = sum grad_y x^k.
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list grads(2);
-    {
-      at::NoGradGuard no_grad;
-      const auto saved = ctx->get_saved_variables();
-      auto [grad_x, grad_coeffs] = op_handles::poly_backward(grad_outputs[0], saved[0], saved[1]);
-      if (ctx->needs_input_grad(0)) grads[0] = std::move(grad_x);
-      if (ctx->needs_input_grad(1)) grads[1] = std::move(grad_coeffs);
-    }
-    return once_differentiable(std::move(grads));
-  }
-};
-
-struct PolyMSEFunction : public torch::autograd::Function<PolyMSEFunction> {
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y,
-                               const at::Tensor& coeffs) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [loss, grad_coeffs] = op_handles::poly_mse(x, y, coeffs);
-    ctx->mark_non_differentiable({grad_coeffs});
-    // The coefficient gradient is already known; x and y are kept only if their gradients will be derived.
-    if (x.requires_grad() || y.requires_grad()) {
-      ctx->save_for_backward({grad_coeffs, x, y, coeffs});
-    } else {
-      ctx->save_for_backward({grad_coeffs});
-    }
-    return {loss, grad_coeffs};
-  }
-
-  // d/d coeffs = grad_loss * grad_coeffs; with r = p(x) - y: d/dx = 2/N r p'(x), d/dy = -2/N r.
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list grads(3);
-    {
-      at::NoGradGuard no_grad;
-      const auto saved = ctx->get_saved_variables();
-      const at::Tensor& grad_loss = grad_outputs[0];
-      if (ctx->needs_input_grad(2)) grads[2] = saved[0] * grad_loss;
-      if (ctx->needs_input_grad(0) || ctx->needs_input_grad(1)) {
-        const at::Tensor &x = saved[1], &y = saved[2], &coeffs = saved[3];
-        // sym_numel: under torch.compile with dynamic shapes N is symbolic
-        const at::Tensor scaled_residual =
-            (op_handles::poly(x, coeffs) - y).mul(grad_loss * 2.0).div(c10::Scalar(x.sym_numel()));
-        if (ctx->needs_input_grad(0)) grads[0] = std::get<0>(op_handles::poly_backward(scaled_residual, x, coeffs));
-        if (ctx->needs_input_grad(1)) grads[1] = -scaled_residual;
-      }
-    }
-    return once_differentiable(std::move(grads));
-  }
-};
-
-struct DotFunction : public torch::autograd::Function<DotFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    ctx->save_for_backward({a, b});
-    return op_handles::dot(a, b);
-  }
-
-  // grad_a = grad b; grad_b = grad a.
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list grads(2);
-    {
-      at::NoGradGuard no_grad;
-      const auto saved = ctx->get_saved_variables();
-      const at::Tensor& grad = grad_outputs[0];
-      const bool needs_a = ctx->needs_input_grad(0), needs_b = ctx->needs_input_grad(1);
-      if (needs_a && needs_b) {
-        std::tie(grads[0], grads[1]) = op_handles::dot_backward(grad, saved[0], saved[1]);
-      } else if (needs_a) {
-        grads[0] = grad * saved[1];  // one side wanted (weights against fixed data): write one vector, not two
-      } else if (needs_b) {
-        grads[1] = grad * saved[0];
-      }
-    }
-    return once_differentiable(std::move(grads));
-  }
-};
-
-// Without a graph to record (grad mode off, or no input requiring grad) the op goes straight to its kernel:
-// building and discarding an autograd node costs about 1 us, a third of a small op's call.
-bool records_graph(std::initializer_list<const at::Tensor*> inputs) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const at::Tensor* input : inputs) {
-    if (input->requires_grad()) return true;
-  }
-  return false;
+// 2/N t, N = x.numel() (symbolic under torch.compile with dynamic shapes).
+at::Tensor scaled_by_two_over_n(const at::Tensor& t, const at::Tensor& x) {
+  return t.mul(2.0).div(c10::Scalar(x.sym_numel()));
 }
 
+// The coefficients of p' for those of p: (1 c_1, 2 c_2, ..., D c_D); undefined for D = 0 (p' = 0).
+at::Tensor derivative_coeffs(const at::Tensor& coeffs) {
+  const c10::SymInt degree = coeffs.sym_size(0) - 1;
+  if (degree == 0) return {};
+  return coeffs.narrow_symint(0, 1, degree) * at::arange(1, c10::Scalar(coeffs.sym_size(0)), coeffs.options());
+}
+
+// (0, 1 S_0, 2 S_1, ..., D S_(D-1)) with S_k = sum_i weights_i x_i^k: the x-derivatives of the power sums
+// sum_i weights_i x_i^k, each weighted by the x-direction already folded into `weights`.
+at::Tensor shifted_power_sums(const OpFamily& ops, const at::Tensor& weights, const at::Tensor& x,
+                              const at::Tensor& coeffs) {
+  const c10::SymInt degree = coeffs.sym_size(0) - 1;
+  if (degree == 0) return at::zeros_like(coeffs);
+  const at::Tensor sums = std::get<1>(ops.poly_backward(weights, x, coeffs)).narrow_symint(0, 0, degree);
+  return at::constant_pad_nd(sums * at::arange(1, c10::Scalar(coeffs.sym_size(0)), coeffs.options()), {1, 0});
+}
+
+// g (u p''(x) + p_w'(x)) for an x-shaped u and coefficients w, either undefined (zero): the x-derivative of
+// u p'(x) + p_w(x), scaled by g. Undefined when it is zero.
+at::Tensor second_order_term(const OpFamily& ops, const at::Tensor& g, const at::Tensor& x, const at::Tensor& coeffs,
+                             const at::Tensor& u, const at::Tensor& w) {
+  at::Tensor sum;
+  if (u.defined()) {
+    const at::Tensor second = derivative_coeffs(coeffs);
+    if (second.defined()) accumulate(sum, std::get<0>(ops.poly_backward(u, x, second)));
+  }
+  if (w.defined()) {
+    const at::Tensor w_prime = derivative_coeffs(w);
+    if (w_prime.defined()) accumulate(sum, ops.poly(x, w_prime));
+  }
+  return sum.defined() ? g * sum : sum;
+}
+
+// A tensor's primal value and forward-mode tangent (undefined: zero), read as torch's generated kernels read them:
+// tangents are computed from primals, so they carry no tangent of their own.
+struct Dual {
+  explicit Dual(const at::Tensor& t) : primal(t._fw_primal(0)), tangent(t._fw_grad(0)) {}
+  at::Tensor primal, tangent;
+};
+
+void set_tangent(const at::Tensor& output, const at::Tensor& tangent) {
+  output._set_fw_grad(tangent.defined() ? tangent : at::zeros_like(output), 0, /*is_inplace_op=*/false);
+}
+
+// Base of the graph nodes: the op family whose ops the derivative is written in.
+struct PykernelsNode : Node {
+  explicit PykernelsNode(const OpFamily& ops) : ops(ops) {}
+  const OpFamily& ops;
+};
+
+template <typename Compute>
+auto below_autograd(Compute compute) {
+  at::AutoDispatchBelowADInplaceOrView below;
+  return compute();
+}
+
+// --- poly: y = p(x) --------------------------------------------------------------------------------------------
+
+struct PolyBackward final : PykernelsNode {
+  using PykernelsNode::PykernelsNode;
+  std::string name() const override { return "PykernelsPolyBackward"; }
+  void release_variables() override {
+    x.reset_data();
+    coeffs.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list result(2);
+    const at::Tensor& grad_y = grads[0];
+    if (!grad_y.defined()) return result;
+    auto [grad_x, grad_coeffs] = ops.poly_backward(grad_y, x.unpack(), coeffs.unpack());
+    if (should_compute_output(0)) result[0] = std::move(grad_x);
+    if (should_compute_output(1)) result[1] = std::move(grad_coeffs);
+    return result;
+  }
+
+  SavedVariable x, coeffs;
+};
+
+template <Family family>
 at::Tensor poly_autograd(const at::Tensor& x, const at::Tensor& coeffs) {
-  if (!records_graph({&x, &coeffs})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return op_handles::poly(x, coeffs);
+  const OpFamily& ops = OpFamily::get(family);
+  c10::intrusive_ptr<PolyBackward> node;
+  if (compute_requires_grad(x, coeffs)) {
+    node = c10::make_intrusive<PolyBackward>(ops);
+    node->set_next_edges(collect_next_edges(x, coeffs));
+    node->x = SavedVariable(x, false);
+    node->coeffs = SavedVariable(coeffs, false);
   }
-  return PolyFunction::apply(x, coeffs);
+  at::Tensor y = below_autograd([&] { return ops.poly(x, coeffs); });
+  if (node) set_history(y, node);
+  if (isFwGradDefined(x) || isFwGradDefined(coeffs)) {
+    const Dual dx(x), dc(coeffs);  // y-dot = x-dot p'(x) + p_(c-dot)(x)
+    at::Tensor tangent;
+    if (dx.tangent.defined()) accumulate(tangent, std::get<0>(ops.poly_backward(dx.tangent, dx.primal, dc.primal)));
+    if (dc.tangent.defined()) accumulate(tangent, ops.poly(dx.primal, dc.tangent));
+    set_tangent(y, tangent);
+  }
+  return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> poly_mse_autograd(const at::Tensor& x, const at::Tensor& y,
-                                                     const at::Tensor& coeffs) {
-  if (!records_graph({&x, &y, &coeffs})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return op_handles::poly_mse(x, y, coeffs);
+// --- poly_backward: (g p'(x), sum_i g x^k) -----------------------------------------------------------------------
+
+struct PolyBackwardBackward final : PykernelsNode {
+  using PykernelsNode::PykernelsNode;
+  std::string name() const override { return "PykernelsPolyBackwardBackward"; }
+  void release_variables() override {
+    grad_y.reset_data();
+    x.reset_data();
+    coeffs.reset_data();
   }
-  auto outputs = PolyMSEFunction::apply(x, y, coeffs);
-  return {outputs[0], outputs[1]};
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list result(3);
+    const at::Tensor &u = grads[0], &w = grads[1];  // cotangents of grad_x and grad_coeffs
+    if (!u.defined() && !w.defined()) return result;
+    const at::Tensor g = grad_y.unpack(), x_ = x.unpack(), c = coeffs.unpack();
+    if (should_compute_output(0)) {  // u p'(x) + p_w(x)
+      if (u.defined()) accumulate(result[0], std::get<0>(ops.poly_backward(u, x_, c)));
+      if (w.defined()) accumulate(result[0], ops.poly(x_, w));
+    }
+    if (should_compute_output(1)) result[1] = second_order_term(ops, g, x_, c, u, w);
+    if (should_compute_output(2) && u.defined()) result[2] = shifted_power_sums(ops, u * g, x_, c);
+    return result;
+  }
+
+  SavedVariable grad_y, x, coeffs;
+};
+
+template <Family family>
+TensorPair poly_backward_autograd(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& coeffs) {
+  const OpFamily& ops = OpFamily::get(family);
+  c10::intrusive_ptr<PolyBackwardBackward> node;
+  if (compute_requires_grad(grad_y, x, coeffs)) {
+    node = c10::make_intrusive<PolyBackwardBackward>(ops);
+    node->set_next_edges(collect_next_edges(grad_y, x, coeffs));
+    node->grad_y = SavedVariable(grad_y, false);
+    node->x = SavedVariable(x, false);
+    node->coeffs = SavedVariable(coeffs, false);
+  }
+  auto [grad_x, grad_coeffs] = below_autograd([&] { return ops.poly_backward(grad_y, x, coeffs); });
+  if (node) set_history(std::vector<at::Tensor>{grad_x, grad_coeffs}, node);
+  if (isFwGradDefined(grad_y) || isFwGradDefined(x) || isFwGradDefined(coeffs)) {
+    // (g p'(x))-dot = g-dot p'(x) + g (x-dot p''(x) + p_(c-dot)'(x));
+    // (sum g x^k)-dot = sum g-dot x^k + k sum g x-dot x^(k-1)
+    const Dual dg(grad_y), dx(x), dc(coeffs);
+    at::Tensor grad_x_tangent, grad_coeffs_tangent;
+    if (dg.tangent.defined()) {
+      auto [a, b] = ops.poly_backward(dg.tangent, dx.primal, dc.primal);
+      accumulate(grad_x_tangent, a);
+      accumulate(grad_coeffs_tangent, b);
+    }
+    accumulate(grad_x_tangent, second_order_term(ops, dg.primal, dx.primal, dc.primal, dx.tangent, dc.tangent));
+    if (dx.tangent.defined()) {
+      accumulate(grad_coeffs_tangent, shifted_power_sums(ops, dg.primal * dx.tangent, dx.primal, dc.primal));
+    }
+    set_tangent(grad_x, grad_x_tangent);
+    set_tangent(grad_coeffs, grad_coeffs_tangent);
+  }
+  return {grad_x, grad_coeffs};
 }
 
+// --- poly_mse: (L, G) = (mean r^2, 2/N sum r x^k), r = p(x) - y ---------------------------------------------------
+
+struct PolyMSEBackward final : PykernelsNode {
+  using PykernelsNode::PykernelsNode;
+  std::string name() const override { return "PykernelsPolyMseBackward"; }
+  void release_variables() override {
+    x.reset_data();
+    y.reset_data();
+    coeffs.reset_data();
+    grad_coeffs.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list result(3);
+    const at::Tensor &l = grads[0], &h = grads[1];  // cotangents of the loss and of grad_coeffs
+    if (!l.defined() && !h.defined()) return result;
+    const bool needs_x = should_compute_output(0), needs_y = should_compute_output(1);
+    const bool needs_coeffs = should_compute_output(2);
+    if (!needs_x && !needs_y) {
+      // Only the coefficients: l G is the forward pass's own gradient (no pass over the data); a cotangent of G
+      // adds the Hessian-vector product 2/N sum_i p_h(x_i) x_i^k.
+      if (!needs_coeffs) return result;
+      if (l.defined()) result[2] = grad_coeffs.unpack(getptr()) * l;
+      if (h.defined()) {
+        const at::Tensor x_ = x.unpack(), c = coeffs.unpack();
+        accumulate(result[2], std::get<1>(ops.poly_backward(scaled_by_two_over_n(ops.poly(x_, h), x_), x_, c)));
+      }
+      return result;
+    }
+    const at::Tensor x_ = x.unpack(), y_ = y.unpack(), c = coeffs.unpack();
+    const at::Tensor residual = ops.poly(x_, c) - y_;
+    at::Tensor s;  // 2/N (l r + p_h(x))
+    if (l.defined()) s = residual * l;
+    if (h.defined()) accumulate(s, ops.poly(x_, h));
+    s = scaled_by_two_over_n(s, x_);
+    auto [grad_x, grad_c] = ops.poly_backward(s, x_, c);
+    if (needs_x) {
+      if (h.defined()) {
+        const at::Tensor h_prime = derivative_coeffs(h);
+        if (h_prime.defined()) grad_x = grad_x + scaled_by_two_over_n(residual, x_) * ops.poly(x_, h_prime);
+      }
+      result[0] = std::move(grad_x);
+    }
+    if (needs_y) result[1] = -s;
+    if (needs_coeffs) result[2] = std::move(grad_c);
+    return result;
+  }
+
+  SavedVariable x, y, coeffs, grad_coeffs;
+};
+
+template <Family family>
+TensorPair poly_mse_autograd(const at::Tensor& x, const at::Tensor& y, const at::Tensor& coeffs) {
+  const OpFamily& ops = OpFamily::get(family);
+  c10::intrusive_ptr<PolyMSEBackward> node;
+  if (compute_requires_grad(x, y, coeffs)) {
+    // Saved variables are unpacked only by the branches that need them: a first-order coefficient gradient
+    // reads none but grad_coeffs, so updating coeffs in place before backward is still fine there.
+    node = c10::make_intrusive<PolyMSEBackward>(ops);
+    node->set_next_edges(collect_next_edges(x, y, coeffs));
+    node->x = SavedVariable(x, false);
+    node->y = SavedVariable(y, false);
+    node->coeffs = SavedVariable(coeffs, false);
+  }
+  auto [loss, grad_coeffs] = below_autograd([&] { return ops.poly_mse(x, y, coeffs); });
+  if (node) {
+    set_history(std::vector<at::Tensor>{loss, grad_coeffs}, node);
+    node->grad_coeffs = SavedVariable(grad_coeffs, true);
+  }
+  if (isFwGradDefined(x) || isFwGradDefined(y) || isFwGradDefined(coeffs)) {
+    // r-dot = x-dot p'(x) + p_(c-dot)(x) - y-dot;  L-dot = 2/N sum r r-dot;
+    // G_k-dot = 2/N (sum r-dot x^k + k sum r x-dot x^(k-1))
+    const Dual dx(x), dy(y), dc(coeffs);
+    at::Tensor residual_tangent;
+    if (dx.tangent.defined()) {
+      accumulate(residual_tangent, std::get<0>(ops.poly_backward(dx.tangent, dx.primal, dc.primal)));
+    }
+    if (dc.tangent.defined()) accumulate(residual_tangent, ops.poly(dx.primal, dc.tangent));
+    if (dy.tangent.defined()) accumulate(residual_tangent, -dy.tangent);
+    const at::Tensor residual = ops.poly(dx.primal, dc.primal) - dy.primal;
+    set_tangent(loss, scaled_by_two_over_n((residual * residual_tangent).sum(), dx.primal));
+    at::Tensor grad_coeffs_tangent =
+        std::get<1>(ops.poly_backward(scaled_by_two_over_n(residual_tangent, dx.primal), dx.primal, dc.primal));
+    if (dx.tangent.defined()) {
+      accumulate(grad_coeffs_tangent,
+                 shifted_power_sums(ops, scaled_by_two_over_n(residual * dx.tangent, dx.primal), dx.primal,
+                                    dc.primal));
+    }
+    set_tangent(grad_coeffs, grad_coeffs_tangent);
+  }
+  return {loss, grad_coeffs};
+}
+
+// --- dot: sum_i a_i b_i ----------------------------------------------------------------------------------------
+
+struct DotBackward final : PykernelsNode {
+  using PykernelsNode::PykernelsNode;
+  std::string name() const override { return "PykernelsDotBackward"; }
+  void release_variables() override {
+    a.reset_data();
+    b.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list result(2);
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) return result;
+    const bool needs_a = should_compute_output(0), needs_b = should_compute_output(1);
+    if (needs_a && needs_b) {
+      auto [grad_a, grad_b] = ops.dot_backward(grad, a.unpack(), b.unpack());
+      result[0] = std::move(grad_a);
+      result[1] = std::move(grad_b);
+    } else if (needs_a) {
+      result[0] = grad * b.unpack();  // one side wanted (weights against fixed data): write one vector, not two
+    } else if (needs_b) {
+      result[1] = grad * a.unpack();
+    }
+    return result;
+  }
+
+  SavedVariable a, b;
+};
+
+template <Family family>
 at::Tensor dot_autograd(const at::Tensor& a, const at::Tensor& b) {
-  if (!records_graph({&a, &b})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return op_handles::dot(a, b);
+  const OpFamily& ops = OpFamily::get(family);
+  c10::intrusive_ptr<DotBackward> node;
+  if (compute_requires_grad(a, b)) {
+    node = c10::make_intrusive<DotBackward>(ops);
+    node->set_next_edges(collect_next_edges(a, b));
+    node->a = SavedVariable(a, false);
+    node->b = SavedVariable(b, false);
   }
-  return DotFunction::apply(a, b);
+  at::Tensor result = below_autograd([&] { return ops.dot(a, b); });
+  if (node) set_history(result, node);
+  if (isFwGradDefined(a) || isFwGradDefined(b)) {
+    const Dual da(a), db(b);  // (a.b)-dot = a-dot.b + a.b-dot
+    at::Tensor tangent;
+    if (da.tangent.defined()) accumulate(tangent, ops.dot(da.tangent, db.primal));
+    if (db.tangent.defined()) accumulate(tangent, ops.dot(da.primal, db.tangent));
+    set_tangent(result, tangent);
+  }
+  return result;
+}
+
+// --- dot_backward: (g b, g a) ------------------------------------------------------------------------------------
+
+struct DotBackwardBackward final : PykernelsNode {
+  using PykernelsNode::PykernelsNode;
+  std::string name() const override { return "PykernelsDotBackwardBackward"; }
+  void release_variables() override {
+    grad.reset_data();
+    a.reset_data();
+    b.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list result(3);
+    const at::Tensor &u = grads[0], &v = grads[1];  // cotangents of grad_a = g b and grad_b = g a
+    if (!u.defined() && !v.defined()) return result;
+    const at::Tensor g = grad.unpack(), a_ = a.unpack(), b_ = b.unpack();
+    if (should_compute_output(0)) {  // u.b + v.a, shaped like g
+      if (u.defined()) accumulate(result[0], ops.dot(u, b_));
+      if (v.defined()) accumulate(result[0], ops.dot(v, a_));
+      result[0] = result[0].reshape_symint(g.sym_sizes());
+    }
+    const at::Tensor scalar = g.reshape({});
+    if (should_compute_output(1) && v.defined()) result[1] = scalar * v;
+    if (should_compute_output(2) && u.defined()) result[2] = scalar * u;
+    return result;
+  }
+
+  SavedVariable grad, a, b;
+};
+
+template <Family family>
+TensorPair dot_backward_autograd(const at::Tensor& grad, const at::Tensor& a, const at::Tensor& b) {
+  const OpFamily& ops = OpFamily::get(family);
+  c10::intrusive_ptr<DotBackwardBackward> node;
+  if (compute_requires_grad(grad, a, b)) {
+    node = c10::make_intrusive<DotBackwardBackward>(ops);
+    node->set_next_edges(collect_next_edges(grad, a, b));
+    node->grad = SavedVariable(grad, false);
+    node->a = SavedVariable(a, false);
+    node->b = SavedVariable(b, false);
+  }
+  auto [grad_a, grad_b] = below_autograd([&] { return ops.dot_backward(grad, a, b); });
+  if (node) set_history(std::vector<at::Tensor>{grad_a, grad_b}, node);
+  if (isFwGradDefined(grad) || isFwGradDefined(a) || isFwGradDefined(b)) {
+    const Dual dg(grad), da(a), db(b);  // (g b)-dot = g-dot b + g b-dot; (g a)-dot = g-dot a + g a-dot
+    const at::Tensor g = dg.primal.reshape({});
+    at::Tensor grad_a_tangent, grad_b_tangent;
+    if (dg.tangent.defined()) {
+      const at::Tensor g_dot = dg.tangent.reshape({});
+      grad_a_tangent = g_dot * db.primal;
+      grad_b_tangent = g_dot * da.primal;
+    }
+    if (db.tangent.defined()) accumulate(grad_a_tangent, g * db.tangent);
+    if (da.tangent.defined()) accumulate(grad_b_tangent, g * da.tangent);
+    set_tangent(grad_a, grad_a_tangent);
+    set_tangent(grad_b, grad_b_tangent);
+  }
+  return {grad_a, grad_b};
+}
+
+// --- ops without a derivative ------------------------------------------------------------------------------------
+
+std::string not_differentiable_message(const c10::OperatorHandle& op) {
+  const std::string& name = op.schema().name();
+  std::string why;
+  if (name.ends_with("fit_poly")) {
+    why = "it runs a whole gradient-descent loop in one kernel; differentiate poly_mse (or a loop of it) instead";
+  } else if (name.ends_with("philox_normal_")) {
+    why = "it fills `out` with random samples";
+  } else {
+    why = "it is a training step that updates w and b in place; run it under torch.no_grad(), on tensors that "
+          "do not require grad";
+  }
+  return name + " is not differentiable: " + why;
+}
+
+// Tensors among the op's arguments on the stack (optional tensors that are None left out), with their indices.
+std::vector<std::pair<size_t, at::Tensor>> tensor_arguments(const c10::OperatorHandle& op,
+                                                            const torch::jit::Stack& stack) {
+  const size_t num_arguments = op.schema().arguments().size();
+  std::vector<std::pair<size_t, at::Tensor>> tensors;
+  for (size_t i = 0; i < num_arguments; ++i) {
+    const c10::IValue& value = stack[stack.size() - num_arguments + i];
+    if (value.isTensor()) tensors.emplace_back(i, value.toTensor());
+  }
+  return tensors;
+}
+
+// The node of a differentiated call of such an op: backpropagating through it raises the op's message.
+struct NotDifferentiable final : torch::autograd::Error {
+  NotDifferentiable(const c10::OperatorHandle& op, torch::autograd::edge_list&& next_edges)
+      : Error(not_differentiable_message(op), std::move(next_edges)), op_name(op.schema().name()) {}
+  std::string name() const override { return op_name + " (not differentiable)"; }
+  std::string op_name;
+};
+
+void not_differentiable_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  const c10::FunctionSchema& schema = op.schema();
+  const auto tensors = tensor_arguments(op, *stack);
+  std::vector<at::Tensor> requiring_grad, written;
+  for (const auto& [index, tensor] : tensors) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!isFwGradDefined(tensor), not_differentiable_message(op),
+                                " (forward-mode AD was asked for)");
+    if (at::GradMode::is_enabled() && tensor.requires_grad()) requiring_grad.push_back(tensor);
+    if (schema.is_mutable({c10::SchemaArgType::input, index})) written.push_back(tensor);
+  }
+  for (const at::Tensor& tensor : written) torch::autograd::check_inplace(tensor, !requiring_grad.empty());
+  c10::intrusive_ptr<Node> node;
+  if (!requiring_grad.empty()) {
+    node = c10::make_intrusive<NotDifferentiable>(op, collect_next_edges(requiring_grad));
+  }
+  {
+    at::AutoDispatchBelowAutograd below;
+    op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);  // through ADInplaceOrView: versions bump
+  }
+  if (!node) return;
+  const size_t num_returns = schema.returns().size();
+  for (size_t i = stack->size() - num_returns; i < stack->size(); ++i) {
+    const c10::IValue& value = (*stack)[i];
+    if (value.isTensor() && at::isFloatingType(value.toTensor().scalar_type())) set_history(value.toTensor(), node);
+  }
+  torch::autograd::rebase_history(written, node);  // each written tensor becomes an output of the node
+}
+
+// ADInplaceOrView kernel of the ops that write their arguments: the version counters of what they wrote move,
+// as for torch's in-place ops, so autograd refuses a graph that saved the old values.
+void bump_written_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  std::vector<at::Tensor> written;
+  for (const auto& [index, tensor] : tensor_arguments(op, *stack)) {
+    if (op.schema().is_mutable({c10::SchemaArgType::input, index})) written.push_back(tensor);
+  }
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+  }
+  for (const at::Tensor& tensor : written) torch::autograd::increment_version(tensor);
+}
+
+template <Family family>
+void register_differentiable(torch::Library& m, const std::string& prefix) {
+  m.impl((prefix + "poly").c_str(), &poly_autograd<family>);
+  m.impl((prefix + "poly_backward").c_str(), &poly_backward_autograd<family>);
+  m.impl((prefix + "poly_mse").c_str(), &poly_mse_autograd<family>);
+  m.impl((prefix + "dot").c_str(), &dot_autograd<family>);
+  m.impl((prefix + "dot_backward").c_str(), &dot_backward_autograd<family>);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pykernels, Autograd, m) {
-  m.impl("poly", &poly_autograd);
-  m.impl("poly_mse", &poly_mse_autograd);
-  m.impl("dot", &dot_autograd);
+  register_differentiable<Family::cpp>(m, "");
+  register_differentiable<Family::numba>(m, "numba_");
+  for (const char* op : {"fit_poly", "numba_fit_poly", "linear_sgd_step", "philox_normal_", "linear_sgd_philox"}) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&not_differentiable_autograd>());
+  }
+}
+
+TORCH_LIBRARY_IMPL(pykernels, ADInplaceOrView, m) {
+  for (const char* op : {"linear_sgd_step", "philox_normal_", "linear_sgd_philox"}) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_written_versions>());
+  }
 }
 
 }  // namespace pykernels

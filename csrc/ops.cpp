@@ -1,7 +1,9 @@
-// The one place where pykernels' operators are declared. Backends (cpu/, cuda/, and the numba ops built in
-// Python from this same schema text) only register implementations for them.
+// The one place where pykernels' operators are declared. Backends (cpu/, cuda/, the numba kernels registered from
+// Python) only register implementations for them; csrc/autograd.cpp registers their autograd kernels.
 #include <Python.h>
 #include <torch/library.h>
+
+#include <string>
 
 extern "C" {
 // Importing pykernels._C runs the static TORCH_LIBRARY initializers below; the module itself is empty
@@ -18,22 +20,37 @@ PyObject* PyInit__C(void) {
 }
 }
 
+namespace {
+
+// The ops every kernel backend implements: the compiled kernels as pykernels::<op>, the numba kernels as
+// pykernels::numba_<op> from the same text (a dispatch key holds one kernel per op). Both families are declared
+// here, at load, so a program exported with either resolves after a plain `import pykernels`.
+constexpr const char* kBackendSchemas[] = {
+    // y = p(x) = sum_k coeffs[k] x^k, elementwise, by Horner.
+    "poly(Tensor x, Tensor coeffs) -> Tensor",
+    // grad_x = grad_y * p'(x); grad_coeffs[k] = sum grad_y * x^k.
+    "poly_backward(Tensor grad_y, Tensor x, Tensor coeffs) -> (Tensor grad_x, Tensor grad_coeffs)",
+    // r = p(x) - y; loss = mean(r^2); grad_coeffs[k] = 2/N sum r x^k; one pass over the data.
+    "poly_mse(Tensor x, Tensor y, Tensor coeffs) -> (Tensor loss, Tensor grad_coeffs)",
+    // sum_i a_i b_i, accumulated in float64.
+    "dot(Tensor a, Tensor b) -> Tensor",
+    // grad_a = grad * b; grad_b = grad * a.
+    "dot_backward(Tensor grad, Tensor a, Tensor b) -> (Tensor grad_a, Tensor grad_b)",
+    // `steps` gradient-descent steps on poly_mse in one call: coeffs -= lr * grad_coeffs; trace[s / record_every]
+    // is the loss at step s (before its update). y (N,) or (B, N) for B fits; x (N,) shared or like y; coeffs the
+    // initial (D+1,) or (B, D+1). Not differentiable.
+    "fit_poly(Tensor x, Tensor y, Tensor coeffs, float lr, int steps, int record_every) -> "
+    "(Tensor coeffs, Tensor trace)",
+};
+
+}  // namespace
+
 TORCH_LIBRARY(pykernels, m) {
-  // y = p(x) = sum_k coeffs[k] x^k, elementwise, by Horner.
-  m.def("poly(Tensor x, Tensor coeffs) -> Tensor");
-  // grad_x = grad_y * p'(x); grad_coeffs[k] = sum grad_y * x^k.
-  m.def("poly_backward(Tensor grad_y, Tensor x, Tensor coeffs) -> (Tensor grad_x, Tensor grad_coeffs)");
-  // r = p(x) - y; loss = mean(r^2); grad_coeffs[k] = 2/N sum r x^k; one pass over the data.
-  m.def("poly_mse(Tensor x, Tensor y, Tensor coeffs) -> (Tensor loss, Tensor grad_coeffs)");
-  // sum_i a_i b_i, accumulated in float64.
-  m.def("dot(Tensor a, Tensor b) -> Tensor");
-  // grad_a = grad * b; grad_b = grad * a.
-  m.def("dot_backward(Tensor grad, Tensor a, Tensor b) -> (Tensor grad_a, Tensor grad_b)");
-  // `steps` gradient-descent steps on poly_mse in one call: coeffs -= lr * grad_coeffs; trace[s / record_every] is
-  // the loss at step s (before its update). y (N,) or (B, N) for B fits; x (N,) shared or like y; coeffs the
-  // initial (D+1,) or (B, D+1). Not differentiable.
-  m.def("fit_poly(Tensor x, Tensor y, Tensor coeffs, float lr, int steps, int record_every) -> "
-        "(Tensor coeffs, Tensor trace)");
+  for (const char* prefix : {"", "numba_"}) {
+    for (const char* schema : kBackendSchemas) m.def(torch::schema((std::string(prefix) + schema).c_str()));
+  }
+  // The compiled kernels only. Seeds and streams are 64-bit Philox words, passed as int64 bit patterns.
+  //
   // One SGD step of the linear model y_hat = dot(w, x) + b on the squared error, in place, fused:
   // e = dot(w, x) + b - y; w -= lr * 2 e x; b -= lr * 2 e. Two passes over x and w; returns e^2 (before the step).
   m.def("linear_sgd_step(Tensor(a!) w, Tensor(b!) b, Tensor x, Tensor y, float lr) -> Tensor");
@@ -43,8 +60,8 @@ TORCH_LIBRARY(pykernels, m) {
   // `epochs` epochs of the write-up's large problem, each on a fresh sample drawn in-kernel and never stored:
   // epoch e draws x = philox_normal(N, seed, first_epoch + e), y = target_weight sum(x) + target_bias, then
   // steps as linear_sgd_step. w, b updated in place; returns the (epochs,) squared errors e^2. Samples are
-  // regenerated where needed, or with `keep` (float32, like w) drawn once per epoch and kept there (the last
+  // regenerated where needed, or with `buffer` (float32, like w) drawn once per epoch and kept there (the last
   // one is left in it).
   m.def("linear_sgd_philox(Tensor(a!) w, Tensor(b!) b, float lr, int epochs, int seed, int first_epoch, "
-        "float target_weight, float target_bias, Tensor(c!)? keep) -> Tensor");
+        "float target_weight, float target_bias, Tensor(c!)? buffer) -> Tensor");
 }

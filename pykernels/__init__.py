@@ -16,10 +16,11 @@ from . import _extension
 
 _BUILD_INFO = _extension.load()
 
-from . import _meta, reference  # noqa: E402
+from . import _meta, _vmap, reference  # noqa: E402
 from ._backends import available_backends, get_backend, register_backend  # noqa: E402
 from ._info import build_info  # noqa: E402
 from .autograd import Dot, PolyForward, PolyMSE  # noqa: E402
+from .numba import ops as _numba_ops  # noqa: E402, F401  (registers the numba ops' kernels; imports no numba)
 from .ops import (  # noqa: E402
     FitResult,
     PolyMSEResult,
@@ -32,8 +33,14 @@ from .ops import (  # noqa: E402
     poly_mse,
 )
 
-# The compiled ops' autograd kernels are registered in C++ (csrc/autograd.cpp); their fake kernels here.
+# The compiled ops' autograd kernels are registered in C++ (csrc/autograd.cpp); their fake kernels and vmap rules
+# here.
 _meta.register_fake_kernels()
+_vmap.register_vmap_rules()
+# The built-in backends' op tables exist from the start: the first call under torch.compile finds them as every
+# later call does (no side effect to trace, no recompile).
+for _backend in available_backends():
+    get_backend(_backend)
 
 __version__ = "0.1.0"
 

@@ -2,8 +2,8 @@
 
 - ``"cpp"``: the compiled operators ``torch.ops.pykernels.<op>`` (CPU and, where built, CUDA kernels; the device
   follows the tensors).
-- ``"numba"``: numba-JIT kernels registered as ``torch.ops.pykernels.numba_<op>`` (loaded on first use, so
-  ``import pykernels`` does not import numba).
+- ``"numba"``: numba-JIT kernels registered as ``torch.ops.pykernels.numba_<op>`` (by :mod:`pykernels.numba.ops`;
+  the kernels, and numba, load on their first call, so ``import pykernels`` does not import numba).
 - ``"torch"``: the write-up's plain-torch formulas (:mod:`pykernels.reference`), differentiated by torch autograd.
 """
 
@@ -57,7 +57,7 @@ def get_backend(name: str) -> Backend:
     backend = _LOADED.get(name)
     if backend is None:
         if name not in _LOADERS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, _LOADERS))}; got {name!r}")
+            raise ValueError(f"backend must be one of {', '.join(map(repr, sorted(_LOADERS)))}; got {name!r}")
         backend = _LOADED[name] = _LOADERS[name]()
     return backend
 
@@ -84,12 +84,5 @@ def _torch_reference_backend() -> Backend:
     )
 
 
-def _numba_backend() -> Backend:
-    from .numba import ops as numba_ops  # imports numba only now
-
-    return numba_ops.backend()
-
-
 register_backend("cpp", lambda: Backend.from_torch_ops("cpp"))
-register_backend("numba", _numba_backend)
 register_backend("torch", _torch_reference_backend)

@@ -1,183 +1,166 @@
-"""Autograd for pykernels' ops, defined once in Python.
+"""``autograd.Function`` classes for pykernels' differentiable ops: ``PolyForward``, ``PolyMSE``, ``Dot``.
 
-Each op has one ``setup_context`` and one hand-written ``backward`` that calls the backend's backward *ops*
-(never autograd inside). They are given to ``torch.library.register_autograd`` for the numba ops
-(``torch.ops.pykernels.numba_*``) and reused by the ``autograd.Function`` classes ``PolyForward``, ``PolyMSE``
-and ``Dot`` for every backend. The compiled ops carry the same formulas as C++ autograd kernels
-(``csrc/autograd.cpp``), because a Python autograd node costs more than the whole fused step on small data.
+``PolyMSE.apply(x, y, coeffs, backend)`` and friends run any backend's op (``"cpp"``, ``"numba"`` or the plain-torch
+``"torch"``) inside a Python autograd node whose derivatives are written by hand, in terms of the backend's ops.
+Those ops are differentiable themselves (the compiled and numba ops through their C++ autograd kernels,
+csrc/autograd.cpp, which carry the same formulas; the torch reference through torch), so the Functions have exact
+derivatives of every order by ``.backward``, ``autograd.grad`` and ``autograd.functional``. Under ``torch.compile``,
+``torch.func`` transforms and forward-mode AD, ``apply`` runs the op itself (same values, same derivatives).
+With p(x) = sum_k c_k x^k and N = x.numel()::
 
-The backward passes are ``once_differentiable``: a second backward through them raises instead of silently
-returning a wrong (zero) second derivative.
+    poly:      y = p(x)                 x-bar = y-bar p'(x);   c-bar_k = sum_i y-bar_i x_i^k
+    poly_mse:  r = p(x) - y, L = mean(r^2), G_k = 2/N sum_i r_i x_i^k; for cotangents (l, h) of (L, G),
+               s = 2/N (l r + p_h(x));  y-bar = -s;  x-bar = s p'(x) + 2/N r p_h'(x);  c-bar_k = sum_i s_i x_i^k
+    dot:       a-bar = g b;  b-bar = g a
+
+The public functions (``pykernels.poly`` etc.) call the registered ops directly, without a Python node: that is
+the faster route; these classes are the one for users who want an ``autograd.Function``.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
+from torch._functorch.utils import unwrap_dead_wrappers
+from torch.autograd import forward_ad
 
 from ._backends import Backend, get_backend
 
-DelayedError = torch._C._functions.DelayedError
+
+def _apply(cls: type[torch.autograd.Function], op: str, args: tuple):
+    """``Function.apply`` without its ``inspect.signature`` binding of default arguments (13 us of a 20 us call on
+    the seed's problem): our ``apply`` methods already pass every argument positionally.
+
+    Under torch.compile, torch.func transforms and forward-mode AD the backend's op runs instead, with the same
+    values and derivatives: the ops compose with every transform, while an autograd.Function does not (torch runs a
+    Function's ``jvp`` with the outer levels' forward-mode AD off, so ``jacfwd(jacfwd(...))`` through any Function
+    is silently zero, and dynamo cannot trace a custom ``jvp``)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+        *tensors, backend = args
+        return getattr(get_backend(backend), op)(*tensors)
+    return super(torch.autograd.Function, cls).apply(*unwrap_dead_wrappers(args))
 
 
-def once_differentiable(backward):
-    """Like torch's ``once_differentiable``, but stricter (as in csrc/autograd.cpp): whenever a graph was asked
-    for (``create_graph=True``), the gradients pass through a node that raises if they are differentiated
-    again. torch's decorator marks them only when the incoming gradients require grad, so a second derivative
-    w.r.t. the inputs fails with an unrelated "does not require grad" message instead."""
-
-    @functools.wraps(backward)
-    def wrapper(ctx, *grad_outputs):
-        with torch.no_grad():
-            grads = backward(ctx, *grad_outputs)
-        if not torch.is_grad_enabled():
-            return grads
-        error = DelayedError(
-            b"pykernels: trying to differentiate twice; double backward is not supported (the backward passes "
-            b"are once-differentiable)",
-            len(grads),
-        )
-        marked = error(*[None if g is None else g.detach().requires_grad_() for g in grads])
-        return marked if isinstance(marked, tuple) else (marked,)
-
-    return wrapper
+def _add(total: torch.Tensor | None, term: torch.Tensor | None) -> torch.Tensor | None:
+    """total + term, where None is a zero that was never materialized."""
+    if term is None:
+        return total
+    return term if total is None else total + term
 
 
-# --- poly: y = p(x) ---------------------------------------------------------------------------------------
+def _derivative_coeffs(coeffs: torch.Tensor) -> torch.Tensor | None:
+    """The coefficients of p' for those of p: (1 c_1, ..., D c_D); None for D = 0 (p' = 0)."""
+    degree = coeffs.shape[0] - 1
+    if degree == 0:
+        return None
+    return coeffs[1:] * torch.arange(1, degree + 1, dtype=coeffs.dtype, device=coeffs.device)
 
 
-def poly_setup_context(ctx, inputs, output, backend: Backend) -> None:
-    x, coeffs = inputs[:2]
-    ctx.backend = backend
-    ctx.save_for_backward(x, coeffs)
-
-
-@once_differentiable
-def poly_backward(ctx, grad_y):
-    """grad_x = grad_y * p'(x); grad_coeffs[k] = sum grad_y * x^k (one fused pass)."""
-    x, coeffs = ctx.saved_tensors
-    grad_x, grad_coeffs = ctx.backend.poly_backward(grad_y, x, coeffs)
-    needs_x, needs_coeffs = ctx.needs_input_grad[:2]
-    return (grad_x if needs_x else None), (grad_coeffs if needs_coeffs else None)
-
-
-# --- poly_mse: (loss, grad_coeffs) ------------------------------------------------------------------------
-
-
-def poly_mse_setup_context(ctx, inputs, output, backend: Backend) -> None:
-    x, y, coeffs = inputs[:3]
-    _, grad_coeffs = output
-    ctx.backend = backend
-    ctx.mark_non_differentiable(grad_coeffs)
-    needs_x, needs_y = ctx.needs_input_grad[:2]
-    # The coefficient gradient was computed in the forward pass; x and y are kept only if their
-    # gradients will be derived.
-    ctx.save_for_backward(grad_coeffs, *((x, y, coeffs) if needs_x or needs_y else ()))
-
-
-@once_differentiable
-def poly_mse_backward(ctx, grad_loss, _grad_of_grad_coeffs):
-    """d loss/d coeffs is the forward's grad_coeffs scaled by grad_loss; for x and y (on demand), with
-    r = p(x) - y: d loss/d x = 2/N r p'(x), d loss/d y = -2/N r."""
-    needs_x, needs_y, needs_coeffs = ctx.needs_input_grad[:3]
-    grad_coeffs, *data = ctx.saved_tensors
-    grad_x = grad_y = None
-    if needs_x or needs_y:
-        x, y, coeffs = data
-        scaled_residual = (ctx.backend.poly(x, coeffs) - y) * (grad_loss * (2.0 / x.numel()))
-        if needs_x:
-            grad_x = ctx.backend.poly_backward(scaled_residual, x, coeffs)[0]
-        if needs_y:
-            grad_y = -scaled_residual
-    return grad_x, grad_y, (grad_coeffs * grad_loss if needs_coeffs else None)
-
-
-# --- dot: sum a_i b_i ---------------------------------------------------------------------------------------
-
-
-def dot_setup_context(ctx, inputs, output, backend: Backend) -> None:
-    a, b = inputs[:2]
-    ctx.backend = backend
-    ctx.save_for_backward(a, b)
-
-
-@once_differentiable
-def dot_backward(ctx, grad):
-    """grad_a = grad * b; grad_b = grad * a."""
-    a, b = ctx.saved_tensors
-    needs_a, needs_b = ctx.needs_input_grad[:2]
-    if needs_a and needs_b:
-        return ctx.backend.dot_backward(grad, a, b)
-    # Only one side is wanted (a model's weights against fixed data): write one N-vector, not two.
-    return (grad * b if needs_a else None), (grad * a if needs_b else None)
-
-
-_AUTOGRAD = {
-    "poly": (poly_setup_context, poly_backward),
-    "poly_mse": (poly_mse_setup_context, poly_mse_backward),
-    "dot": (dot_setup_context, dot_backward),
-}
-
-
-def register_autograd_kernels(backend: Backend, prefix: str = "") -> None:
-    """register_autograd for the forward ops ``pykernels::<prefix><op>`` of ``backend``."""
-    for op, (setup_context, backward) in _AUTOGRAD.items():
-        torch.library.register_autograd(
-            f"pykernels::{prefix}{op}",
-            backward,
-            setup_context=functools.partial(setup_context, backend=backend),
-        )
-
-
-# --- autograd.Function classes: the same definitions, with a trailing ``backend`` argument -----------------
-#
-# The forwards take ``ctx`` and call the shared setup_context themselves instead of declaring a
-# ``setup_context`` staticmethod: with one declared, every ``apply`` binds its arguments through
-# ``inspect.signature``, which measured 13 us of the 20 us a call costs on the seed's 100-point problem.
+def _two_over_n(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return t * (2.0 / x.numel())
 
 
 class PolyForward(torch.autograd.Function):
-    """``PolyForward.apply(x, coeffs, backend="cpp")`` = p(x), with a hand-written backward."""
+    """``PolyForward.apply(x, coeffs, backend="cpp")`` = p(x), with hand-written derivatives."""
 
     @staticmethod
-    def forward(ctx, x, coeffs, backend="cpp"):
-        ops = get_backend(backend)
-        y = ops.poly(x, coeffs)
-        poly_setup_context(ctx, (x, coeffs), y, ops)
-        return y
+    def forward(x, coeffs, backend="cpp"):
+        return get_backend(backend).poly(x, coeffs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, coeffs, backend = inputs
+        ctx.ops = get_backend(backend)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, coeffs)
 
     @staticmethod
     def backward(ctx, grad_y):
-        return (*poly_backward(ctx, grad_y), None)
+        """x-bar = y-bar p'(x); c-bar_k = sum y-bar x^k (one fused pass)."""
+        needs_x, needs_coeffs = ctx.needs_input_grad[:2]
+        if grad_y is None:
+            return None, None, None
+        grad_x, grad_coeffs = ctx.ops.poly_backward(grad_y, *ctx.saved_tensors)
+        return (grad_x if needs_x else None), (grad_coeffs if needs_coeffs else None), None
+
+    @classmethod
+    def apply(cls, x, coeffs, backend="cpp"):
+        return _apply(cls, "poly", (x, coeffs, backend))
 
 
 class PolyMSE(torch.autograd.Function):
     """``loss, grad_coeffs = PolyMSE.apply(x, y, coeffs, backend="cpp")``: loss = mean((p(x) - y)^2) and its
-    coefficient gradient, in one pass; ``loss.backward()`` reuses that gradient."""
+    coefficient gradient, in one pass; ``loss.backward()`` reuses that gradient. Both outputs are differentiable
+    (grad_coeffs' derivative is the Hessian 2/N V^T V, V the power matrix)."""
 
     @staticmethod
-    def forward(ctx, x, y, coeffs, backend="cpp"):
-        ops = get_backend(backend)
-        output = ops.poly_mse(x, y, coeffs)
-        poly_mse_setup_context(ctx, (x, y, coeffs), output, ops)
-        return output
+    def forward(x, y, coeffs, backend="cpp"):
+        return get_backend(backend).poly_mse(x, y, coeffs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, coeffs, backend = inputs
+        ctx.ops = get_backend(backend)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, y, coeffs, output[1])
 
     @staticmethod
     def backward(ctx, grad_loss, grad_of_grad_coeffs):
-        return (*poly_mse_backward(ctx, grad_loss, grad_of_grad_coeffs), None)
+        """With only coeffs wanted and no cotangent h for grad_coeffs, c-bar = l G: the forward's own gradient."""
+        needs_x, needs_y, needs_coeffs = ctx.needs_input_grad[:3]
+        x, y, coeffs, grad_coeffs = ctx.saved_tensors
+        ops: Backend = ctx.ops
+        h = grad_of_grad_coeffs
+        if not (needs_x or needs_y):
+            grad_c = None
+            if needs_coeffs and grad_loss is not None:
+                grad_c = grad_coeffs * grad_loss
+            if needs_coeffs and h is not None:  # the Hessian-vector product 2/N sum_i p_h(x_i) x_i^k
+                grad_c = _add(grad_c, ops.poly_backward(_two_over_n(ops.poly(x, h), x), x, coeffs)[1])
+            return None, None, grad_c, None
+        if grad_loss is None and h is None:
+            return None, None, None, None
+        residual = ops.poly(x, coeffs) - y
+        s = residual * grad_loss if grad_loss is not None else None
+        if h is not None:
+            s = _add(s, ops.poly(x, h))
+        s = _two_over_n(s, x)
+        grad_x, grad_c = ops.poly_backward(s, x, coeffs)
+        h_prime = None if h is None else _derivative_coeffs(h)
+        if h_prime is not None:
+            grad_x = grad_x + _two_over_n(residual, x) * ops.poly(x, h_prime)
+        return (grad_x if needs_x else None), (-s if needs_y else None), (grad_c if needs_coeffs else None), None
+
+    @classmethod
+    def apply(cls, x, y, coeffs, backend="cpp"):
+        return _apply(cls, "poly_mse", (x, y, coeffs, backend))
 
 
 class Dot(torch.autograd.Function):
-    """``Dot.apply(a, b, backend="cpp")`` = sum_i a_i b_i, accumulated in float64, hand-written backward."""
+    """``Dot.apply(a, b, backend="cpp")`` = sum_i a_i b_i, accumulated in float64, hand-written derivatives."""
 
     @staticmethod
-    def forward(ctx, a, b, backend="cpp"):
-        ops = get_backend(backend)
-        result = ops.dot(a, b)
-        dot_setup_context(ctx, (a, b), result, ops)
-        return result
+    def forward(a, b, backend="cpp"):
+        return get_backend(backend).dot(a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, b, backend = inputs
+        ctx.ops = get_backend(backend)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(a, b)
 
     @staticmethod
     def backward(ctx, grad):
-        return (*dot_backward(ctx, grad), None)
+        """a-bar = g b; b-bar = g a."""
+        needs_a, needs_b = ctx.needs_input_grad[:2]
+        if grad is None:
+            return None, None, None
+        a, b = ctx.saved_tensors
+        if needs_a and needs_b:
+            return (*ctx.ops.dot_backward(grad, a, b), None)
+        # Only one side is wanted (a model's weights against fixed data): write one N-vector, not two.
+        return (grad * b if needs_a else None), (grad * a if needs_b else None), None
+
+    @classmethod
+    def apply(cls, a, b, backend="cpp"):
+        return _apply(cls, "dot", (a, b, backend))

@@ -1,5 +1,6 @@
-"""Gradients: gradcheck of every differentiable entry point, the hand-written backward's shortcuts, double
-backward, and the seed polynomial fit trained through pykernels against the write-up's autograd loop."""
+"""Gradients: gradcheck of every differentiable entry point for every subset of inputs requiring grad, the
+hand-written backward's shortcut, and the seed polynomial fit trained through pykernels against the write-up's
+autograd loop. (Higher orders and every other route: test_parity.py.)"""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import pykernels
 from pykernels import Dot, PolyForward, PolyMSE
 
-# Each differentiable op is reachable two ways: the public function (the registered op, whose autograd is a
-# C++ kernel for "cpp" and register_autograd for "numba") and the autograd.Function class.
+# Each differentiable op is reachable two ways: the public function (the registered op, whose autograd is a C++
+# kernel for "cpp" and "numba") and the autograd.Function class.
 ENTRY_POINTS = {
     "poly": {
         "function": lambda backend: lambda x, c: pykernels.poly(x, c, backend=backend),
@@ -83,22 +84,6 @@ def test_poly_mse_backward_reuses_the_forward_gradient(backend, route, device):
     if backend != "torch":  # the reference differentiates its power matrix by autograd, by design
         assert not any("pykernels" in name for name in recorder.ops), recorder.ops
         assert not any("pow" in name or "mm" in name for name in recorder.ops), recorder.ops
-
-
-@pytest.mark.parametrize("op", list(ENTRY_POINTS))
-def test_double_backward_raises(backend, route, device, op):
-    """The backward passes are once-differentiable: differentiating a gradient again raises, never silently
-    returns 0 (a gradient penalty, say: grad(create_graph=True), then backward of a loss built from it)."""
-    if backend == "torch":
-        pytest.skip("the reference is plain torch autograd, which supports double backward")
-    fn = ENTRY_POINTS[op][route](backend)
-    inputs = [t.requires_grad_() for t in _inputs(op, GRAD_CASES[0], device)]
-    first = torch.autograd.grad(fn(*inputs).sum(), inputs, create_graph=True)
-    assert all(g.requires_grad for g in first)
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        sum(g.sum() for g in first).backward()
-    with pytest.raises(RuntimeError):  # asked w.r.t. the inputs, autograd finds no path: an error as well
-        torch.autograd.grad(sum(g.sum() for g in first), inputs)
 
 
 def test_seed_fit_matches_the_write_ups_autograd_loop(backend, route, device):

@@ -1,41 +1,47 @@
-"""The numba kernels as torch custom ops ``pykernels::numba_<op>``.
+"""The numba kernels as the torch custom ops ``pykernels::numba_<op>``.
 
-A dispatch key holds one kernel per op, so the numba kernels get ops of their own, defined from the schema text
-of the C++ ops (declared once, in csrc/ops.cpp). They share the fake kernels (pykernels._meta) and the Python
-autograd definitions (pykernels.autograd) with every other backend.
+The ops are declared with the compiled ones, from the same schema text (csrc/ops.cpp), and share their autograd
+kernels (csrc/autograd.cpp), fake kernels (pykernels._meta) and vmap rules (pykernels._vmap). This module registers
+their CPU and CUDA implementations when ``pykernels`` is imported, without importing numba: the kernels (and numba)
+load on the first call. So every thread sees the ops from the start, ``torch.compile`` traces them on its first
+call, and a program exported with them loads after a plain ``import pykernels``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from types import ModuleType
 
 import numpy as np
 import torch
 
-from .. import _checks, _meta, autograd
-from .._backends import OP_NAMES, Backend
-from . import _config, cpu
+from .. import _checks, _meta, _vmap
+from .._backends import Backend, register_backend
+from . import _config  # (imported now for its fork guard: a fork may come before the first kernel call)
 
 PREFIX = "numba_"
-_LIBRARY = torch.library.Library("pykernels", "FRAGMENT")  # kept alive: it owns the registrations
+_LIBRARY = torch.library.Library("pykernels", "IMPL")  # kept alive: it owns the registrations
+
+_kernel_modules: dict[str, ModuleType] = {}
+_kernel_modules_lock = threading.Lock()
 
 
-def _schema_for(op: str) -> str:
-    """The C++ op's schema with the name ``numba_<op>``: ``numba_poly(Tensor x, Tensor coeffs) -> Tensor``."""
-    schema = str(getattr(torch.ops.pykernels, op).default._schema)
-    return PREFIX + schema.split("::", 1)[1]
+def _kernels(name: str) -> ModuleType:
+    """``pykernels.numba.cpu`` or ``.cuda``, imported (with numba) on first use."""
+    module = _kernel_modules.get(name)
+    if module is None:
+        with _kernel_modules_lock:
+            if name not in _kernel_modules:
+                _kernel_modules[name] = __import__(f"{__package__}.{name}", fromlist=[name])
+            module = _kernel_modules[name]
+    return module
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     """A contiguous 1-D NumPy view of t (NumPy copies only a non-contiguous t). detach: the op runs below
     autograd, but its inputs may still carry requires_grad, which .numpy() refuses."""
     return t.detach().numpy().reshape(-1)
-
-
-def _cuda_module():
-    from . import cuda  # imports numba.cuda only when a CUDA tensor arrives
-
-    return cuda
 
 
 # CPU implementations: validate, view the inputs as NumPy (zero-copy), run the kernel into NumPy outputs, hand them
@@ -46,7 +52,7 @@ def _poly_cpu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     _checks.check_poly_inputs(x, coeffs)
     xs = _numpy(x)
     y = np.empty_like(xs)
-    cpu.poly_into(xs, _numpy(coeffs), y)
+    _kernels("cpu").poly_into(xs, _numpy(coeffs), y)
     return torch.from_numpy(y).view(x.shape)
 
 
@@ -54,7 +60,7 @@ def _poly_backward_cpu(grad_y, x, coeffs):
     _checks.check_poly_backward_inputs(grad_y, x, coeffs)
     xs = _numpy(x)
     grad_x, grad_coeffs = np.empty_like(xs), np.empty(coeffs.shape, xs.dtype)
-    cpu.poly_backward_into(_numpy(grad_y), xs, _numpy(coeffs), grad_x, grad_coeffs)
+    _kernels("cpu").poly_backward_into(_numpy(grad_y), xs, _numpy(coeffs), grad_x, grad_coeffs)
     return torch.from_numpy(grad_x).view(x.shape), torch.from_numpy(grad_coeffs)
 
 
@@ -62,7 +68,7 @@ def _poly_mse_cpu(x, y, coeffs):
     _checks.check_poly_mse_inputs(x, y, coeffs)
     xs = _numpy(x)
     loss, grad = np.empty(1, xs.dtype), np.empty(coeffs.shape, xs.dtype)
-    cpu.poly_mse_into(xs, _numpy(y), _numpy(coeffs), loss, grad)
+    _kernels("cpu").poly_mse_into(xs, _numpy(y), _numpy(coeffs), loss, grad)
     return torch.from_numpy(loss).view(()), torch.from_numpy(grad)
 
 
@@ -70,7 +76,7 @@ def _dot_cpu(a, b):
     _checks.check_dot_inputs(a, b)
     a_np = _numpy(a)
     out = np.empty(1, a_np.dtype)
-    cpu.dot_into(a_np, _numpy(b), out)
+    _kernels("cpu").dot_into(a_np, _numpy(b), out)
     return torch.from_numpy(out).view(())
 
 
@@ -78,14 +84,14 @@ def _dot_backward_cpu(grad, a, b):
     _checks.check_dot_backward_inputs(grad, a, b)
     a_np, b_np = _numpy(a), _numpy(b)
     grad_a, grad_b = np.empty_like(b_np), np.empty_like(a_np)
-    cpu.dot_backward_into(_numpy(grad)[0], a_np, b_np, grad_a, grad_b)
+    _kernels("cpu").dot_backward_into(_numpy(grad)[0], a_np, b_np, grad_a, grad_b)
     return torch.from_numpy(grad_a), torch.from_numpy(grad_b)
 
 
 def _fit_poly_cpu(x, y, coeffs, lr, steps, record_every):
     _checks.check_fit_poly_inputs(x, y, coeffs, lr, steps, record_every)
     y_np = y.detach().contiguous().numpy()
-    fitted, trace = cpu.fit_poly(
+    fitted, trace = _kernels("cpu").fit_poly(
         x.detach().contiguous().numpy(), y_np, coeffs.detach().numpy(), lr, steps, record_every
     )
     return torch.from_numpy(fitted), torch.from_numpy(trace)
@@ -103,36 +109,24 @@ _CPU_IMPLS = {
 
 def _cuda_impl(op: str):
     def impl(*args):
-        return getattr(_cuda_module(), "torch_" + op)(*args)
+        return getattr(_kernels("cuda"), "torch_" + op)(*args)
 
     impl.__name__ = f"{op}_numba_cuda"
     return impl
 
 
-def _register() -> Backend:
-    for op in OP_NAMES:
-        _LIBRARY.define(_schema_for(op))
-        _LIBRARY.impl(PREFIX + op, _CPU_IMPLS[op], "CPU")
-        _LIBRARY.impl(PREFIX + op, _cuda_impl(op), "CUDA")
-    _meta.register_fake_kernels(PREFIX, reduced_on_cuda=False)
-    backend = Backend.from_torch_ops("numba", PREFIX)
-    autograd.register_autograd_kernels(backend, PREFIX)
-    return backend
-
-
-_BACKEND: Backend | None = None
-
-
-def backend() -> Backend:
-    """The numba op table (registers the ops on first call)."""
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = _register()
-    return _BACKEND
+for _op, _impl in _CPU_IMPLS.items():
+    _LIBRARY.impl(PREFIX + _op, _impl, "CPU")
+    _LIBRARY.impl(PREFIX + _op, _cuda_impl(_op), "CUDA")
+_meta.register_fake_kernels(PREFIX, reduced_on_cuda=False)
+_vmap.register_vmap_rules(PREFIX)
+BACKEND = Backend.from_torch_ops("numba", PREFIX)
+register_backend("numba", lambda: BACKEND)
 
 
 def warmup(dtypes=(np.float32, np.float64), parallel: bool = True) -> dict[str, float]:
     """Compile (or load from numba's cache) every CPU kernel for ``dtypes`` now; returns seconds per kernel."""
+    cpu = _kernels("cpu")
     seconds: dict[str, float] = {}
     saved_threshold = _config.PARALLEL_THRESHOLD
     try:
