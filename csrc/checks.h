@@ -3,8 +3,10 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 
 #include <initializer_list>
+#include <limits>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -96,22 +98,32 @@ inline void check_fit_inputs(const at::Tensor& x, const at::Tensor& y, const at:
   TORCH_CHECK_VALUE(record_every >= 1, "record_every must be >= 1, got ", record_every);
 }
 
-inline void check_philox_sample_args(int64_t seed, int64_t stream) {
-  TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
-  TORCH_CHECK_VALUE(stream >= 0, "stream must be >= 0, got ", stream);
+// A seed is any 64-bit Philox key, passed through the schema's int64 as its bit pattern (Python's wrappers take
+// [0, 2^64)); streams are counters in [0, 2^63).
+inline void check_philox_stream(int64_t stream, const char* name) {
+  TORCH_CHECK_VALUE(stream >= 0, name, " must be in [0, 2^63), got ", stream);
 }
 
-inline void check_philox_normal_inputs(const at::Tensor& out, int64_t seed, int64_t stream) {
+// A tensor an op writes must not share memory with its other arguments: the kernels read and write them in the
+// same passes, so an alias would change the result.
+inline void check_no_overlap(const at::Tensor& written, const char* written_name, const at::Tensor& other,
+                             const char* other_name) {
+  TORCH_CHECK_VALUE(at::get_overlap_status(written, other) == at::MemOverlapStatus::No, written_name, " and ",
+                    other_name, " must not share memory (", written_name,
+                    " is written in place; pass a clone of one of them)");
+}
+
+inline void check_philox_normal_inputs(const at::Tensor& out, int64_t stream) {
   TORCH_CHECK_TYPE(out.scalar_type() == at::kFloat, "out must be a float32 tensor, got ",
                    dtype_name(out.scalar_type()));
   TORCH_CHECK_VALUE(out.dim() == 1 && out.is_contiguous(), "out must be 1-D and contiguous, got shape ",
                     out.sizes());
-  check_philox_sample_args(seed, stream);
+  check_philox_stream(stream, "stream");
 }
 
-// linear_sgd_philox: w (N,) and b (one value) updated in place; keep, if given, a float32 buffer like w.
-inline void check_linear_sgd_philox_inputs(const at::Tensor& w, const at::Tensor& b, int64_t epochs, int64_t seed,
-                                           int64_t first_epoch, const std::optional<at::Tensor>& keep) {
+// linear_sgd_philox: w (N,) and b (one value) updated in place; the sample buffer, if given, float32 like w.
+inline void check_linear_sgd_philox_inputs(const at::Tensor& w, const at::Tensor& b, int64_t epochs,
+                                           int64_t first_epoch, const std::optional<at::Tensor>& buffer) {
   check_floating(w, "w");
   check_same_dtype_and_device({{&w, "w"}, {&b, "b"}});
   TORCH_CHECK_VALUE(w.dim() == 1, "w must be 1-D, got shape ", w.sizes());
@@ -119,14 +131,20 @@ inline void check_linear_sgd_philox_inputs(const at::Tensor& w, const at::Tensor
   check_scalar(b, "b");
   TORCH_CHECK_VALUE(w.is_contiguous() && b.is_contiguous(), "w and b must be contiguous (they are updated in place)");
   TORCH_CHECK_VALUE(epochs >= 1, "epochs must be >= 1, got ", epochs);
-  check_philox_sample_args(seed, first_epoch);
-  if (keep.has_value()) {
-    TORCH_CHECK_TYPE(keep->scalar_type() == at::kFloat, "keep must be a float32 tensor, got ",
-                     dtype_name(keep->scalar_type()));
-    TORCH_CHECK(keep->device() == w.device(), "keep must be on the same device as w (", w.device(), "), got ",
-                keep->device());
-    TORCH_CHECK_VALUE(keep->sizes() == w.sizes() && keep->is_contiguous(),
-                      "keep must be contiguous with the shape of w ", w.sizes(), ", got ", keep->sizes());
+  check_philox_stream(first_epoch, "first_epoch");
+  TORCH_CHECK_VALUE(epochs - 1 <= std::numeric_limits<int64_t>::max() - first_epoch,
+                    "the last stream, first_epoch + epochs - 1, must be below 2^63, got first_epoch = ", first_epoch,
+                    " and epochs = ", epochs);
+  check_no_overlap(w, "w", b, "b");
+  if (buffer.has_value()) {
+    TORCH_CHECK_TYPE(buffer->scalar_type() == at::kFloat, "buffer must be a float32 tensor, got ",
+                     dtype_name(buffer->scalar_type()));
+    TORCH_CHECK(buffer->device() == w.device(), "buffer must be on the same device as w (", w.device(), "), got ",
+                buffer->device());
+    TORCH_CHECK_VALUE(buffer->sizes() == w.sizes() && buffer->is_contiguous(),
+                      "buffer must be contiguous with the shape of w ", w.sizes(), ", got ", buffer->sizes());
+    check_no_overlap(*buffer, "buffer", w, "w");
+    check_no_overlap(*buffer, "buffer", b, "b");
   }
 }
 

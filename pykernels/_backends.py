@@ -44,6 +44,10 @@ _LOADED: dict[str, Backend] = {}
 
 def register_backend(name: str, loader: Callable[[], Backend]) -> None:
     """Make ``backend=name`` available; ``loader`` builds the op table on first use."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {type(name).__name__} {name!r}")
+    if not callable(loader):
+        raise TypeError(f"loader must be a callable returning a Backend, got {type(loader).__name__}")
     _LOADERS[name] = loader
     _LOADED.pop(name, None)
 
@@ -54,11 +58,14 @@ def available_backends() -> tuple[str, ...]:
 
 def get_backend(name: str) -> Backend:
     """The op table of backend ``name``; a ValueError lists the valid names."""
-    backend = _LOADED.get(name)
+    backend = _LOADED.get(name) if isinstance(name, str) else None
     if backend is None:
-        if name not in _LOADERS:
+        if not isinstance(name, str) or name not in _LOADERS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, sorted(_LOADERS)))}; got {name!r}")
-        backend = _LOADED[name] = _LOADERS[name]()
+        backend = _LOADERS[name]()
+        if not isinstance(backend, Backend):
+            raise TypeError(f"the loader of backend {name!r} must return a Backend, got {type(backend).__name__}")
+        _LOADED[name] = backend
     return backend
 
 

@@ -6,13 +6,16 @@ is reported by name, with what was expected, before any kernel runs.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 _FLOATING = (torch.float32, torch.float64)
 _REDUCED = (torch.float16, torch.bfloat16)
 
 
-def _shape(t: torch.Tensor) -> str:
+def shape_text(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
@@ -43,17 +46,17 @@ def check_same_dtype_and_device(*named: tuple[torch.Tensor, str]) -> None:
 
 def check_not_empty(t: torch.Tensor, name: str) -> None:
     if t.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {_shape(t)}")
+        raise ValueError(f"{name} must not be empty, got shape {shape_text(t)}")
 
 
 def check_same_shape(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{b_name} must have the same shape as {a_name} {_shape(a)}, got {_shape(b)}")
+        raise ValueError(f"{b_name} must have the same shape as {a_name} {shape_text(a)}, got {shape_text(b)}")
 
 
 def check_scalar(t: torch.Tensor, name: str) -> None:
     if t.numel() != 1:
-        raise ValueError(f"{name} must hold a single value (0-d), got shape {_shape(t)}")
+        raise ValueError(f"{name} must hold a single value (0-d), got shape {shape_text(t)}")
 
 
 def check_poly_inputs(x: torch.Tensor, coeffs: torch.Tensor, allow_reduced: bool = False) -> None:
@@ -62,7 +65,7 @@ def check_poly_inputs(x: torch.Tensor, coeffs: torch.Tensor, allow_reduced: bool
     check_same_dtype_and_device((x, "x"), (coeffs, "coeffs"))
     if coeffs.dim() != 1 or coeffs.numel() == 0:
         raise ValueError(
-            "coeffs must be 1-D with at least one coefficient (degree + 1 entries), got shape " + _shape(coeffs)
+            "coeffs must be 1-D with at least one coefficient (degree + 1 entries), got shape " + shape_text(coeffs)
         )
     check_not_empty(x, "x")
 
@@ -86,9 +89,9 @@ def check_dot_inputs(a: torch.Tensor, b: torch.Tensor, allow_reduced: bool = Fal
     check_floating(a, "a", allow_reduced)
     check_same_dtype_and_device((a, "a"), (b, "b"))
     if a.dim() != 1:
-        raise ValueError(f"a must be 1-D, got shape {_shape(a)}")
+        raise ValueError(f"a must be 1-D, got shape {shape_text(a)}")
     if b.dim() != 1:
-        raise ValueError(f"b must be 1-D, got shape {_shape(b)}")
+        raise ValueError(f"b must be 1-D, got shape {shape_text(b)}")
     if a.numel() != b.numel():
         raise ValueError(f"a and b must have the same length, got {a.numel()} and {b.numel()}")
     check_not_empty(a, "a")
@@ -115,16 +118,16 @@ def check_fit_poly_inputs(
     check_floating(x, "x", allow_reduced)
     check_same_dtype_and_device((x, "x"), (y, "y"), (coeffs, "coeffs"))
     if y.dim() not in (1, 2):
-        raise ValueError(f"y must be 1-D (N,) or 2-D (B, N) for B fits, got shape {_shape(y)}")
+        raise ValueError(f"y must be 1-D (N,) or 2-D (B, N) for B fits, got shape {shape_text(y)}")
     check_not_empty(y, "y")
     if not (x.dim() >= 1 and x.shape[-1] == y.shape[-1] and (x.dim() == 1 or x.shape == y.shape)):
-        raise ValueError(f"x must have shape (N,) or the shape of y {_shape(y)}, got {_shape(x)}")
+        raise ValueError(f"x must have shape (N,) or the shape of y {shape_text(y)}, got {shape_text(x)}")
     if not (
         coeffs.dim() >= 1
         and coeffs.shape[-1] > 0
         and (coeffs.dim() == 1 or (y.dim() == 2 and coeffs.dim() == 2 and coeffs.shape[0] == y.shape[0]))
     ):
-        raise ValueError(f"coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got {_shape(coeffs)}")
+        raise ValueError(f"coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got {shape_text(coeffs)}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if record_every < 1:
@@ -132,7 +135,57 @@ def check_fit_poly_inputs(
 
 
 def check_philox_args(seed: int, stream: int) -> None:
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    """The raw ops' seed is any int64 (a 64-bit key's bit pattern); streams are counters in [0, 2^63)."""
     if stream < 0:
-        raise ValueError(f"stream must be >= 0, got {stream}")
+        raise ValueError(f"stream must be in [0, 2^63), got {stream}")
+
+
+# --- Python arguments of the public functions ----------------------------------------------------------------------
+# (SymInt/SymFloat: what torch.compile passes for numbers it treats as dynamic)
+
+_INTEGERS = (numbers.Integral, torch.SymInt)
+_REALS = (numbers.Real, torch.SymInt, torch.SymFloat)
+
+
+def integer(value: object, name: str, minimum: int | None = None, maximum: int | None = None, bounds: str = "") -> int:
+    """value as an int, or a TypeError/ValueError naming it: no silent truncation of 2.7, no bools. ``bounds``
+    words the range for the message (default: from minimum and maximum)."""
+    if isinstance(value, bool) or not isinstance(value, _INTEGERS):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = bounds or (f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}")
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return value if isinstance(value, torch.SymInt) else int(value)
+
+
+def real(value: object, name: str, minimum: float | None = None) -> float:
+    """value as a finite float, or a TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, _REALS):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if isinstance(value, (torch.SymInt, torch.SymFloat)):
+        return value
+    value = float(value)
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise ValueError(f"{name} must be finite{f' and >= {minimum}' if minimum is not None else ''}, got {value}")
+    return value
+
+
+def tensor(value: object, name: str) -> torch.Tensor:
+    check_tensor(value, name)
+    return value
+
+
+def optional_tensor(value: object, name: str) -> torch.Tensor | None:
+    return None if value is None else tensor(value, name)
+
+
+def seed(value: object, name: str = "seed") -> int:
+    """A 64-bit Philox key in [0, 2^64), as the int64 bit pattern the ops' schemas carry."""
+    value = integer(value, name, 0, 2**64 - 1, bounds="in [0, 2^64)")
+    return value - 2**64 if value >= 2**63 else value
+
+
+def stream(value: object, name: str, count: int = 1) -> int:
+    """The first of ``count`` consecutive Philox streams (counters), all in [0, 2^63)."""
+    bounds = "in [0, 2^63)" if count == 1 else f"in [0, 2^63 - {count}] (the {count} streams from it stay below 2^63)"
+    return integer(value, name, 0, 2**63 - count, bounds=bounds)

@@ -67,20 +67,35 @@ def register_fake_kernels(prefix: str = "", reduced_on_cuda: bool = True) -> Non
 def _linear_sgd_step_fake(w, b, x, y, lr):
     _checks.check_floating(w, "w")
     _checks.check_same_dtype_and_device((w, "w"), (x, "x"), (b, "b"), (y, "y"))
+    if w.dim() != 1:
+        raise ValueError(f"w must be 1-D, got shape {_checks.shape_text(w)}")
+    _checks.check_not_empty(w, "w")
     _checks.check_same_shape(w, "w", x, "x")
+    _checks.check_scalar(b, "b")
+    _checks.check_scalar(y, "y")
     return w.new_empty(())
 
 
 @torch.library.register_fake("pykernels::philox_normal_")
 def _philox_normal_fake(out, seed, stream):
+    if out.dtype != torch.float32:
+        raise TypeError(f"out must be a float32 tensor, got {out.dtype}")
     _checks.check_philox_args(seed, stream)
 
 
 @torch.library.register_fake("pykernels::linear_sgd_philox")
-def _linear_sgd_philox_fake(w, b, lr, epochs, seed, first_epoch, target_weight, target_bias, keep):
+def _linear_sgd_philox_fake(w, b, lr, epochs, seed, first_epoch, target_weight, target_bias, buffer):
     _checks.check_floating(w, "w")
     _checks.check_same_dtype_and_device((w, "w"), (b, "b"))
-    _checks.check_philox_args(seed, first_epoch)
+    _checks.check_scalar(b, "b")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    _checks.check_philox_args(seed, first_epoch)
+    if first_epoch + epochs - 1 >= 2**63:
+        raise ValueError(
+            "the last stream, first_epoch + epochs - 1, must be below 2^63, got first_epoch = "
+            f"{first_epoch} and epochs = {epochs}"
+        )
+    if buffer is not None and (buffer.dtype != torch.float32 or buffer.shape != w.shape):
+        raise ValueError(f"buffer must be a float32 tensor of the shape of w {_checks.shape_text(w)}")
     return w.new_empty((epochs,))

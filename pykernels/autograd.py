@@ -23,6 +23,7 @@ import torch
 from torch._functorch.utils import unwrap_dead_wrappers
 from torch.autograd import forward_ad
 
+from . import _checks
 from ._backends import Backend, get_backend
 
 
@@ -34,10 +35,16 @@ def _apply(cls: type[torch.autograd.Function], op: str, args: tuple):
     values and derivatives: the ops compose with every transform, while an autograd.Function does not (torch runs a
     Function's ``jvp`` with the outer levels' forward-mode AD off, so ``jacfwd(jacfwd(...))`` through any Function
     is silently zero, and dynamo cannot trace a custom ``jvp``)."""
+    *tensors, backend = args
+    for tensor, name in zip(tensors, _ARGUMENT_NAMES[op], strict=True):
+        _checks.check_tensor(tensor, name)
+    get_backend(backend)  # a bad name is reported before anything runs
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
-        *tensors, backend = args
         return getattr(get_backend(backend), op)(*tensors)
     return super(torch.autograd.Function, cls).apply(*unwrap_dead_wrappers(args))
+
+
+_ARGUMENT_NAMES = {"poly": ("x", "coeffs"), "poly_mse": ("x", "y", "coeffs"), "dot": ("a", "b")}
 
 
 def _add(total: torch.Tensor | None, term: torch.Tensor | None) -> torch.Tensor | None:

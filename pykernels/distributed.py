@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import _checks
 from .ops import FitResult, fit_poly, poly_mse
 
 
@@ -26,6 +27,9 @@ class PolyFitModel(nn.Module):
 
     def __init__(self, degree: int, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
+        degree = _checks.integer(degree, "degree", minimum=0)
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.coeffs = nn.Parameter(torch.zeros(degree + 1, dtype=dtype))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -35,6 +39,8 @@ class PolyFitModel(nn.Module):
 def train_ddp(x: torch.Tensor, y: torch.Tensor, degree: int, lr: float, steps: int) -> list[float]:
     """SGD on this rank's shard (x, y) inside DistributedDataParallel; returns the global loss per step (the mean
     of the ranks' losses, which for equal shards is the full data's MSE)."""
+    x, y = _checks.tensor(x, "x"), _checks.tensor(y, "y")
+    lr, steps = _checks.real(lr, "lr", minimum=0.0), _checks.integer(steps, "steps", minimum=0)
     model = PolyFitModel(degree, x.dtype).to(x.device)
     ddp = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
@@ -53,6 +59,9 @@ def train_ddp(x: torch.Tensor, y: torch.Tensor, degree: int, lr: float, steps: i
 def fit_poly_sharded(x: torch.Tensor, y: torch.Tensor, degree: int, **fit_kwargs) -> FitResult:
     """``fit_poly`` of a (B, N) batch of series, each rank fitting a contiguous slice of the series; every rank
     returns the whole result (all_gather). x: (N,) shared or (B, N)."""
+    x, y = _checks.tensor(x, "x"), _checks.tensor(y, "y")
+    if y.dim() != 2:
+        raise ValueError(f"y must be 2-D (B, N): a batch of series to shard, got shape {_checks.shape_text(y)}")
     rank, world = dist.get_rank(), dist.get_world_size()
     bounds = [len(y) * r // world for r in range(world + 1)]
     mine = slice(bounds[rank], bounds[rank + 1])
@@ -70,6 +79,8 @@ def fit_poly_sharded(x: torch.Tensor, y: torch.Tensor, degree: int, **fit_kwargs
 
 
 def demo_data(samples: int = 2000, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``samples`` points of sin(3x) on [0, 1]."""
+    samples = _checks.integer(samples, "samples", minimum=1)
     x = torch.linspace(0, 1, samples, dtype=dtype)
     return x, torch.sin(3 * x)
 

@@ -1,7 +1,10 @@
-"""pykernels' public functions: thin, typed wrappers that pick the backend and call its op.
+"""pykernels' public functions: thin, typed wrappers that check their Python arguments, pick the backend and call
+its op.
 
-``p(x) = c_0 + c_1 x + ... + c_D x^D`` with ``coeffs = (c_0, ..., c_D)``. Every function is differentiable
-(hand-written backward passes; see :mod:`pykernels.autograd`) and works under ``torch.compile``.
+``p(x) = c_0 + c_1 x + ... + c_D x^D`` with ``coeffs = (c_0, ..., c_D)``. ``poly``, ``poly_mse`` and ``dot`` have
+exact derivatives of every order (hand-written, csrc/autograd.cpp) through every autograd route, torch.func and
+forward mode included; ``fit_poly``, ``linear_sgd_*`` and ``philox_normal`` are not differentiable and raise if
+differentiated. Everything works under ``torch.compile`` and ``torch.export``.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.utils._pytree as pytree
 
+from . import _checks
 from ._backends import get_backend
 
 
@@ -17,7 +22,8 @@ class PolyMSEResult(NamedTuple):
     loss: torch.Tensor
     """mean((p(x) - y)^2), 0-d, differentiable."""
     grad_coeffs: torch.Tensor
-    """d loss / d coeffs = 2/N sum (p(x) - y) x^k, already computed (not differentiable)."""
+    """d loss / d coeffs = 2/N sum (p(x) - y) x^k, already computed; differentiable too (its derivative is the
+    Hessian of the loss)."""
 
 
 def poly(x: torch.Tensor, coeffs: torch.Tensor, *, backend: str = "cpp") -> torch.Tensor:
@@ -31,7 +37,7 @@ def poly(x: torch.Tensor, coeffs: torch.Tensor, *, backend: str = "cpp") -> torc
     Returns:
         ``y`` with the shape of ``x``.
     """
-    return get_backend(backend).poly(x, coeffs)
+    return get_backend(backend).poly(_checks.tensor(x, "x"), _checks.tensor(coeffs, "coeffs"))
 
 
 def poly_mse(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, *, backend: str = "cpp") -> PolyMSEResult:
@@ -48,13 +54,16 @@ def poly_mse(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, *, backend:
         loss, grad = pykernels.poly_mse(x, y, w)
         w -= lr * grad
     """
-    return PolyMSEResult(*get_backend(backend).poly_mse(x, y, coeffs))
+    ops = get_backend(backend)
+    return PolyMSEResult(
+        *ops.poly_mse(_checks.tensor(x, "x"), _checks.tensor(y, "y"), _checks.tensor(coeffs, "coeffs"))
+    )
 
 
 def dot(a: torch.Tensor, b: torch.Tensor, *, backend: str = "cpp") -> torch.Tensor:
     """``sum_i a_i b_i`` of two 1-D tensors of equal length, accumulated in float64 (correctly rounded to the
     input dtype for all but adversarial inputs) and returned as a 0-d tensor of the input dtype."""
-    return get_backend(backend).dot(a, b)
+    return get_backend(backend).dot(_checks.tensor(a, "a"), _checks.tensor(b, "b"))
 
 
 class FitResult(NamedTuple):
@@ -62,6 +71,11 @@ class FitResult(NamedTuple):
     """the fitted coefficients, (D+1,) or (B, D+1)"""
     trace: torch.Tensor
     """the loss before every ``record_every``-th step, (T,) or (B, T) with T = ceil(steps / record_every)"""
+
+
+# Named tuples pass through torch.export as they are, but its serializer needs a stable name for them.
+for _result in (PolyMSEResult, FitResult):
+    pytree._register_namedtuple(_result, serialized_type_name=f"pykernels.{_result.__name__}")
 
 
 def fit_poly(
@@ -89,15 +103,24 @@ def fit_poly(
         record_every: record the loss before every ``record_every``-th step (1: every step, as the write-up).
         init: initial coefficients, (D+1,) or (B, D+1); zeros by default.
         backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the reference loop).
+
+    Not differentiable: with ``init`` (or the data) requiring grad, backpropagating through the result raises.
     """
+    x, y, init = _checks.tensor(x, "x"), _checks.tensor(y, "y"), _checks.optional_tensor(init, "init")
+    degree = _checks.integer(degree, "degree", minimum=0)
+    lr = _checks.real(lr, "lr", minimum=0.0)
+    steps = _checks.integer(steps, "steps", minimum=0)
+    record_every = _checks.integer(record_every, "record_every", minimum=1)
+    ops = get_backend(backend)
+    batch = (y.shape[0],) if y.dim() == 2 else ()
     if init is None:
-        shape = (y.shape[0], degree + 1) if y.dim() == 2 else (degree + 1,)
-        init = torch.zeros(shape, dtype=y.dtype, device=y.device)
-    elif init.shape[-1] != degree + 1:
+        init = torch.zeros((*batch, degree + 1), dtype=y.dtype, device=y.device)
+    elif init.dim() == 0 or init.shape[-1] != degree + 1:
         raise ValueError(
-            f"init must have degree + 1 = {degree + 1} coefficients in its last dimension, got shape {list(init.shape)}"
+            f"init must have shape (degree + 1,) or (B, degree + 1) with degree + 1 = {degree + 1}, got "
+            f"{list(init.shape)}"
         )
-    return FitResult(*get_backend(backend).fit_poly(x, y, init, float(lr), int(steps), int(record_every)))
+    return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
 
 
 def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
@@ -106,8 +129,17 @@ def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.
         e = dot(w, x) + b - y;  w -= lr * 2 e x;  b -= lr * 2 e
 
     two passes over x and w (no gradient vector is materialized). w: (N,) and b: (1,) or 0-d are updated in place;
-    y is the sample's 0-d target. Returns the squared error e^2 before the step (compiled CPU kernel)."""
-    return torch.ops.pykernels.linear_sgd_step.default(w, b, x, y, float(lr))
+    y is the sample's 0-d target. Returns the squared error e^2 before the step (compiled CPU kernel).
+
+    Follows torch's in-place rules: w and b's version counters move, a leaf that requires grad is refused outside
+    ``torch.no_grad()``, and w, b must not share memory with each other or with x, y."""
+    return torch.ops.pykernels.linear_sgd_step.default(
+        _checks.tensor(w, "w"),
+        _checks.tensor(b, "b"),
+        _checks.tensor(x, "x"),
+        _checks.tensor(y, "y"),
+        _checks.real(lr, "lr", minimum=0.0),
+    )
 
 
 def philox_normal(
@@ -117,14 +149,15 @@ def philox_normal(
     (the counter-based generator of cuRAND) and Box-Muller, as defined in ``csrc/common/philox.h``. The same
     numbers for every thread count; :func:`linear_sgd_philox` regenerates exactly these inside its kernel.
 
+    ``seed``: any 64-bit key, in [0, 2^64); ``stream``: in [0, 2^63).
     ``out``: a float32 1-D tensor of length ``n`` to fill (allocated on ``device`` when omitted)."""
+    n = _checks.integer(n, "n", minimum=0)
+    seed, stream = _checks.seed(seed), _checks.stream(stream, "stream")
     if out is None:
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
         out = torch.empty(n, dtype=torch.float32, device=device)
-    elif out.numel() != n:
+    elif _checks.tensor(out, "out").numel() != n:
         raise ValueError(f"out must have n = {n} elements, got shape {list(out.shape)}")
-    torch.ops.pykernels.philox_normal_.default(out, int(seed), int(stream))
+    torch.ops.pykernels.philox_normal_.default(out, seed, stream)
     return out
 
 
@@ -162,7 +195,16 @@ def linear_sgd_philox(
     Returns:
         ``(epochs,)`` squared errors ``e^2`` of every epoch, before its step. The dot product is summed in
         float32 within tiles of 192 elements and in float64 across them.
+
+    ``seed`` is any 64-bit key, in [0, 2^64); the epochs' streams ``first_epoch + e`` stay below 2^63. In place as
+    :func:`linear_sgd_step` (torch's rules; w, b and buffer must not share memory).
     """
+    w, b, buffer = _checks.tensor(w, "w"), _checks.tensor(b, "b"), _checks.optional_tensor(buffer, "buffer")
+    lr = _checks.real(lr, "lr", minimum=0.0)
+    epochs = _checks.integer(epochs, "epochs", minimum=1)
+    seed = _checks.seed(seed)
+    first_epoch = _checks.stream(first_epoch, "first_epoch", count=epochs)
+    target_weight, target_bias = _checks.real(target_weight, "target_weight"), _checks.real(target_bias, "target_bias")
     if sample not in ("keep", "regenerate"):
         raise ValueError(f"sample must be 'keep' or 'regenerate', got {sample!r}")
     if sample == "keep" and buffer is None:
@@ -170,5 +212,5 @@ def linear_sgd_philox(
     elif sample == "regenerate" and buffer is not None:
         raise ValueError("buffer is only used with sample='keep'")
     return torch.ops.pykernels.linear_sgd_philox.default(
-        w, b, float(lr), int(epochs), int(seed), int(first_epoch), float(target_weight), float(target_bias), buffer
+        w, b, lr, epochs, seed, first_epoch, target_weight, target_bias, buffer
     )

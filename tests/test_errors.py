@@ -3,11 +3,15 @@ the same from every backend (the C++ checks and the Python ones share their word
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from conftest import KERNEL_BACKENDS
 
 import pykernels
+import pykernels.distributed
 
 f32, f64 = torch.float32, torch.float64
 
@@ -145,3 +149,171 @@ def test_no_kernel_runs_on_bad_input(backend):
         _call(backend, "poly", (x, coeffs))
     assert torch.equal(x, before[0]) and torch.equal(coeffs, before[1])
     assert (x._version, coeffs._version) == before[2:]
+
+
+# Python arguments of every public function: (name, call, exception type, message pattern). A tensor argument that
+# is not a tensor is named, not echoed; numbers must be numbers of the right kind and range (no silent int(2.7)).
+PUBLIC_BAD_ARGUMENTS = [
+    ("poly_numpy_x", lambda: pykernels.poly(np.ones(3), t(2)), TypeError, r"^x must be a torch.Tensor, got ndarray$"),
+    ("poly_mse_list_y", lambda: pykernels.poly_mse(t(3), [1.0] * 3, t(2)), TypeError, r"^y must be a torch.Tensor"),
+    ("dot_numpy_b", lambda: pykernels.dot(t(3), np.ones(3)), TypeError, r"^b must be a torch.Tensor, got ndarray$"),
+    ("backend_not_str", lambda: pykernels.poly(t(3), t(2), backend=None), ValueError, r"backend must be one of"),
+    ("fit_numpy_x", lambda: pykernels.fit_poly(np.ones(3), t(3), 1, lr=0.1, steps=2), TypeError, r"^x must be a"),
+    (
+        "fit_degree_negative",
+        lambda: pykernels.fit_poly(t(3), t(3), -2, lr=0.1, steps=2),
+        ValueError,
+        r"degree must be >= 0, got -2",
+    ),
+    (
+        "fit_degree_float",
+        lambda: pykernels.fit_poly(t(3), t(3), 2.0, lr=0.1, steps=2),
+        TypeError,
+        r"degree must be an integer, got float 2.0",
+    ),
+    (
+        "fit_steps_float",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=0.1, steps=2.7),
+        TypeError,
+        r"steps must be an integer, got float 2.7",
+    ),
+    (
+        "fit_steps_bool",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=0.1, steps=True),
+        TypeError,
+        r"steps must be an integer, got bool",
+    ),
+    (
+        "fit_lr_str",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr="0.1", steps=2),
+        TypeError,
+        r"lr must be a real number, got str",
+    ),
+    (
+        "fit_lr_nan",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=math.nan, steps=2),
+        ValueError,
+        r"lr must be finite and >= 0.0, got nan",
+    ),
+    (
+        "fit_lr_negative",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=-0.1, steps=2),
+        ValueError,
+        r"lr must be finite and >= 0.0, got -0.1",
+    ),
+    (
+        "fit_record_every_0",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=0.1, steps=2, record_every=0),
+        ValueError,
+        r"record_every must be >= 1, got 0",
+    ),
+    (
+        "fit_init_0d",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=0.1, steps=2, init=torch.tensor(0.0)),
+        ValueError,
+        r"init must have shape \(degree \+ 1,\)",
+    ),
+    (
+        "fit_init_list",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=0.1, steps=2, init=[0.0, 0.0]),
+        TypeError,
+        r"^init must be a torch.Tensor, got list$",
+    ),
+    (
+        "step_lr_none",
+        lambda: pykernels.linear_sgd_step(t(3), t(1), t(3), t(), None),
+        TypeError,
+        r"lr must be a real number, got NoneType",
+    ),
+    (
+        "step_w_numpy",
+        lambda: pykernels.linear_sgd_step(np.ones(3), t(1), t(3), t(), 0.1),
+        TypeError,
+        r"^w must be a torch.Tensor",
+    ),
+    ("normal_n_float", lambda: pykernels.philox_normal(2.5, seed=1), TypeError, r"n must be an integer, got float 2.5"),
+    ("normal_n_negative", lambda: pykernels.philox_normal(-1, seed=1), ValueError, r"n must be >= 0, got -1"),
+    (
+        "normal_seed_float",
+        lambda: pykernels.philox_normal(4, seed=1.5),
+        TypeError,
+        r"seed must be an integer, got float 1.5",
+    ),
+    (
+        "normal_seed_negative",
+        lambda: pykernels.philox_normal(4, seed=-1),
+        ValueError,
+        r"seed must be in \[0, 2\^64\), got -1",
+    ),
+    ("normal_seed_2_64", lambda: pykernels.philox_normal(4, seed=2**64), ValueError, r"seed must be in \[0, 2\^64\)"),
+    (
+        "normal_stream_2_63",
+        lambda: pykernels.philox_normal(4, seed=1, stream=2**63),
+        ValueError,
+        r"stream must be in \[0, 2\^63\)",
+    ),
+    (
+        "normal_out_numpy",
+        lambda: pykernels.philox_normal(4, seed=1, out=np.ones(4)),
+        TypeError,
+        r"^out must be a torch.Tensor",
+    ),
+    (
+        "philox_epochs_0",
+        lambda: pykernels.linear_sgd_philox(t(4), t(1), lr=0.1, epochs=0, seed=1),
+        ValueError,
+        r"epochs must be >= 1, got 0",
+    ),
+    (
+        "philox_streams_past_2_63",
+        lambda: pykernels.linear_sgd_philox(t(4), t(1), lr=0.1, epochs=2, seed=1, first_epoch=2**63 - 1),
+        ValueError,
+        r"first_epoch must be in \[0, 2\^63 - 2\] \(the 2 streams from it stay below 2\^63\), got 9223372036854775807",
+    ),
+    (
+        "philox_seed_float",
+        lambda: pykernels.linear_sgd_philox(t(4), t(1), lr=0.1, epochs=1, seed=2.0),
+        TypeError,
+        r"seed must be an integer, got float",
+    ),
+    (
+        "function_numpy",
+        lambda: pykernels.PolyMSE.apply(np.ones(3), t(3), t(2)),
+        TypeError,
+        r"^x must be a torch.Tensor, got ndarray$",
+    ),
+    ("function_backend", lambda: pykernels.Dot.apply(t(3), t(3), "fortran"), ValueError, r"backend must be one of"),
+    (
+        "register_name",
+        lambda: pykernels.register_backend(3, lambda: None),
+        TypeError,
+        r"name must be a non-empty str, got int 3",
+    ),
+    ("register_loader", lambda: pykernels.register_backend("mine", None), TypeError, r"loader must be a callable"),
+    (
+        "warmup_dtypes",
+        lambda: pykernels.numba.warmup(dtypes=(np.int32,)),
+        ValueError,
+        r"dtypes must name float32 and/or float64",
+    ),
+    ("model_degree", lambda: pykernels.distributed.PolyFitModel(-1), ValueError, r"degree must be >= 0, got -1"),
+    ("demo_samples", lambda: pykernels.distributed.demo_data(0), ValueError, r"samples must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "error", "pattern"), PUBLIC_BAD_ARGUMENTS, ids=[c[0] for c in PUBLIC_BAD_ARGUMENTS]
+)
+def test_public_functions_name_their_bad_arguments(name, call, error, pattern):
+    with pytest.raises(error, match=pattern) as raised:
+        call()
+    assert len(str(raised.value)) < 300 and "array(" not in str(raised.value)  # named, never echoed
+
+
+def test_a_loader_that_returns_no_backend_is_refused():
+    pykernels.register_backend("broken", lambda: "not a backend")
+    try:
+        with pytest.raises(TypeError, match=r"the loader of backend 'broken' must return a Backend, got str"):
+            pykernels.get_backend("broken")
+    finally:
+        pykernels._backends._LOADERS.pop("broken")

@@ -108,7 +108,9 @@ def test_bad_steps_and_record_every(backend):
         pykernels.fit_poly(x, x, 2, lr=0.1, steps=-1, backend=backend)
     with pytest.raises(ValueError, match="record_every must be >= 1, got 0"):
         pykernels.fit_poly(x, x, 2, lr=0.1, steps=3, record_every=0, backend=backend)
-    with pytest.raises(ValueError, match="init must have degree \\+ 1 = 3 coefficients"):
+    with pytest.raises(
+        ValueError, match=r"init must have shape \(degree \+ 1,\) or \(B, degree \+ 1\) with degree \+ 1 = 3"
+    ):
         pykernels.fit_poly(x, x, 2, lr=0.1, steps=3, init=torch.zeros(4), backend=backend)
 
 

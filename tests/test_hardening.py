@@ -167,3 +167,151 @@ def test_import_compiles_nothing_and_warmup_reports_seconds(tmp_path):
         f"{op}[float64,serial]" for op in ("poly", "poly_backward", "poly_mse", "dot", "dot_backward")
     }
     assert all(s > 0 for s in report["seconds"].values())
+
+
+def _run_script(code: str, tmp_path: Path, *, timeout: float = 600) -> dict:
+    """Run `code` in a fresh interpreter (no state from this one); its last stdout line is JSON."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_forked_workers_run_batched_numba_fits_after_the_parent_ran_parallel_kernels(tmp_path):
+    """A parent that ran parallel numba kernels (GNU OpenMP is not fork-safe) forks DataLoader workers and a
+    multiprocessing.Pool; their batched fits (the path that used to abort or hang) run serially and agree."""
+    report = _run_script(
+        """
+        import json, multiprocessing
+        import torch, pykernels
+        from pykernels.numba import _config
+
+        def fit(seed):
+            y = torch.sin(torch.linspace(0, 3, 200, dtype=torch.float64) * (1 + seed / 10)).repeat(64, 1)
+            x = torch.linspace(0, 3, 200, dtype=torch.float64)
+            return pykernels.fit_poly(x, y, 3, lr=0.01, steps=20, backend="numba").coeffs
+
+        class Fits(torch.utils.data.Dataset):
+            def __len__(self):
+                return 4
+
+            def __getitem__(self, i):
+                return fit(i)
+
+        x = torch.linspace(0, 1, 1 << 18, dtype=torch.float64)
+        pykernels.poly_mse(x, torch.sin(x), torch.ones(3, dtype=torch.float64), backend="numba")  # parallel
+        expected = torch.stack([fit(i) for i in range(4)])  # parallel batched fits in the parent
+        loader = torch.utils.data.DataLoader(Fits(), batch_size=None, num_workers=2,
+                                             multiprocessing_context="fork", timeout=300)
+        from_loader = torch.stack(list(loader))
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            from_pool = torch.stack(pool.map(fit, range(4)))
+        print(json.dumps({"loader": (from_loader - expected).abs().max().item(),
+                          "pool": (from_pool - expected).abs().max().item(),
+                          "parent_forked": _config.forked}))
+        """,
+        tmp_path,
+        timeout=300,
+    )
+    assert report == {"loader": 0.0, "pool": 0.0, "parent_forked": False}
+
+
+def test_first_numba_use_from_several_threads_at_once(tmp_path):
+    """Four threads make the process's first numba calls together (ops and a batched fit)."""
+    report = _run_script(
+        """
+        import json, threading
+        import torch, pykernels
+
+        x = torch.linspace(-1, 1, 300_000, dtype=torch.float64)
+        c = torch.tensor([0.5, -0.25, 0.125], dtype=torch.float64)
+        start, results, errors = threading.Barrier(4), {}, []
+
+        def work(i):
+            try:
+                start.wait()
+                loss = pykernels.poly_mse(x, torch.cos(x), c, backend="numba").loss
+                fit = pykernels.fit_poly(x[:100], torch.cos(x[:100]).repeat(4, 1), 2, lr=0.1, steps=5,
+                                         backend="numba").coeffs
+                results[i] = [loss.item(), fit.sum().item()]
+            except Exception as error:
+                errors.append(repr(error))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        expected = [pykernels.poly_mse(x, torch.cos(x), c, backend="cpp").loss.item()]
+        print(json.dumps({"errors": errors, "results": list(results.values()), "cpp": expected}))
+        """,
+        tmp_path,
+    )
+    assert report["errors"] == [] and len(report["results"]) == 4
+    assert all(r == report["results"][0] for r in report["results"])
+    assert report["results"][0][0] == pytest.approx(report["cpp"][0], rel=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_compile_fullgraph_works_on_the_first_call_in_a_fresh_process(tmp_path, backend):
+    """No eager warm-up: the first call of a fullgraph, dynamic compile traces the ops (numba's too, which have
+    not been called yet), and a second call with another length reuses the graph."""
+    report = _run_script(
+        f"""
+        import json
+        import torch, pykernels
+        from torch._dynamo.utils import counters
+
+        def loss_fn(x, y, w):
+            return pykernels.poly_mse(x, y, w, backend="{backend}").loss
+
+        compiled = torch.compile(loss_fn, fullgraph=True, dynamic=True)
+        results = []
+        for n in (50, 70):
+            x = torch.linspace(0, 1, n, dtype=torch.float64)
+            w_compiled, w_eager = (torch.full((4,), 0.3, dtype=torch.float64, requires_grad=True) for _ in "ab")
+            got, want = compiled(x, torch.sin(x), w_compiled), loss_fn(x, torch.sin(x), w_eager)
+            got.backward()
+            want.backward()
+            results += [(got - want).abs().item(), (w_compiled.grad - w_eager.grad).abs().max().item()]
+        print(json.dumps({{"errors": results, "graphs": counters["stats"]["unique_graphs"]}}))
+        """,
+        tmp_path,
+    )
+    assert report["graphs"] == 1
+    assert max(report["errors"]) < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_exported_program_loads_and_runs_in_a_fresh_process(tmp_path, backend):
+    """torch.export -> save here; load -> run in a process that only imported torch and pykernels (numba ops
+    included: they resolve without numba having been imported)."""
+
+    class Model(torch.nn.Module):
+        def forward(self, x, y, w):
+            result = pykernels.poly_mse(x, y, w, backend=backend)
+            return result, pykernels.poly(x, w, backend=backend), pykernels.dot(x, y, backend=backend)
+
+    x = torch.linspace(-1, 1, 33, dtype=torch.float64)
+    args = (x, torch.cos(x), torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64))
+    torch.export.save(torch.export.export(Model(), args), tmp_path / "model.pt2")
+    torch.save(args, tmp_path / "args.pt")
+    expected = Model()(*args)
+    report = _run_script(
+        f"""
+        import json, sys
+        import torch, pykernels
+        numba_imported = "numba" in sys.modules
+        program = torch.export.load({str(tmp_path / "model.pt2")!r})
+        (loss, grad), y, dot = program.module()(*torch.load({str(tmp_path / "args.pt")!r}))
+        print(json.dumps({{"values": [loss.item(), grad.tolist(), y.tolist(), dot.item()],
+                           "numba_imported_before_load": numba_imported, "type": type(loss).__name__}}))
+        """,
+        tmp_path,
+    )
+    assert report["numba_imported_before_load"] is False
+    (loss, grad), y, dot = expected
+    assert report["values"] == [loss.item(), grad.tolist(), y.tolist(), dot.item()]

@@ -86,7 +86,7 @@ def test_reference_philox_matches_random123(counter, key, expected):
 
 
 @pytest.mark.parametrize("n", LENGTHS)
-@pytest.mark.parametrize("seed, stream", [(0, 0), (42, 7), (2**40 + 5, 2**33 + 1)])
+@pytest.mark.parametrize("seed, stream", [(0, 0), (42, 7), (2**40 + 5, 2**33 + 1), (2**64 - 1, 2**63 - 1), (2**63, 0)])
 def test_philox_normal_matches_the_reference(n, seed, stream):
     # the reference computes the same Box-Muller transform in float64 from the same words: float32 rounding apart
     sample = pykernels.philox_normal(n, seed=seed, stream=stream)
@@ -182,17 +182,17 @@ def test_bad_input_is_named():
     w, b = torch.ones(4), torch.ones(1)
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         pykernels.linear_sgd_philox(w, b, lr=0.1, epochs=0, seed=0)
-    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\^64\), got -1"):
         pykernels.linear_sgd_philox(w, b, lr=0.1, epochs=1, seed=-1)
-    with pytest.raises(ValueError, match="stream must be >= 0, got -3"):
+    with pytest.raises(ValueError, match=r"stream must be in \[0, 2\^63\), got -3"):
         pykernels.philox_normal(4, seed=0, stream=-3)
     with pytest.raises(ValueError, match="sample must be 'keep' or 'regenerate'"):
         pykernels.linear_sgd_philox(w, b, lr=0.1, epochs=1, seed=0, sample="store")
     with pytest.raises(ValueError, match="buffer is only used with sample='keep'"):
         pykernels.linear_sgd_philox(w, b, lr=0.1, epochs=1, seed=0, sample="regenerate", buffer=torch.empty(4))
-    with pytest.raises(ValueError, match=r"keep must be contiguous with the shape of w \[4\], got \[5\]"):
+    with pytest.raises(ValueError, match=r"buffer must be contiguous with the shape of w \[4\], got \[5\]"):
         pykernels.linear_sgd_philox(w, b, lr=0.1, epochs=1, seed=0, buffer=torch.empty(5))
-    with pytest.raises(TypeError, match=r"keep must be a float32 tensor, got torch\.float64"):
+    with pytest.raises(TypeError, match=r"buffer must be a float32 tensor, got torch\.float64"):
         pykernels.linear_sgd_philox(w, b, lr=0.1, epochs=1, seed=0, buffer=torch.empty(4, dtype=torch.float64))
     with pytest.raises(TypeError, match="b must have the same dtype as w"):
         pykernels.linear_sgd_philox(w, b.double(), lr=0.1, epochs=1, seed=0)

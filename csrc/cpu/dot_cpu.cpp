@@ -79,6 +79,11 @@ at::Tensor linear_sgd_step_cpu(at::Tensor& w, at::Tensor& b, const at::Tensor& x
   check_scalar(b, "b");
   check_scalar(y, "y");
   TORCH_CHECK_VALUE(w.is_contiguous() && b.is_contiguous(), "w and b must be contiguous (they are updated in place)");
+  check_no_overlap(w, "w", b, "b");
+  check_no_overlap(w, "w", x, "x");
+  check_no_overlap(w, "w", y, "y");
+  check_no_overlap(b, "b", x, "x");
+  check_no_overlap(b, "b", y, "y");
   const at::Tensor xc = x.contiguous();
   at::Tensor loss = at::empty({}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "linear_sgd_step_cpu", [&] {

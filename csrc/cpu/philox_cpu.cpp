@@ -32,7 +32,7 @@ inline void sample_tile(uint64_t seed, uint64_t stream, int64_t tile, float out[
 }
 
 void philox_normal_cpu(at::Tensor& out, int64_t seed, int64_t stream) {
-  check_philox_normal_inputs(out, seed, stream);
+  check_philox_normal_inputs(out, stream);
   float* data = out.mutable_data_ptr<float>();
   const int64_t n = out.numel();
   const int64_t num_tiles = (n + kTile - 1) / kTile;
@@ -123,7 +123,7 @@ void epoch_pass(scalar_t* w, int64_t n, int64_t tile_begin, int64_t tile_end, co
 at::Tensor linear_sgd_philox_cpu(at::Tensor& w, at::Tensor& b, double lr, int64_t epochs, int64_t seed,
                                  int64_t first_epoch, double target_weight, double target_bias,
                                  const std::optional<at::Tensor>& keep) {
-  check_linear_sgd_philox_inputs(w, b, epochs, seed, first_epoch, keep);
+  check_linear_sgd_philox_inputs(w, b, epochs, first_epoch, keep);
   at::Tensor losses = at::empty({epochs}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "linear_sgd_philox_cpu", [&] {
     scalar_t* w_data = w.mutable_data_ptr<scalar_t>();

@@ -59,7 +59,7 @@ int64_t philox_blocks(int64_t n) {
 }
 
 void philox_normal_cuda(at::Tensor& out, int64_t seed, int64_t sample) {
-  check_philox_normal_inputs(out, seed, sample);
+  check_philox_normal_inputs(out, sample);
   const c10::cuda::OptionalCUDAGuard guard(out.device());
   const int64_t n = out.numel();
   if (n == 0) return;
@@ -72,7 +72,7 @@ void philox_normal_cuda(at::Tensor& out, int64_t seed, int64_t sample) {
 at::Tensor linear_sgd_philox_cuda(at::Tensor& w, at::Tensor& b, double lr, int64_t epochs, int64_t seed,
                                   int64_t first_epoch, double target_weight, double target_bias,
                                   const std::optional<at::Tensor>& keep) {
-  check_linear_sgd_philox_inputs(w, b, epochs, seed, first_epoch, keep);
+  check_linear_sgd_philox_inputs(w, b, epochs, first_epoch, keep);
   const c10::cuda::OptionalCUDAGuard guard(w.device());
   const int64_t n = w.numel();
   const int64_t blocks = philox_blocks(n);

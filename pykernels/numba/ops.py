@@ -125,7 +125,16 @@ register_backend("numba", lambda: BACKEND)
 
 
 def warmup(dtypes=(np.float32, np.float64), parallel: bool = True) -> dict[str, float]:
-    """Compile (or load from numba's cache) every CPU kernel for ``dtypes`` now; returns seconds per kernel."""
+    """Compile (or load from numba's cache) every CPU kernel for ``dtypes`` (float32 and/or float64; NumPy or torch
+    dtypes or their names) now, the parallel variants too unless ``parallel=False``; returns seconds per kernel."""
+    try:
+        dtypes = [np.dtype(str(d).removeprefix("torch.") if isinstance(d, torch.dtype) else d) for d in dtypes]
+    except TypeError as error:
+        raise TypeError(f"dtypes must be an iterable of float32/float64 dtypes, got {dtypes!r}") from error
+    if not dtypes or any(d not in (np.float32, np.float64) for d in dtypes):
+        raise ValueError(f"dtypes must name float32 and/or float64, got {[d.name for d in dtypes]}")
+    if not isinstance(parallel, bool):
+        raise TypeError(f"parallel must be a bool, got {type(parallel).__name__}")
     cpu = _kernels("cpu")
     seconds: dict[str, float] = {}
     saved_threshold = _config.PARALLEL_THRESHOLD
