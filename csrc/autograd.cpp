@@ -30,6 +30,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
+#include <array>
 #include <string>
 #include <utility>
 #include <vector>
@@ -101,11 +102,34 @@ void set_tangent(const at::Tensor& output, const at::Tensor& tangent) {
   output._set_fw_grad(tangent.defined() ? tangent : at::zeros_like(output), 0, /*is_inplace_op=*/false);
 }
 
-// Base of the graph nodes: the op family whose ops the derivative is written in.
+// Base of the graph nodes: the op family whose ops the derivatives are written in, and the op's inputs, saved.
+template <size_t kInputs>
 struct PykernelsNode : Node {
   explicit PykernelsNode(const OpFamily& ops) : ops(ops) {}
+  void release_variables() override {
+    for (SavedVariable& input : inputs) input.reset_data();
+  }
+  at::Tensor input(size_t i) const { return inputs[i].unpack(); }
+
   const OpFamily& ops;
+  std::array<SavedVariable, kInputs> inputs;
 };
+
+// The node of one call of an op, or none where no graph is recorded (grad mode off, or no input requires grad):
+// building one costs about 1 us, a third of a small op's call.
+template <typename NodeT, typename... Inputs>
+c10::intrusive_ptr<NodeT> record(const OpFamily& ops, const Inputs&... inputs) {
+  if (!compute_requires_grad(inputs...)) return {};
+  auto node = c10::make_intrusive<NodeT>(ops);
+  node->set_next_edges(collect_next_edges(inputs...));
+  node->inputs = {SavedVariable(inputs, false)...};
+  return node;
+}
+
+template <typename... Inputs>
+bool any_tangent(const Inputs&... inputs) {
+  return (isFwGradDefined(inputs) || ...);
+}
 
 template <typename Compute>
 auto below_autograd(Compute compute) {
@@ -115,40 +139,28 @@ auto below_autograd(Compute compute) {
 
 // --- poly: y = p(x) --------------------------------------------------------------------------------------------
 
-struct PolyBackward final : PykernelsNode {
+struct PolyBackward final : PykernelsNode<2> {  // inputs: x, coeffs
   using PykernelsNode::PykernelsNode;
   std::string name() const override { return "PykernelsPolyBackward"; }
-  void release_variables() override {
-    x.reset_data();
-    coeffs.reset_data();
-  }
 
   variable_list apply(variable_list&& grads) override {
     variable_list result(2);
     const at::Tensor& grad_y = grads[0];
     if (!grad_y.defined()) return result;
-    auto [grad_x, grad_coeffs] = ops.poly_backward(grad_y, x.unpack(), coeffs.unpack());
+    auto [grad_x, grad_coeffs] = ops.poly_backward(grad_y, input(0), input(1));
     if (should_compute_output(0)) result[0] = std::move(grad_x);
     if (should_compute_output(1)) result[1] = std::move(grad_coeffs);
     return result;
   }
-
-  SavedVariable x, coeffs;
 };
 
 template <Family family>
 at::Tensor poly_autograd(const at::Tensor& x, const at::Tensor& coeffs) {
   const OpFamily& ops = OpFamily::get(family);
-  c10::intrusive_ptr<PolyBackward> node;
-  if (compute_requires_grad(x, coeffs)) {
-    node = c10::make_intrusive<PolyBackward>(ops);
-    node->set_next_edges(collect_next_edges(x, coeffs));
-    node->x = SavedVariable(x, false);
-    node->coeffs = SavedVariable(coeffs, false);
-  }
+  const auto node = record<PolyBackward>(ops, x, coeffs);
   at::Tensor y = below_autograd([&] { return ops.poly(x, coeffs); });
   if (node) set_history(y, node);
-  if (isFwGradDefined(x) || isFwGradDefined(coeffs)) {
+  if (any_tangent(x, coeffs)) {
     const Dual dx(x), dc(coeffs);  // y-dot = x-dot p'(x) + p_(c-dot)(x)
     at::Tensor tangent;
     if (dx.tangent.defined()) accumulate(tangent, std::get<0>(ops.poly_backward(dx.tangent, dx.primal, dc.primal)));
@@ -160,20 +172,15 @@ at::Tensor poly_autograd(const at::Tensor& x, const at::Tensor& coeffs) {
 
 // --- poly_backward: (g p'(x), sum_i g x^k) -----------------------------------------------------------------------
 
-struct PolyBackwardBackward final : PykernelsNode {
+struct PolyBackwardBackward final : PykernelsNode<3> {  // inputs: grad_y, x, coeffs
   using PykernelsNode::PykernelsNode;
   std::string name() const override { return "PykernelsPolyBackwardBackward"; }
-  void release_variables() override {
-    grad_y.reset_data();
-    x.reset_data();
-    coeffs.reset_data();
-  }
 
   variable_list apply(variable_list&& grads) override {
     variable_list result(3);
     const at::Tensor &u = grads[0], &w = grads[1];  // cotangents of grad_x and grad_coeffs
     if (!u.defined() && !w.defined()) return result;
-    const at::Tensor g = grad_y.unpack(), x_ = x.unpack(), c = coeffs.unpack();
+    const at::Tensor g = input(0), x_ = input(1), c = input(2);
     if (should_compute_output(0)) {  // u p'(x) + p_w(x)
       if (u.defined()) accumulate(result[0], std::get<0>(ops.poly_backward(u, x_, c)));
       if (w.defined()) accumulate(result[0], ops.poly(x_, w));
@@ -182,24 +189,15 @@ struct PolyBackwardBackward final : PykernelsNode {
     if (should_compute_output(2) && u.defined()) result[2] = shifted_power_sums(ops, u * g, x_, c);
     return result;
   }
-
-  SavedVariable grad_y, x, coeffs;
 };
 
 template <Family family>
 TensorPair poly_backward_autograd(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& coeffs) {
   const OpFamily& ops = OpFamily::get(family);
-  c10::intrusive_ptr<PolyBackwardBackward> node;
-  if (compute_requires_grad(grad_y, x, coeffs)) {
-    node = c10::make_intrusive<PolyBackwardBackward>(ops);
-    node->set_next_edges(collect_next_edges(grad_y, x, coeffs));
-    node->grad_y = SavedVariable(grad_y, false);
-    node->x = SavedVariable(x, false);
-    node->coeffs = SavedVariable(coeffs, false);
-  }
+  const auto node = record<PolyBackwardBackward>(ops, grad_y, x, coeffs);
   auto [grad_x, grad_coeffs] = below_autograd([&] { return ops.poly_backward(grad_y, x, coeffs); });
   if (node) set_history(std::vector<at::Tensor>{grad_x, grad_coeffs}, node);
-  if (isFwGradDefined(grad_y) || isFwGradDefined(x) || isFwGradDefined(coeffs)) {
+  if (any_tangent(grad_y, x, coeffs)) {
     // (g p'(x))-dot = g-dot p'(x) + g (x-dot p''(x) + p_(c-dot)'(x));
     // (sum g x^k)-dot = sum g-dot x^k + k sum g x-dot x^(k-1)
     const Dual dg(grad_y), dx(x), dc(coeffs);
@@ -221,13 +219,11 @@ TensorPair poly_backward_autograd(const at::Tensor& grad_y, const at::Tensor& x,
 
 // --- poly_mse: (L, G) = (mean r^2, 2/N sum r x^k), r = p(x) - y ---------------------------------------------------
 
-struct PolyMSEBackward final : PykernelsNode {
+struct PolyMSEBackward final : PykernelsNode<3> {  // inputs: x, y, coeffs; and the output grad_coeffs
   using PykernelsNode::PykernelsNode;
   std::string name() const override { return "PykernelsPolyMseBackward"; }
   void release_variables() override {
-    x.reset_data();
-    y.reset_data();
-    coeffs.reset_data();
+    PykernelsNode::release_variables();
     grad_coeffs.reset_data();
   }
 
@@ -243,12 +239,12 @@ struct PolyMSEBackward final : PykernelsNode {
       if (!needs_coeffs) return result;
       if (l.defined()) result[2] = grad_coeffs.unpack(getptr()) * l;
       if (h.defined()) {
-        const at::Tensor x_ = x.unpack(), c = coeffs.unpack();
+        const at::Tensor x_ = input(0), c = input(2);
         accumulate(result[2], std::get<1>(ops.poly_backward(scaled_by_two_over_n(ops.poly(x_, h), x_), x_, c)));
       }
       return result;
     }
-    const at::Tensor x_ = x.unpack(), y_ = y.unpack(), c = coeffs.unpack();
+    const at::Tensor x_ = input(0), y_ = input(1), c = input(2);
     const at::Tensor residual = ops.poly(x_, c) - y_;
     at::Tensor s;  // 2/N (l r + p_h(x))
     if (l.defined()) s = residual * l;
@@ -267,28 +263,21 @@ struct PolyMSEBackward final : PykernelsNode {
     return result;
   }
 
-  SavedVariable x, y, coeffs, grad_coeffs;
+  SavedVariable grad_coeffs;
 };
 
 template <Family family>
 TensorPair poly_mse_autograd(const at::Tensor& x, const at::Tensor& y, const at::Tensor& coeffs) {
   const OpFamily& ops = OpFamily::get(family);
-  c10::intrusive_ptr<PolyMSEBackward> node;
-  if (compute_requires_grad(x, y, coeffs)) {
-    // Saved variables are unpacked only by the branches that need them: a first-order coefficient gradient
-    // reads none but grad_coeffs, so updating coeffs in place before backward is still fine there.
-    node = c10::make_intrusive<PolyMSEBackward>(ops);
-    node->set_next_edges(collect_next_edges(x, y, coeffs));
-    node->x = SavedVariable(x, false);
-    node->y = SavedVariable(y, false);
-    node->coeffs = SavedVariable(coeffs, false);
-  }
+  // Saved variables are unpacked only by the branches that need them: a first-order coefficient gradient reads
+  // none but grad_coeffs, so updating coeffs in place before backward is still fine there.
+  const auto node = record<PolyMSEBackward>(ops, x, y, coeffs);
   auto [loss, grad_coeffs] = below_autograd([&] { return ops.poly_mse(x, y, coeffs); });
   if (node) {
     set_history(std::vector<at::Tensor>{loss, grad_coeffs}, node);
     node->grad_coeffs = SavedVariable(grad_coeffs, true);
   }
-  if (isFwGradDefined(x) || isFwGradDefined(y) || isFwGradDefined(coeffs)) {
+  if (any_tangent(x, y, coeffs)) {
     // r-dot = x-dot p'(x) + p_(c-dot)(x) - y-dot;  L-dot = 2/N sum r r-dot;
     // G_k-dot = 2/N (sum r-dot x^k + k sum r x-dot x^(k-1))
     const Dual dx(x), dy(y), dc(coeffs);
@@ -314,13 +303,9 @@ TensorPair poly_mse_autograd(const at::Tensor& x, const at::Tensor& y, const at:
 
 // --- dot: sum_i a_i b_i ----------------------------------------------------------------------------------------
 
-struct DotBackward final : PykernelsNode {
+struct DotBackward final : PykernelsNode<2> {  // inputs: a, b
   using PykernelsNode::PykernelsNode;
   std::string name() const override { return "PykernelsDotBackward"; }
-  void release_variables() override {
-    a.reset_data();
-    b.reset_data();
-  }
 
   variable_list apply(variable_list&& grads) override {
     variable_list result(2);
@@ -328,33 +313,25 @@ struct DotBackward final : PykernelsNode {
     if (!grad.defined()) return result;
     const bool needs_a = should_compute_output(0), needs_b = should_compute_output(1);
     if (needs_a && needs_b) {
-      auto [grad_a, grad_b] = ops.dot_backward(grad, a.unpack(), b.unpack());
+      auto [grad_a, grad_b] = ops.dot_backward(grad, input(0), input(1));
       result[0] = std::move(grad_a);
       result[1] = std::move(grad_b);
     } else if (needs_a) {
-      result[0] = grad * b.unpack();  // one side wanted (weights against fixed data): write one vector, not two
+      result[0] = grad * input(1);  // one side wanted (weights against fixed data): write one vector, not two
     } else if (needs_b) {
-      result[1] = grad * a.unpack();
+      result[1] = grad * input(0);
     }
     return result;
   }
-
-  SavedVariable a, b;
 };
 
 template <Family family>
 at::Tensor dot_autograd(const at::Tensor& a, const at::Tensor& b) {
   const OpFamily& ops = OpFamily::get(family);
-  c10::intrusive_ptr<DotBackward> node;
-  if (compute_requires_grad(a, b)) {
-    node = c10::make_intrusive<DotBackward>(ops);
-    node->set_next_edges(collect_next_edges(a, b));
-    node->a = SavedVariable(a, false);
-    node->b = SavedVariable(b, false);
-  }
+  const auto node = record<DotBackward>(ops, a, b);
   at::Tensor result = below_autograd([&] { return ops.dot(a, b); });
   if (node) set_history(result, node);
-  if (isFwGradDefined(a) || isFwGradDefined(b)) {
+  if (any_tangent(a, b)) {
     const Dual da(a), db(b);  // (a.b)-dot = a-dot.b + a.b-dot
     at::Tensor tangent;
     if (da.tangent.defined()) accumulate(tangent, ops.dot(da.tangent, db.primal));
@@ -366,20 +343,15 @@ at::Tensor dot_autograd(const at::Tensor& a, const at::Tensor& b) {
 
 // --- dot_backward: (g b, g a) ------------------------------------------------------------------------------------
 
-struct DotBackwardBackward final : PykernelsNode {
+struct DotBackwardBackward final : PykernelsNode<3> {  // inputs: grad, a, b
   using PykernelsNode::PykernelsNode;
   std::string name() const override { return "PykernelsDotBackwardBackward"; }
-  void release_variables() override {
-    grad.reset_data();
-    a.reset_data();
-    b.reset_data();
-  }
 
   variable_list apply(variable_list&& grads) override {
     variable_list result(3);
     const at::Tensor &u = grads[0], &v = grads[1];  // cotangents of grad_a = g b and grad_b = g a
     if (!u.defined() && !v.defined()) return result;
-    const at::Tensor g = grad.unpack(), a_ = a.unpack(), b_ = b.unpack();
+    const at::Tensor g = input(0), a_ = input(1), b_ = input(2);
     if (should_compute_output(0)) {  // u.b + v.a, shaped like g
       if (u.defined()) accumulate(result[0], ops.dot(u, b_));
       if (v.defined()) accumulate(result[0], ops.dot(v, a_));
@@ -390,24 +362,15 @@ struct DotBackwardBackward final : PykernelsNode {
     if (should_compute_output(2) && u.defined()) result[2] = scalar * u;
     return result;
   }
-
-  SavedVariable grad, a, b;
 };
 
 template <Family family>
 TensorPair dot_backward_autograd(const at::Tensor& grad, const at::Tensor& a, const at::Tensor& b) {
   const OpFamily& ops = OpFamily::get(family);
-  c10::intrusive_ptr<DotBackwardBackward> node;
-  if (compute_requires_grad(grad, a, b)) {
-    node = c10::make_intrusive<DotBackwardBackward>(ops);
-    node->set_next_edges(collect_next_edges(grad, a, b));
-    node->grad = SavedVariable(grad, false);
-    node->a = SavedVariable(a, false);
-    node->b = SavedVariable(b, false);
-  }
+  const auto node = record<DotBackwardBackward>(ops, grad, a, b);
   auto [grad_a, grad_b] = below_autograd([&] { return ops.dot_backward(grad, a, b); });
   if (node) set_history(std::vector<at::Tensor>{grad_a, grad_b}, node);
-  if (isFwGradDefined(grad) || isFwGradDefined(a) || isFwGradDefined(b)) {
+  if (any_tangent(grad, a, b)) {
     const Dual dg(grad), da(a), db(b);  // (g b)-dot = g-dot b + g b-dot; (g a)-dot = g-dot a + g a-dot
     const at::Tensor g = dg.primal.reshape({});
     at::Tensor grad_a_tangent, grad_b_tangent;

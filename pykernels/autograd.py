@@ -47,6 +47,14 @@ def _apply(cls: type[torch.autograd.Function], op: str, args: tuple):
 _ARGUMENT_NAMES = {"poly": ("x", "coeffs"), "poly_mse": ("x", "y", "coeffs"), "dot": ("a", "b")}
 
 
+def _save(ctx, backend: str, *tensors: torch.Tensor) -> None:
+    """What every Function here keeps for backward: the backend's op table and ``tensors``; gradients that are not
+    computed stay None (never materialized zeros)."""
+    ctx.ops = get_backend(backend)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*tensors)
+
+
 def _add(total: torch.Tensor | None, term: torch.Tensor | None) -> torch.Tensor | None:
     """total + term, where None is a zero that was never materialized."""
     if term is None:
@@ -75,10 +83,7 @@ class PolyForward(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, coeffs, backend = inputs
-        ctx.ops = get_backend(backend)
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, coeffs)
+        _save(ctx, inputs[-1], *inputs[:-1])
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -105,10 +110,7 @@ class PolyMSE(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, y, coeffs, backend = inputs
-        ctx.ops = get_backend(backend)
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, y, coeffs, output[1])
+        _save(ctx, inputs[-1], *inputs[:-1], output[1])  # x, y, coeffs and grad_coeffs
 
     @staticmethod
     def backward(ctx, grad_loss, grad_of_grad_coeffs):
@@ -151,10 +153,7 @@ class Dot(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        a, b, backend = inputs
-        ctx.ops = get_backend(backend)
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(a, b)
+        _save(ctx, inputs[-1], *inputs[:-1])
 
     @staticmethod
     def backward(ctx, grad):
