@@ -315,3 +315,29 @@ def test_exported_program_loads_and_runs_in_a_fresh_process(tmp_path, backend):
     assert report["numba_imported_before_load"] is False
     (loss, grad), y, dot = expected
     assert report["values"] == [loss.item(), grad.tolist(), y.tolist(), dot.item()]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_compiled_kernels_in_a_forked_pool_as_torch_documents(tmp_path):
+    """The compiled kernels run on torch's thread pool: in a Pool forked after parallel work they need what torch's
+    own ops need there (one thread per child), and then agree bit for bit (their results do not depend on the
+    thread count)."""
+    report = _run_script(
+        """
+        import json, multiprocessing
+        import torch, pykernels
+
+        x = torch.linspace(0, 1, 1 << 20, dtype=torch.float64)
+        def work(i):
+            fit = pykernels.fit_poly(x[:1000], torch.sin(x[:1000] * i).repeat(32, 1), 3, lr=0.1, steps=20)
+            return [pykernels.poly_mse(x, torch.sin(x), torch.full((4,), float(i), dtype=torch.float64)).loss.item(),
+                    fit.coeffs.sum().item()]
+
+        expected = [work(i) for i in range(4)]  # parallel in the parent
+        with multiprocessing.get_context("fork").Pool(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            print(json.dumps({"same": pool.map(work, range(4)) == expected}))
+        """,
+        tmp_path,
+        timeout=120,
+    )
+    assert report == {"same": True}
