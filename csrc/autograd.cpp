@@ -92,9 +92,14 @@ at::Tensor second_order_term(const OpFamily& ops, const at::Tensor& g, const at:
 }
 
 // A tensor's primal value and forward-mode tangent (undefined: zero), read as torch's generated kernels read them:
-// tangents are computed from primals, so they carry no tangent of their own.
+// tangents are computed from primals, so they carry no tangent of their own. A tangent comes in the primal's dtype
+// (torch.func can hand a float64 tangent to a float32 0-d tensor; torch's own formulas promote, the ops check).
 struct Dual {
-  explicit Dual(const at::Tensor& t) : primal(t._fw_primal(0)), tangent(t._fw_grad(0)) {}
+  explicit Dual(const at::Tensor& t) : primal(t._fw_primal(0)), tangent(t._fw_grad(0)) {
+    if (tangent.defined() && tangent.scalar_type() != primal.scalar_type()) {
+      tangent = tangent.to(primal.scalar_type());
+    }
+  }
   at::Tensor primal, tangent;
 };
 
@@ -273,10 +278,7 @@ TensorPair poly_mse_autograd(const at::Tensor& x, const at::Tensor& y, const at:
   // none but grad_coeffs, so updating coeffs in place before backward is still fine there.
   const auto node = record<PolyMSEBackward>(ops, x, y, coeffs);
   auto [loss, grad_coeffs] = below_autograd([&] { return ops.poly_mse(x, y, coeffs); });
-  if (node) {
-    set_history(std::vector<at::Tensor>{loss, grad_coeffs}, node);
-    node->grad_coeffs = SavedVariable(grad_coeffs, true);
-  }
+  if (node) set_history(std::vector<at::Tensor>{loss, grad_coeffs}, node);
   if (any_tangent(x, y, coeffs)) {
     // r-dot = x-dot p'(x) + p_(c-dot)(x) - y-dot;  L-dot = 2/N sum r r-dot;
     // G_k-dot = 2/N (sum r-dot x^k + k sum r x-dot x^(k-1))
@@ -298,6 +300,9 @@ TensorPair poly_mse_autograd(const at::Tensor& x, const at::Tensor& y, const at:
     }
     set_tangent(grad_coeffs, grad_coeffs_tangent);
   }
+  // Saved after its tangent is set: the saved copy keeps it, so forward-over-reverse (a Hessian by forward-mode
+  // outer Jacobian) differentiates the reused gradient too.
+  if (node) node->grad_coeffs = SavedVariable(grad_coeffs, true);
   return {loss, grad_coeffs};
 }
 
@@ -434,21 +439,22 @@ void not_differentiable_autograd(const c10::OperatorHandle& op, c10::DispatchKey
     if (schema.is_mutable({c10::SchemaArgType::input, index})) written.push_back(tensor);
   }
   for (const at::Tensor& tensor : written) torch::autograd::check_inplace(tensor, !requiring_grad.empty());
-  c10::intrusive_ptr<Node> node;
-  if (!requiring_grad.empty()) {
-    node = c10::make_intrusive<NotDifferentiable>(op, collect_next_edges(requiring_grad));
-  }
   {
     at::AutoDispatchBelowAutograd below;
     op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);  // through ADInplaceOrView: versions bump
   }
-  if (!node) return;
+  if (requiring_grad.empty()) return;
+  const auto make_node = [&] { return c10::make_intrusive<NotDifferentiable>(op, collect_next_edges(requiring_grad)); };
+  const auto returns_node = make_node();
   const size_t num_returns = schema.returns().size();
   for (size_t i = stack->size() - num_returns; i < stack->size(); ++i) {
     const c10::IValue& value = (*stack)[i];
-    if (value.isTensor() && at::isFloatingType(value.toTensor().scalar_type())) set_history(value.toTensor(), node);
+    if (value.isTensor() && at::isFloatingType(value.toTensor().scalar_type())) {
+      set_history(value.toTensor(), returns_node);
+    }
   }
-  torch::autograd::rebase_history(written, node);  // each written tensor becomes an output of the node
+  // Each written tensor gets a node of its own: torch rebases a view's history onto output 0 of a node.
+  for (const at::Tensor& tensor : written) torch::autograd::rebase_history(tensor, make_node());
 }
 
 // ADInplaceOrView kernel of the ops that write their arguments: the version counters of what they wrote move,

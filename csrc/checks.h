@@ -3,8 +3,8 @@
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 
+#include <cstdint>
 #include <initializer_list>
 #include <limits>
 #include <optional>
@@ -104,20 +104,33 @@ inline void check_philox_stream(int64_t stream, const char* name) {
   TORCH_CHECK_VALUE(stream >= 0, name, " must be in [0, 2^63), got ", stream);
 }
 
+// The bytes [first, last) a tensor's elements can occupy.
+inline std::pair<uintptr_t, uintptr_t> memory_span(const at::Tensor& t) {
+  int64_t extent = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) extent += (t.size(d) - 1) * t.stride(d);
+  const auto first = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  return {first, first + static_cast<uintptr_t>(extent) * t.element_size()};
+}
+
 // A tensor an op writes must not share memory with its other arguments: the kernels read and write them in the
-// same passes, so an alias would change the result.
+// same passes, so an alias would change the result. Compared by address, not by storage: two tensors made from one
+// NumPy array have storages of their own over the same memory. (The written tensors are contiguous, so their span
+// holds nothing else: overlapping spans share elements, but for a strided `other` that steps over all of them.)
 inline void check_no_overlap(const at::Tensor& written, const char* written_name, const at::Tensor& other,
                              const char* other_name) {
-  TORCH_CHECK_VALUE(at::get_overlap_status(written, other) == at::MemOverlapStatus::No, written_name, " and ",
-                    other_name, " must not share memory (", written_name,
-                    " is written in place; pass a clone of one of them)");
+  if (written.numel() == 0 || other.numel() == 0 || written.device() != other.device()) return;
+  const auto [first, last] = memory_span(written);
+  const auto [other_first, other_last] = memory_span(other);
+  TORCH_CHECK_VALUE(last <= other_first || other_last <= first, written_name, " and ", other_name,
+                    " must not share memory (", written_name, " is written in place; pass a clone of one of them)");
 }
 
 inline void check_philox_normal_inputs(const at::Tensor& out, int64_t stream) {
   TORCH_CHECK_TYPE(out.scalar_type() == at::kFloat, "out must be a float32 tensor, got ",
                    dtype_name(out.scalar_type()));
-  TORCH_CHECK_VALUE(out.dim() == 1 && out.is_contiguous(), "out must be 1-D and contiguous, got shape ",
-                    out.sizes());
+  TORCH_CHECK_VALUE(out.dim() == 1, "out must be 1-D, got shape ", out.sizes());
+  TORCH_CHECK_VALUE(out.is_contiguous(), "out must be contiguous (it is written in place), got strides ",
+                    out.strides());
   check_philox_stream(stream, "stream");
 }
 
@@ -141,8 +154,10 @@ inline void check_linear_sgd_philox_inputs(const at::Tensor& w, const at::Tensor
                      dtype_name(buffer->scalar_type()));
     TORCH_CHECK(buffer->device() == w.device(), "buffer must be on the same device as w (", w.device(), "), got ",
                 buffer->device());
-    TORCH_CHECK_VALUE(buffer->sizes() == w.sizes() && buffer->is_contiguous(),
-                      "buffer must be contiguous with the shape of w ", w.sizes(), ", got ", buffer->sizes());
+    TORCH_CHECK_VALUE(buffer->sizes() == w.sizes(), "buffer must have the shape of w ", w.sizes(), ", got ",
+                      buffer->sizes());
+    TORCH_CHECK_VALUE(buffer->is_contiguous(), "buffer must be contiguous (it is written in place), got strides ",
+                      buffer->strides());
     check_no_overlap(*buffer, "buffer", w, "w");
     check_no_overlap(*buffer, "buffer", b, "b");
   }

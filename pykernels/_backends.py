@@ -4,7 +4,8 @@
   follows the tensors).
 - ``"numba"``: numba-JIT kernels registered as ``torch.ops.pykernels.numba_<op>`` (by :mod:`pykernels.numba.ops`;
   the kernels, and numba, load on their first call, so ``import pykernels`` does not import numba).
-- ``"torch"``: the write-up's plain-torch formulas (:mod:`pykernels.reference`), differentiated by torch autograd.
+- ``"torch"``: the ops' definitions in plain torch (:mod:`pykernels.reference`), evaluated in float64 as the kernels
+  compute, differentiated by torch autograd.
 """
 
 from __future__ import annotations
@@ -79,14 +80,30 @@ def _checked(check: Callable[..., None], fn: Callable) -> Callable:
     return checked
 
 
+def _in_float64(fn: Callable) -> Callable:
+    """fn evaluated in float64 and rounded once to the inputs' dtype: the kernels' precision, so the reference's
+    rounding, inf and NaN are theirs (a float32 formula can overflow in an intermediate where the kernels' float64
+    math does not: a finite result, or -inf where float32 gives inf - inf = NaN)."""
+
+    def wide(*args):
+        dtype = args[0].dtype
+        result = fn(*(arg.double() for arg in args))
+        return tuple(t.to(dtype) for t in result) if isinstance(result, tuple) else result.to(dtype)
+
+    wide.__name__ = wide.__qualname__ = fn.__name__
+    wide.__doc__ = fn.__doc__
+    return wide
+
+
 def _torch_reference_backend() -> Backend:
+    """The definitions in plain torch; fit_poly steps in the data's dtype, as the compiled fits do."""
     return Backend(
         "torch",
-        poly=_checked(_checks.check_poly_inputs, reference.poly_torch),
-        poly_backward=_checked(_checks.check_poly_backward_inputs, reference.poly_backward_torch),
-        poly_mse=_checked(_checks.check_poly_mse_inputs, reference.poly_mse_torch),
-        dot=_checked(_checks.check_dot_inputs, reference.dot_torch),
-        dot_backward=_checked(_checks.check_dot_backward_inputs, reference.dot_backward_torch),
+        poly=_checked(_checks.check_poly_inputs, _in_float64(reference.poly_torch)),
+        poly_backward=_checked(_checks.check_poly_backward_inputs, _in_float64(reference.poly_backward_torch)),
+        poly_mse=_checked(_checks.check_poly_mse_inputs, _in_float64(reference.poly_mse_torch)),
+        dot=_checked(_checks.check_dot_inputs, _in_float64(reference.dot_torch)),
+        dot_backward=_checked(_checks.check_dot_backward_inputs, _in_float64(reference.dot_backward_torch)),
         fit_poly=_checked(_checks.check_fit_poly_inputs, reference.fit_poly_torch),
     )
 

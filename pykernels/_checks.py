@@ -141,37 +141,57 @@ def check_philox_args(seed: int, stream: int) -> None:
 
 
 # --- Python arguments of the public functions ----------------------------------------------------------------------
-# (SymInt/SymFloat: what torch.compile passes for numbers it treats as dynamic)
+# Under torch.compile they are not checked again: dynamo turns numbers that change between calls into symbolic ones
+# (what the checks below cannot inspect without a graph break), and the first, eager-checked call already saw them;
+# the kernels' own checks still run at trace time.
 
-_INTEGERS = (numbers.Integral, torch.SymInt)
-_REALS = (numbers.Real, torch.SymInt, torch.SymFloat)
+INT64_MAX = 2**63 - 1
 
 
-def integer(value: object, name: str, minimum: int | None = None, maximum: int | None = None, bounds: str = "") -> int:
-    """value as an int, or a TypeError/ValueError naming it: no silent truncation of 2.7, no bools. ``bounds``
-    words the range for the message (default: from minimum and maximum)."""
-    if isinstance(value, bool) or not isinstance(value, _INTEGERS):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = bounds or (f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}")
+def _described(value: object) -> str:
+    """The value's type and, for anything but a tensor or an array (never echoed whole), its repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {list(shape)}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def integer(value: object, name: str, minimum: int = 0, maximum: int = INT64_MAX, bounds: str = "") -> int:
+    """value as an int in [minimum, maximum], or a TypeError/ValueError naming it: no silent truncation of 2.7,
+    no bools. ``bounds`` words the range for the message (default: from minimum and maximum)."""
+    if torch.compiler.is_compiling():
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {_described(value)}")
+    if not minimum <= value <= maximum:
+        if not bounds:
+            largest = {INT64_MAX: "2^63 - 1", INT64_MAX - 1: "2^63 - 2"}.get(maximum, str(maximum))
+            bounds = f">= {minimum}" if value < minimum else f"<= {largest}"
         raise ValueError(f"{name} must be {bounds}, got {value}")
-    return value if isinstance(value, torch.SymInt) else int(value)
+    return int(value)
 
 
 def real(value: object, name: str, minimum: float | None = None) -> float:
     """value as a finite float, or a TypeError/ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, _REALS):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if isinstance(value, (torch.SymInt, torch.SymFloat)):
+    if torch.compiler.is_compiling():
         return value
-    value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_described(value)}")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond the float range
+        value = math.inf
     if not math.isfinite(value) or (minimum is not None and value < minimum):
         raise ValueError(f"{name} must be finite{f' and >= {minimum}' if minimum is not None else ''}, got {value}")
     return value
 
 
 def tensor(value: object, name: str) -> torch.Tensor:
+    """value, which must be a dense (strided) tensor: sparse and nested layouts have no kernels here."""
     check_tensor(value, name)
+    if value.layout != torch.strided or value.is_nested:
+        layout = "nested" if value.is_nested else str(value.layout).removeprefix("torch.")
+        raise TypeError(f"{name} must be a dense (strided) tensor, got a {layout} tensor")
     return value
 
 
@@ -182,7 +202,7 @@ def optional_tensor(value: object, name: str) -> torch.Tensor | None:
 def seed(value: object, name: str = "seed") -> int:
     """A 64-bit Philox key in [0, 2^64), as the int64 bit pattern the ops' schemas carry."""
     value = integer(value, name, 0, 2**64 - 1, bounds="in [0, 2^64)")
-    return value - 2**64 if value >= 2**63 else value
+    return value - 2**64 if not torch.compiler.is_compiling() and value >= 2**63 else value
 
 
 def stream(value: object, name: str, count: int = 1) -> int:

@@ -96,6 +96,10 @@ def _linear_sgd_philox_fake(w, b, lr, epochs, seed, first_epoch, target_weight, 
             "the last stream, first_epoch + epochs - 1, must be below 2^63, got first_epoch = "
             f"{first_epoch} and epochs = {epochs}"
         )
-    if buffer is not None and (buffer.dtype != torch.float32 or buffer.shape != w.shape):
-        raise ValueError(f"buffer must be a float32 tensor of the shape of w {_checks.shape_text(w)}")
+    if buffer is not None:
+        if buffer.dtype != torch.float32:
+            raise TypeError(f"buffer must be a float32 tensor, got {buffer.dtype}")
+        if buffer.device != w.device:
+            raise RuntimeError(f"buffer must be on the same device as w ({w.device}), got {buffer.device}")
+        _checks.check_same_shape(w, "w", buffer, "buffer")
     return w.new_empty((epochs,))

@@ -107,9 +107,9 @@ def fit_poly(
     Not differentiable: with ``init`` (or the data) requiring grad, backpropagating through the result raises.
     """
     x, y, init = _checks.tensor(x, "x"), _checks.tensor(y, "y"), _checks.optional_tensor(init, "init")
-    degree = _checks.integer(degree, "degree", minimum=0)
+    degree = _checks.integer(degree, "degree", maximum=_checks.INT64_MAX - 1)
     lr = _checks.real(lr, "lr", minimum=0.0)
-    steps = _checks.integer(steps, "steps", minimum=0)
+    steps = _checks.integer(steps, "steps")
     record_every = _checks.integer(record_every, "record_every", minimum=1)
     ops = get_backend(backend)
     batch = (y.shape[0],) if y.dim() == 2 else ()
@@ -143,20 +143,27 @@ def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.
 
 
 def philox_normal(
-    n: int, *, seed: int, stream: int = 0, out: torch.Tensor | None = None, device: str | torch.device = "cpu"
+    n: int,
+    *,
+    seed: int,
+    stream: int = 0,
+    out: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """``n`` standard-normal float32 samples, element ``i`` a pure function of ``(seed, stream, i)``: Philox4x32-10
     (the counter-based generator of cuRAND) and Box-Muller, as defined in ``csrc/common/philox.h``. The same
     numbers for every thread count; :func:`linear_sgd_philox` regenerates exactly these inside its kernel.
 
     ``seed``: any 64-bit key, in [0, 2^64); ``stream``: in [0, 2^63).
-    ``out``: a float32 1-D tensor of length ``n`` to fill (allocated on ``device`` when omitted)."""
-    n = _checks.integer(n, "n", minimum=0)
+    ``out``: a float32 1-D tensor of length ``n`` to fill, or None: allocated on ``device`` (default CPU)."""
+    n = _checks.integer(n, "n")
     seed, stream = _checks.seed(seed), _checks.stream(stream, "stream")
     if out is None:
-        out = torch.empty(n, dtype=torch.float32, device=device)
+        out = torch.empty(n, dtype=torch.float32, device=device or "cpu")
     elif _checks.tensor(out, "out").numel() != n:
         raise ValueError(f"out must have n = {n} elements, got shape {list(out.shape)}")
+    elif device is not None and torch.device(device) != out.device:
+        raise ValueError(f"device ({device}) must be out's device ({out.device}) or None when out is given")
     torch.ops.pykernels.philox_normal_.default(out, seed, stream)
     return out
 

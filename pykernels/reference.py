@@ -66,14 +66,14 @@ def poly_backward_torch(
     else:
         derivative = coeffs[1:] * torch.arange(1, degree + 1, dtype=coeffs.dtype, device=coeffs.device)
         grad_x = grad_y * poly_torch(x, derivative)
-    return grad_x, weighted_powers_torch(grad_y, x, degree).reshape(-1, degree + 1).sum(0)
+    return grad_x, weighted_powers_torch(grad_y, x, degree).reshape(x.numel(), degree + 1).sum(0)
 
 
 def poly_mse_torch(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """r = p(x) - y; loss = mean(r^2); grad_coeffs[k] = 2/N sum r x^k."""
     degree = coeffs.shape[0] - 1
     residual = poly_torch(x, coeffs) - y
-    power_sums = weighted_powers_torch(residual, x, degree).reshape(-1, degree + 1).sum(0)
+    power_sums = weighted_powers_torch(residual, x, degree).reshape(x.numel(), degree + 1).sum(0)
     return (residual * residual).mean(), (2.0 / residual.numel()) * power_sums
 
 
@@ -147,7 +147,8 @@ def dot_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def dot_backward_torch(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """grad_a = grad * b; grad_b = grad * a."""
+    """grad_a = grad * b; grad_b = grad * a (grad: one value, of any shape)."""
+    grad = grad.reshape(())
     return grad * b, grad * a
 
 

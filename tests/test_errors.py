@@ -297,6 +297,42 @@ PUBLIC_BAD_ARGUMENTS = [
         r"dtypes must name float32 and/or float64",
     ),
     ("model_degree", lambda: pykernels.distributed.PolyFitModel(-1), ValueError, r"degree must be >= 0, got -1"),
+    (
+        "fit_steps_beyond_int64",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=0.1, steps=2**63),
+        ValueError,
+        r"steps must be <= 2\^63 - 1, got 9223372036854775808",
+    ),
+    (
+        "fit_lr_beyond_float",
+        lambda: pykernels.fit_poly(t(3), t(3), 1, lr=10**400, steps=2),
+        ValueError,
+        r"lr must be finite and >= 0.0, got inf",
+    ),
+    (
+        "fit_degree_tensor",
+        lambda: pykernels.fit_poly(t(3), t(3), torch.zeros(1000), lr=0.1, steps=2),
+        TypeError,
+        r"degree must be an integer, got Tensor of shape \[1000\]$",
+    ),
+    (
+        "poly_sparse_x",
+        lambda: pykernels.poly(torch.eye(3).to_sparse(), t(2)),
+        TypeError,
+        r"x must be a dense \(strided\) tensor, got a sparse_coo tensor",
+    ),
+    (
+        "normal_device_and_out",
+        lambda: pykernels.philox_normal(4, seed=1, out=torch.empty(4), device="meta"),
+        ValueError,
+        r"device \(meta\) must be out's device \(cpu\) or None when out is given",
+    ),
+    (
+        "normal_out_strided",
+        lambda: pykernels.philox_normal(4, seed=1, out=torch.empty(8)[::2]),
+        ValueError,
+        r"out must be contiguous \(it is written in place\), got strides \[2\]",
+    ),
     ("demo_samples", lambda: pykernels.distributed.demo_data(0), ValueError, r"samples must be >= 1, got 0"),
 ]
 

@@ -129,3 +129,30 @@ def test_special_values_come_out_where_the_reference_has_them(backend, inputs):
         fitted = ops.fit_poly(x, y, coeffs, 0.05, 3, 1)
         for g, e in zip(fitted, reference.fit_poly_torch(x, y, coeffs, 0.05, 3), strict=True):
             _same_special_values(g, e)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_float32_results_are_float64_results_rounded_once(backend):
+    """Where a float32 formula would overflow in an intermediate, the kernels (and the reference, backend "torch",
+    which computes as they do) return the float64 result rounded: finite, or -inf where float32 makes inf - inf."""
+    f32 = torch.float32
+    cases = {
+        "poly": lambda ops: ops.poly(torch.tensor([2.0]), torch.tensor([-3e38, -3e38, -3e38, 3e38])),
+        "dot": lambda ops: ops.dot(torch.tensor([3e38, 3e38, -3e38]), torch.ones(3)),
+        "poly_mse": lambda ops: ops.poly_mse(
+            torch.cat([torch.tensor([1e20]), torch.ones(999)]), torch.zeros(1000), torch.tensor([0.0, 1.0])
+        )[0],
+        "poly_backward": lambda ops: ops.poly_backward(
+            torch.tensor([1.0, -1.0]), torch.tensor([1e30, math.inf]), torch.tensor([0.0, 0.0, 1.0])
+        )[1],
+    }
+    for name, call in cases.items():
+        got, expected = call(pykernels.get_backend(backend)), call(pykernels.get_backend("torch"))
+        assert got.dtype == expected.dtype == f32
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=0, equal_nan=True, msg=name)
+    assert (
+        pykernels.get_backend(backend).poly_backward(
+            torch.tensor([1.0, -1.0]), torch.tensor([1e30, math.inf]), torch.tensor([0.0, 0.0, 1.0])
+        )[1][2]
+        == -math.inf
+    )

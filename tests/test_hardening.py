@@ -341,3 +341,72 @@ def test_compiled_kernels_in_a_forked_pool_as_torch_documents(tmp_path):
         timeout=120,
     )
     assert report == {"same": True}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_fork_while_another_thread_makes_the_first_numba_call(tmp_path):
+    """A thread loads numba and compiles (the process's first numba call) while the main thread forks at several
+    moments of it: the fork waits for the load and the compile, so no child starts with their locks held."""
+    report = _run_script(
+        """
+        import json, os, sys, threading, time
+        import torch, pykernels
+
+        x = torch.linspace(-1, 1, 1000, dtype=torch.float64)
+        ones = torch.ones(3, dtype=torch.float64)
+        statuses = []
+        for delay in (0.0, 0.05, 0.2):
+            thread = threading.Thread(target=lambda: pykernels.poly_mse(x, x, ones * (1 + delay), backend="numba"))
+            thread.start()
+            time.sleep(delay)
+            pid = os.fork()
+            if pid == 0:
+                pykernels.poly_mse(x, x, ones, backend="numba")
+                os._exit(0)
+            thread.join()
+            deadline, (finished, status) = time.time() + 60, os.waitpid(pid, os.WNOHANG)
+            while not finished and time.time() < deadline:
+                time.sleep(0.05)
+                finished, status = os.waitpid(pid, os.WNOHANG)
+            if not finished:
+                os.kill(pid, 9)
+            statuses.append("ok" if finished and status == 0 else "hung or failed")
+        print(json.dumps(statuses))
+        """,
+        tmp_path,
+        timeout=300,
+    )
+    assert report == ["ok", "ok", "ok"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_pykernels_first_imported_in_a_forked_worker_runs_serially(tmp_path):
+    """The parent used torch's OpenMP and imports pykernels only in its forked workers: the workers know they were
+    forked (multiprocessing tells) and run the serial numba kernels."""
+    report = _run_script(
+        """
+        import json, torch
+
+        (torch.linspace(-1, 1, 4_000_000, dtype=torch.float64) * 2).sum()  # OpenMP in the parent
+
+        class Data(torch.utils.data.Dataset):
+            def __len__(self):
+                return 2
+
+            def __getitem__(self, i):
+                import pykernels
+                from pykernels.numba import _config
+
+                x = torch.arange(300_000, dtype=torch.float64) / 300_000
+                loss = pykernels.poly_mse(x, x, torch.ones(3, dtype=torch.float64), backend="numba").loss.item()
+                return loss, _config.forked
+
+        loader = torch.utils.data.DataLoader(Data(), batch_size=None, num_workers=2,
+                                             multiprocessing_context="fork", timeout=120)
+        print(json.dumps(list(loader)))
+        """,
+        tmp_path,
+        timeout=300,
+    )
+    assert [forked for _, forked in report] == [True, True]
+    assert report[0][0] == report[1][0]

@@ -141,6 +141,23 @@ def _functional_hvp(case, backend):
     return torch.autograd.functional.hvp(_scalar_fn(case, backend), inputs, _tangents(inputs, 7))
 
 
+def _functional_hessian_forward(case, backend):
+    """The Hessian by a forward-mode outer Jacobian: forward mode over the ops' reverse mode."""
+    return torch.autograd.functional.hessian(
+        _scalar_fn(case, backend), case.inputs(), vectorize=True, outer_jacobian_strategy="forward-mode"
+    )
+
+
+def _forward_over_reverse(case, backend):
+    """Plain forward-mode AD over autograd.grad(create_graph=True): a Hessian-vector product without torch.func."""
+    inputs = [t.requires_grad_() for t in case.inputs()]
+    with torch.autograd.forward_ad.dual_level():
+        duals = [torch.autograd.forward_ad.make_dual(t, v) for t, v in zip(inputs, _tangents(inputs, 7), strict=True)]
+        grads = _grad(_scalar_fn(case, backend)(*duals), duals, create_graph=True)
+        tangents = [torch.autograd.forward_ad.unpack_dual(g).tangent for g in grads]
+        return [torch.zeros_like(g) if t is None else t for g, t in zip(grads, tangents, strict=True)]
+
+
 def _functional_jacobian(case, backend):
     return torch.autograd.functional.jacobian(lambda *i: case.outputs(backend, *i), case.inputs())
 
@@ -200,6 +217,15 @@ def _vmap_grad(case, backend):
     return func.vmap(func.grad(_scalar_fn(case, backend), argnums=_argnums(case)))(*_batched(case))
 
 
+def _vmap_empty_batch(case, backend):
+    """A batch of none: empty outputs, shaped as a sample's behind a batch dimension of 0. (torch's own indexing
+    fails on an empty batch under vmap, so the reference's shapes are those of one sample.)"""
+    if backend == "torch":
+        return [((0, *out.shape), out.dtype) for out in case.outputs(backend, *case.inputs())]
+    empty = (t.new_empty((0, *t.shape)) for t in case.inputs())
+    return [(tuple(out.shape), out.dtype) for out in func.vmap(lambda *i: case.outputs(backend, *i))(*empty)]
+
+
 def _vmap_one_batched(case, backend):
     """Only the first input batched, the others shared: the batching rules' mixed case."""
     first, *rest = case.inputs()
@@ -243,6 +269,8 @@ ROUTES = {
     "grad(create_graph)": _grad_of_grad,
     "backward(create_graph)": _double_backward,
     "functional.hessian": _functional_hessian,
+    "functional.hessian(forward-mode)": _functional_hessian_forward,
+    "forward over reverse": _forward_over_reverse,
     "functional.hvp": _functional_hvp,
     "functional.jacobian": _functional_jacobian,
     "func.grad": _func_grad,
@@ -255,6 +283,7 @@ ROUTES = {
     "third order": _third_order,
     "vmap": _vmap,
     "vmap(one batched)": _vmap_one_batched,
+    "vmap(empty batch)": _vmap_empty_batch,
     "vmap(grad)": _vmap_grad,
     "compile": _compiled_step,
     "export": _export_round_trip,
@@ -265,6 +294,9 @@ FUNCTION_ROUTES = [r for r in ROUTES if r != "export"]
 
 
 def _assert_same(got, expected):
+    if isinstance(got, list) and got and isinstance(got[0], tuple) and isinstance(got[0][-1], torch.dtype):
+        assert got == expected  # shapes and dtypes
+        return
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11, equal_nan=True)
 
 

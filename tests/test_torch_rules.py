@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from conftest import KERNEL_BACKENDS
@@ -108,6 +109,20 @@ def test_backpropagating_through_a_written_tensor_raises(case):
 
 
 @pytest.mark.parametrize("case", IN_PLACE, ids=str)
+def test_writing_a_view_in_a_recorded_graph_rebases_its_base_like_torch(case):
+    """A written view of a non-leaf that requires grad: torch rebases the base's history (CopySlices), as for its
+    own in-place ops on views; backpropagating through the base then reaches the op and raises."""
+    for name in case.written:
+        tensors = case.make()
+        base = torch.zeros(2 * tensors[name].numel(), requires_grad=True) * 1.0
+        tensors[name] = base[: tensors[name].numel()]
+        case.call(tensors)
+        assert type(base.grad_fn).__name__ == "CopySlices"
+        with pytest.raises(RuntimeError, match=r"is not differentiable: "):
+            base.sum().backward()
+
+
+@pytest.mark.parametrize("case", IN_PLACE, ids=str)
 def test_inference_mode_writes_like_torch(case):
     tensors = case.make()
     with torch.inference_mode():
@@ -133,9 +148,24 @@ def test_arguments_sharing_memory_with_a_written_one_are_refused():
         with pytest.raises(ValueError, match=pattern):
             call()
     assert torch.equal(w, torch.zeros(N)) and torch.equal(b, torch.zeros(1))  # nothing ran
-    # disjoint parts of one storage are fine
+    # memory shared without a shared storage (two tensors over one NumPy array) is seen too
+    array = np.zeros(N + 1)
+    with pytest.raises(ValueError, match="w and x must not share memory"):
+        pykernels.linear_sgd_step(
+            torch.from_numpy(array[1:]),
+            torch.zeros(1, dtype=torch.float64),
+            torch.from_numpy(array[:-1]),
+            torch.tensor(0.5, dtype=torch.float64),
+            0.1,
+        )
+    # disjoint parts of one storage are fine, and so are strided or expanded x with memory of their own
     pykernels.linear_sgd_step(storage[:N], storage[N:], x, torch.tensor(0.5), 0.1)
     assert storage[N].item() != 0
+    for other in (torch.linspace(-1, 1, 2 * N)[::2], torch.ones(1).expand(N)):
+        expected = torch.zeros(N) - 0.1 * 2 * (0 - 0.5) * other
+        w = torch.zeros(N)
+        pykernels.linear_sgd_step(w, torch.zeros(1), other, torch.tensor(0.5), 0.1)
+        torch.testing.assert_close(w, expected)
 
 
 # --- not differentiable ------------------------------------------------------------------------------------------

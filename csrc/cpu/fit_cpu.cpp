@@ -281,7 +281,7 @@ void fit_single_exact(const scalar_t* x, const scalar_t* y, int64_t n, int64_t d
     std::fill(sums.begin(), sums.end(), 0.0);
     for (int64_t i = 0; i < n; ++i) {
       const scalar_t r = horner(coeffs, degree, x[i]) - y[i];
-      sums[0] += static_cast<double>(r) * static_cast<double>(r);
+      sums[0] += static_cast<double>(r * r);  // products in scalar_t, as the SIMD loops form them
       accumulate_powers(sums.data() + 1, 1, degree, x[i], r);
     }
     if (--until_record == 0) {

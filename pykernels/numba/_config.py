@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 # Elements per reduction chunk: the same fixed chunking as the C++ kernels, so serial and parallel runs (and any
@@ -19,10 +20,19 @@ CUDA_MAX_DEGREE = 15
 _DEFAULTS = {name: value for name, value in globals().items() if name.isupper()}
 
 
-# True in a process forked after pykernels was imported (a DataLoader worker, a multiprocessing.Pool child): the
+def _started_by_fork() -> bool:
+    """Whether this process is a multiprocessing child started by fork (a DataLoader worker, a Pool child), which
+    inherits its parent's threading runtimes even where pykernels is first imported after the fork."""
+    if multiprocessing.parent_process() is None:
+        return False
+    method = getattr(multiprocessing.current_process(), "_start_method", None)
+    return (method or multiprocessing.get_start_method(allow_none=True)) == "fork"
+
+
+# True in a forked process (forked after pykernels was imported, or a multiprocessing child started by fork): the
 # threading runtimes the parallel kernels use (GNU OpenMP, numba's and torch's) are not fork-safe, so forked
 # children run the serial kernels, whatever the parent ran before the fork.
-forked = False
+forked = _started_by_fork()
 
 
 def _mark_forked() -> None:

@@ -9,6 +9,8 @@ call, and a program exported with them loads after a plain ``import pykernels``.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from types import ModuleType
@@ -24,7 +26,7 @@ PREFIX = "numba_"
 _LIBRARY = torch.library.Library("pykernels", "IMPL")  # kept alive: it owns the registrations
 
 _kernel_modules: dict[str, ModuleType] = {}
-_kernel_modules_lock = threading.Lock()
+_kernel_modules_lock = threading.RLock()
 
 
 def _kernels(name: str) -> ModuleType:
@@ -33,9 +35,40 @@ def _kernels(name: str) -> ModuleType:
     if module is None:
         with _kernel_modules_lock:
             if name not in _kernel_modules:
-                _kernel_modules[name] = __import__(f"{__package__}.{name}", fromlist=[name])
+                loaded = __import__(f"{__package__}.{name}", fromlist=[name])
+                # numba's first dispatch imports more modules (NumPy's lazy ones among them): done here, under
+                # the lock a fork waits for, a child never starts while another thread is halfway through one.
+                for dtype in (np.float32, np.float64):
+                    sys.modules["numba"].typeof(np.empty(1, dtype))
+                _kernel_modules[name] = loaded
             module = _kernel_modules[name]
     return module
+
+
+def _fork_locks() -> list:
+    """The locks a first use in another thread may hold (loading the kernels, numba compiling): a fork waits for
+    them, so that no child starts with one held by a thread it does not have (it would wait forever)."""
+    locks = [_kernel_modules_lock]
+    if "numba.core.compiler_lock" in sys.modules:
+        locks.append(sys.modules["numba.core.compiler_lock"].global_compiler_lock)
+    return locks
+
+
+def _before_fork() -> None:
+    global _held_over_fork
+    _held_over_fork = _fork_locks()
+    for lock in _held_over_fork:
+        lock.acquire()
+
+
+def _after_fork() -> None:
+    for lock in reversed(_held_over_fork):
+        lock.release()
+
+
+_held_over_fork: list = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
