@@ -30,12 +30,19 @@ void poly_mse_chunk(const scalar_t* x, const scalar_t* y, const double* coeffs, 
   const int64_t deg = effective_degree<kDegree>(degree);
   LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 2> lanes(deg + 2);
   LaneVector* sums = lanes.data();
-  for (int64_t i = begin; i < end; i += kLanes) {
-    const LaneVector xs = load_group(x, i, end, 0.0);
-    LaneVector residual = horner(coeffs, deg, xs) - load_group(y, i, end, 0.0);
-    if (i + kLanes > end) residual = zero_padding(residual, end - i);
+  const auto add_group = [&](const LaneVector& xs, const LaneVector& residual) {
     sums[0] += residual * residual;
     accumulate_powers(sums + 1, 1, deg, xs, residual);
+  };
+  const int64_t full_end = begin + (end - begin) / kLanes * kLanes;
+  for (int64_t i = begin; i < full_end; i += kLanes) {
+    const LaneVector xs = load_lanes(x + i);
+    add_group(xs, horner(coeffs, deg, xs) - load_lanes(y + i));
+  }
+  if (full_end < end) {  // the partial group: its padding lanes' residuals are zeroed, whatever p(0) is
+    const LaneVector xs = load_partial_lanes(x + full_end, end - full_end, 0.0);
+    const LaneVector residual = horner(coeffs, deg, xs) - load_partial_lanes(y + full_end, end - full_end, 0.0);
+    add_group(xs, zero_padding(residual, end - full_end));
   }
   fold_lanes(sums, deg + 2, out);
 }

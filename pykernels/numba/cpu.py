@@ -127,28 +127,22 @@ def _poly_mse_chunk_blocked(x, y, coeffs, out):
 @njit(**_JIT)
 def _padded_coefficient(coeffs, k):
     """c_k, or 0 above the degree: a degree-D polynomial evaluated as one of degree 4 or 8. Horner over leading
-    zeros returns c_D exactly for finite x only (0 x is NaN for an infinite or NaN x): the callers take the blocked
-    kernels, whose Horner starts at c_D, where x is not all finite."""
+    zeros returns c_D exactly for finite x only (0 x is NaN for an infinite or NaN x), so these kernels also return
+    whether every x was finite (summing 0 x, NaN for any other), and the callers redo the chunk with the blocked
+    kernels, whose Horner starts at c_D, where one was not."""
     return np.float64(coeffs[k]) if k < coeffs.shape[0] else 0.0
 
 
 @njit(**_SUM_JIT)
-def _all_finite(x):
-    """Whether every x is finite, in one vectorized pass (0 x is NaN exactly for an infinite or NaN x)."""
-    probe = 0.0
-    for i in range(x.shape[0]):
-        probe += np.float64(x[i]) * 0.0
-    return probe == 0.0
-
-
-@njit(**_SUM_JIT)
 def _poly_mse_chunk_degree4(x, y, coeffs, out):
-    """Degrees <= 4: every sum a scalar, so they stay in registers and the loop vectorizes across points."""
+    """Degrees <= 4: every sum a scalar, so they stay in registers and the loop vectorizes across points. Returns
+    whether every x was finite (see _padded_coefficient)."""
     c0, c1, c2 = _padded_coefficient(coeffs, 0), _padded_coefficient(coeffs, 1), _padded_coefficient(coeffs, 2)
     c3, c4 = _padded_coefficient(coeffs, 3), _padded_coefficient(coeffs, 4)
-    s = g0 = g1 = g2 = g3 = g4 = 0.0
+    s = g0 = g1 = g2 = g3 = g4 = probe = 0.0
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
+        probe += xi * 0.0
         r = (((c4 * xi + c3) * xi + c2) * xi + c1) * xi + c0 - y[i]
         s += r * r
         g0 += r
@@ -162,6 +156,7 @@ def _poly_mse_chunk_degree4(x, y, coeffs, out):
     sums = (s, g0, g1, g2, g3, g4)
     for k in range(out.shape[0]):
         out[k] = sums[k]
+    return probe == 0.0
 
 
 @njit(**_SUM_JIT)
@@ -170,9 +165,10 @@ def _poly_mse_chunk_degree8(x, y, coeffs, out):
     c0, c1, c2 = _padded_coefficient(coeffs, 0), _padded_coefficient(coeffs, 1), _padded_coefficient(coeffs, 2)
     c3, c4, c5 = _padded_coefficient(coeffs, 3), _padded_coefficient(coeffs, 4), _padded_coefficient(coeffs, 5)
     c6, c7, c8 = _padded_coefficient(coeffs, 6), _padded_coefficient(coeffs, 7), _padded_coefficient(coeffs, 8)
-    s = g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = 0.0
+    s = g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = probe = 0.0
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
+        probe += xi * 0.0
         r = (((((((c8 * xi + c7) * xi + c6) * xi + c5) * xi + c4) * xi + c3) * xi + c2) * xi + c1) * xi + c0 - y[i]
         s += r * r
         g0 += r
@@ -194,19 +190,21 @@ def _poly_mse_chunk_degree8(x, y, coeffs, out):
     sums = (s, g0, g1, g2, g3, g4, g5, g6, g7, g8)
     for k in range(out.shape[0]):
         out[k] = sums[k]
+    return probe == 0.0
 
 
 @njit(**_JIT)
-def _poly_mse_chunk(x, y, coeffs, out, x_finite):
+def _poly_mse_chunk(x, y, coeffs, out):
     """One chunk of poly_mse: out[0] = sum r^2, out[1 + k] = sum r x^k, r = p(x) - y (float64 sums). numba cannot
-    keep a runtime number of sums in registers, so degrees up to 8 run kernels with a fixed number of them (for
-    finite x: see _padded_coefficient)."""
+    keep a runtime number of sums in registers, so degrees up to 8 run kernels with a fixed number of them (exact
+    for finite x: see _padded_coefficient)."""
     degree = coeffs.shape[0] - 1
-    if degree <= 4 and x_finite:
-        _poly_mse_chunk_degree4(x, y, coeffs, out)
-    elif degree <= 8 and x_finite:
-        _poly_mse_chunk_degree8(x, y, coeffs, out)
-    else:
+    exact = False
+    if degree <= 4:
+        exact = _poly_mse_chunk_degree4(x, y, coeffs, out)
+    elif degree <= 8:
+        exact = _poly_mse_chunk_degree8(x, y, coeffs, out)
+    if not exact:
         _poly_mse_chunk_blocked(x, y, coeffs, out)
 
 
@@ -216,8 +214,7 @@ def _poly_mse_chunks(x, y, coeffs, chunk, loss, grad):
     num_chunks = max(1, (n + chunk - 1) // chunk)
     partials = np.empty((num_chunks, coeffs.shape[0] + 1))
     for c in prange(num_chunks):
-        xc = x[c * chunk : (c + 1) * chunk]
-        _poly_mse_chunk(xc, y[c * chunk : (c + 1) * chunk], coeffs, partials[c], _all_finite(xc))
+        _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
     sums = np.empty(coeffs.shape[0] + 1)
     _combine_chunks(partials, sums)
     loss[0] = sums[0] / n
@@ -261,9 +258,10 @@ def _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out):
     """Degrees <= 4 with scalar sums (see _poly_mse_chunk_degree4); p'(x) by Horner on k c_k."""
     c1, c2 = _padded_coefficient(coeffs, 1), 2 * _padded_coefficient(coeffs, 2)
     c3, c4 = 3 * _padded_coefficient(coeffs, 3), 4 * _padded_coefficient(coeffs, 4)
-    g0 = g1 = g2 = g3 = g4 = 0.0
+    g0 = g1 = g2 = g3 = g4 = probe = 0.0
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
+        probe += xi * 0.0
         gi = np.float64(grad_y[i])
         grad_x[i] = gi * (((c4 * xi + c3) * xi + c2) * xi + c1)
         g0 += gi
@@ -277,6 +275,7 @@ def _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out):
     sums = (g0, g1, g2, g3, g4)
     for k in range(out.shape[0]):
         out[k] = sums[k]
+    return probe == 0.0
 
 
 @njit(**_SUM_JIT)
@@ -286,9 +285,10 @@ def _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out):
     c3, c4 = 3 * _padded_coefficient(coeffs, 3), 4 * _padded_coefficient(coeffs, 4)
     c5, c6 = 5 * _padded_coefficient(coeffs, 5), 6 * _padded_coefficient(coeffs, 6)
     c7, c8 = 7 * _padded_coefficient(coeffs, 7), 8 * _padded_coefficient(coeffs, 8)
-    g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = 0.0
+    g0 = g1 = g2 = g3 = g4 = g5 = g6 = g7 = g8 = probe = 0.0
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
+        probe += xi * 0.0
         gi = np.float64(grad_y[i])
         grad_x[i] = gi * (((((((c8 * xi + c7) * xi + c6) * xi + c5) * xi + c4) * xi + c3) * xi + c2) * xi + c1)
         g0 += gi
@@ -310,18 +310,19 @@ def _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out):
     sums = (g0, g1, g2, g3, g4, g5, g6, g7, g8)
     for k in range(out.shape[0]):
         out[k] = sums[k]
+    return probe == 0.0
 
 
 @njit(**_JIT)
 def _poly_backward_chunk(grad_y, x, coeffs, grad_x, out):
     """One chunk of poly_backward: grad_x = g p'(x) (written), out[k] = sum g x^k (float64 sums)."""
     degree = coeffs.shape[0] - 1
-    x_finite = _all_finite(x)
-    if degree <= 4 and x_finite:
-        _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out)
-    elif degree <= 8 and x_finite:
-        _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out)
-    else:
+    exact = False
+    if degree <= 4:
+        exact = _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out)
+    elif degree <= 8:
+        exact = _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out)
+    if not exact:  # (grad_x and the sums are written again)
         _poly_backward_chunk_blocked(grad_y, x, coeffs, grad_x, out)
 
 
@@ -406,14 +407,12 @@ def _fit_one(x, y, coeffs, lr, steps, record_every, chunk, trace):
     sums = np.empty(coeffs.shape[0] + 1)
     until_record = 1  # a countdown: an integer division per step costs more than a small fit's whole step
     record = 0
-    x_finite = _all_finite(x)  # x does not change between steps
     for _ in range(steps):
         if num_chunks == 1:  # the chunk's sums are the totals: no slicing, no combination (same result)
-            _poly_mse_chunk(x, y, coeffs, sums, x_finite)
+            _poly_mse_chunk(x, y, coeffs, sums)
         else:
             for c in range(num_chunks):
-                xc, yc = x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk]
-                _poly_mse_chunk(xc, yc, coeffs, partials[c], x_finite)
+                _poly_mse_chunk(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
             _combine_chunks(partials, sums)
         until_record -= 1
         if until_record == 0:
