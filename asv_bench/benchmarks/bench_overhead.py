@@ -2,8 +2,8 @@
 
 - ``cpp-autograd-kernel``: pykernels.poly_mse (the op's C++ Autograd-key kernel, the public route);
 - ``autograd.Function``: pykernels.PolyMSE.apply (Python Function around the op);
-- ``register_autograd``: the kernel behind a Python-registered op with torch.library.register_autograd and
-  pykernels' own Python autograd definitions (the route the numba ops take);
+- ``register_autograd``: the kernel behind a Python-registered op with torch.library.register_autograd and the
+  Python derivatives of pykernels.PolyMSE (the route the numba ops took before they shared the C++ kernels);
 - ``empty-autograd.Function``: a Function that does no work: the floor of any Python Function.
 """
 
@@ -14,7 +14,7 @@ import timeit
 import torch
 
 import pykernels
-from pykernels import autograd
+from pykernels import PolyMSE
 from pykernels.study.polyfit import EmptyFunction
 
 from .common import Benchmark, seed_problem, to_torch
@@ -35,11 +35,10 @@ def _register_autograd_route():
                 return kernel(x, y, coeffs)
 
         _LIBRARY.impl("poly_mse", impl, "CPU")
-        backend = pykernels.get_backend("cpp")
         torch.library.register_autograd(
             "pykernels_bench::poly_mse",
-            autograd.poly_mse_backward,
-            setup_context=lambda ctx, inputs, output: autograd.poly_mse_setup_context(ctx, inputs, output, backend),
+            lambda ctx, grad_loss, grad_of_grad: PolyMSE.backward(ctx, grad_loss, grad_of_grad)[:3],
+            setup_context=lambda ctx, inputs, output: PolyMSE.setup_context(ctx, (*inputs, "cpp"), output),
         )
     return torch.ops.pykernels_bench.poly_mse.default
 
