@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "host_device.h"
 
@@ -35,6 +36,19 @@ void dispatch_degree(int64_t degree, Fn&& fn) {
     case 8: return fn(DegreeConstant<8>{});
     default: return fn(DegreeConstant<kDynamicDegree>{});
   }
+}
+
+template <typename Fn, int... kDegrees>
+void dispatch_degree_among(int64_t degree, Fn&& fn, std::integer_sequence<int, kDegrees...>) {
+  ((degree == kDegrees && (fn(DegreeConstant<kDegrees>{}), true)) || ...);
+}
+
+// Every degree 0..kMaxDegree as a compile-time constant, none at run time (the caller checks the bound): for the
+// CUDA reductions, whose per-power sums must stay in registers (a runtime count of them would live in local
+// memory).
+template <int kMaxDegree, typename Fn>
+void dispatch_every_degree(int64_t degree, Fn&& fn) {
+  dispatch_degree_among(degree, fn, std::make_integer_sequence<int, kMaxDegree + 1>{});
 }
 
 }  // namespace pykernels

@@ -25,9 +25,7 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cuda(const at::Tensor& x_in, const a
                                                  int64_t record_every) {
   check_fit_inputs(x_in, y_in, coeffs_in, steps, record_every);
   const int64_t degree = coeffs_in.size(-1) - 1;
-  TORCH_CHECK_VALUE(degree <= cuda_detail::kMaxDynamicDegree, "coeffs must have at most ",
-                    cuda_detail::kMaxDynamicDegree + 1, " entries (degree <= ", cuda_detail::kMaxDynamicDegree,
-                    ") on CUDA, got degree ", degree);
+  check_cuda_degree(degree);
   const c10::cuda::OptionalCUDAGuard guard(x_in.device());
   const bool batched = y_in.dim() == 2;
   const int64_t series = batched ? y_in.size(0) : 1;
@@ -40,12 +38,11 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cuda(const at::Tensor& x_in, const a
   const int64_t x_stride = x.dim() == 1 ? 0 : n;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fit_poly_cuda", [&] {
-    dispatch_degree(degree, [&](auto kDegree) {
+    dispatch_every_degree<cuda_detail::kMaxCudaDegree>(degree, [&](auto kDegree) {
       cuda_detail::fit_poly_kernel<decltype(kDegree)::value, scalar_t>
           <<<series, cuda_detail::kFitThreads, 0, stream>>>(
-              x.const_data_ptr<scalar_t>(), x_stride, y.const_data_ptr<scalar_t>(), n, degree,
-              static_cast<scalar_t>(lr), steps, record_every, records, coeffs.mutable_data_ptr<scalar_t>(),
-              trace.mutable_data_ptr<scalar_t>());
+              x.const_data_ptr<scalar_t>(), x_stride, y.const_data_ptr<scalar_t>(), n, static_cast<scalar_t>(lr),
+              steps, record_every, records, coeffs.mutable_data_ptr<scalar_t>(), trace.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

@@ -25,31 +25,34 @@ __device__ __forceinline__ T warp_allreduce(T value) {
 
 // `steps` gradient-descent steps on mean((p(x) - y)^2) for series blockIdx.x (block = one warp): y (B, n), x (n,)
 // shared (x_stride 0) or (B, n); coeffs (B, D+1) initial and final; trace (B, records) the loss before every
-// record_every-th step. Residuals and powers in scalar_t (the step-by-step loop's math), sums in float64.
+// record_every-th step. Residuals and powers in scalar_t (the step-by-step loop's math), sums in float64. One kernel
+// per degree (dispatch_every_degree): coefficients and sums stay in registers.
 template <int kDegree, typename scalar_t>
 __global__ void fit_poly_kernel(const scalar_t* __restrict__ x, int64_t x_stride, const scalar_t* __restrict__ y,
-                                int64_t n, int64_t degree, scalar_t lr, int64_t steps, int64_t record_every,
-                                int64_t records, scalar_t* __restrict__ coeffs, scalar_t* __restrict__ trace) {
-  constexpr int kMaxSums = (kDegree == kDynamicDegree ? kMaxDynamicDegree : kDegree) + 2;
-  const int64_t deg = effective_degree<kDegree>(degree);
+                                int64_t n, scalar_t lr, int64_t steps, int64_t record_every, int64_t records,
+                                scalar_t* __restrict__ coeffs, scalar_t* __restrict__ trace) {
+  static_assert(kDegree >= 0 && kDegree <= kMaxCudaDegree, "one kernel per degree");
   const int64_t series = blockIdx.x;
   const int lane = threadIdx.x;
   const scalar_t* xs = x + series * x_stride;
   const scalar_t* ys = y + series * n;
-  scalar_t c[kMaxSums - 1];
-  for (int64_t k = 0; k <= deg; ++k) c[k] = coeffs[series * (deg + 1) + k];
+  scalar_t c[kDegree + 1];
+#pragma unroll
+  for (int k = 0; k <= kDegree; ++k) c[k] = coeffs[series * (kDegree + 1) + k];
   const double inv_n = 1.0 / static_cast<double>(n);
   int64_t until_record = 1, record = 0;
   for (int64_t step = 0; step < steps; ++step) {
-    double sums[kMaxSums] = {};
+    double sums[kDegree + 2] = {};
     for (int64_t i = lane; i < n; i += kFitThreads) {
       const scalar_t xi = xs[i];
-      const scalar_t r = horner(c, deg, xi) - ys[i];
+      const scalar_t r = horner(c, kDegree, xi) - ys[i];
       sums[0] += static_cast<double>(r) * static_cast<double>(r);
-      accumulate_powers(sums + 1, 1, deg, xi, r);
+      accumulate_powers(sums + 1, 1, kDegree, xi, r);
     }
-    for (int64_t s = 0; s < deg + 2; ++s) sums[s] = warp_allreduce(sums[s]);
-    for (int64_t k = 0; k <= deg; ++k) c[k] -= lr * static_cast<scalar_t>(2.0 * inv_n * sums[k + 1]);
+#pragma unroll
+    for (int s = 0; s < kDegree + 2; ++s) sums[s] = warp_allreduce(sums[s]);
+#pragma unroll
+    for (int k = 0; k <= kDegree; ++k) c[k] -= lr * static_cast<scalar_t>(2.0 * inv_n * sums[k + 1]);
     if (--until_record == 0) {
       if (lane == 0) trace[series * records + record] = static_cast<scalar_t>(sums[0] * inv_n);
       ++record;
@@ -57,7 +60,8 @@ __global__ void fit_poly_kernel(const scalar_t* __restrict__ x, int64_t x_stride
     }
   }
   if (lane == 0) {
-    for (int64_t k = 0; k <= deg; ++k) coeffs[series * (deg + 1) + k] = c[k];
+#pragma unroll
+    for (int k = 0; k <= kDegree; ++k) coeffs[series * (kDegree + 1) + k] = c[k];
   }
 }
 

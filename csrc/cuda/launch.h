@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -15,6 +16,12 @@ namespace pykernels {
 inline int64_t grid_blocks(int64_t n) {
   const int64_t per_sm = 8 * static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   return std::max<int64_t>(1, std::min<int64_t>((n + cuda_detail::kThreads - 1) / cuda_detail::kThreads, per_sm));
+}
+
+// The CUDA reductions run every degree up to kMaxCudaDegree as a kernel of its own (sums in registers).
+inline void check_cuda_degree(int64_t degree) {
+  TORCH_CHECK_VALUE(degree <= cuda_detail::kMaxCudaDegree, "coeffs must have at most ", cuda_detail::kMaxCudaDegree + 1,
+                    " entries (degree <= ", cuda_detail::kMaxCudaDegree, ") on CUDA, got degree ", degree);
 }
 
 // One thread per output of finish_sums_kernel, in whole warps.

@@ -19,12 +19,6 @@ namespace {
 
 using cuda_detail::kThreads;
 
-void check_cuda_degree(int64_t degree) {
-  TORCH_CHECK_VALUE(degree <= cuda_detail::kMaxDynamicDegree, "coeffs must have at most ",
-                    cuda_detail::kMaxDynamicDegree + 1, " entries (degree <= ", cuda_detail::kMaxDynamicDegree,
-                    ") on CUDA, got degree ", degree);
-}
-
 // The coefficients in the kernels' math type (float for float16/bfloat16/float32 data, double for double).
 template <typename math_t>
 at::Tensor math_coeffs(const at::Tensor& coeffs) {
@@ -73,10 +67,10 @@ std::tuple<at::Tensor, at::Tensor> poly_backward_cuda(const at::Tensor& grad_y_i
     const at::Tensor coeffs = math_coeffs<math_t>(coeffs_in);
     const at::Tensor derivative =
         (coeffs.narrow(0, 1, degree) * at::arange(1, degree + 1, coeffs.options())).contiguous();
-    dispatch_degree(degree, [&](auto kDegree) {
+    dispatch_every_degree<cuda_detail::kMaxCudaDegree>(degree, [&](auto kDegree) {
       cuda_detail::poly_backward_partials_kernel<decltype(kDegree)::value, scalar_t, math_t, double>
           <<<blocks, kThreads, 0, stream>>>(grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                            derivative.const_data_ptr<math_t>(), degree, n,
+                                            derivative.const_data_ptr<math_t>(), n,
                                             grad_x.mutable_data_ptr<scalar_t>(), partials.mutable_data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -107,11 +101,10 @@ std::tuple<at::Tensor, at::Tensor> poly_mse_cuda(const at::Tensor& x_in, const a
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "poly_mse_cuda", [&] {
     using math_t = at::opmath_type<scalar_t>;
     const at::Tensor coeffs = math_coeffs<math_t>(coeffs_in);
-    dispatch_degree(degree, [&](auto kDegree) {
+    dispatch_every_degree<cuda_detail::kMaxCudaDegree>(degree, [&](auto kDegree) {
       cuda_detail::poly_mse_partials_kernel<decltype(kDegree)::value, scalar_t, math_t, double>
           <<<blocks, kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                                            coeffs.const_data_ptr<math_t>(), degree, n,
-                                            partials.mutable_data_ptr<double>());
+                                            coeffs.const_data_ptr<math_t>(), n, partials.mutable_data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     const double inv_n = 1.0 / static_cast<double>(n);

@@ -13,11 +13,6 @@
 namespace pykernels {
 namespace cuda_detail {
 
-template <int kDegree>
-__host__ __device__ constexpr int num_local_sums(int extra) {
-  return (kDegree == kDynamicDegree ? kMaxDynamicDegree : kDegree) + 1 + extra;
-}
-
 __device__ __forceinline__ int64_t grid_start() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
@@ -30,46 +25,46 @@ __global__ void poly_kernel(const scalar_t* __restrict__ x, const math_t* __rest
   }
 }
 
-// partials[block][0] = sum r^2, partials[block][1 + k] = sum r x^k, r = p(x) - y.
+// partials[block][0] = sum r^2, partials[block][1 + k] = sum r x^k, r = p(x) - y. Instantiated for every degree
+// (dispatch_every_degree): the sums are a fixed set of registers.
 template <int kDegree, typename scalar_t, typename math_t, typename acc_t>
 __global__ void poly_mse_partials_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
-                                         const math_t* __restrict__ coeffs, int64_t degree, int64_t n,
+                                         const math_t* __restrict__ coeffs, int64_t n,
                                          acc_t* __restrict__ partials) {
-  const int64_t deg = effective_degree<kDegree>(degree);
-  acc_t sums[num_local_sums<kDegree>(1)];
-  for (int64_t s = 0; s < deg + 2; ++s) sums[s] = acc_t(0);
+  static_assert(kDegree >= 0 && kDegree <= kMaxCudaDegree, "one kernel per degree");
+  acc_t sums[kDegree + 2] = {};
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     const math_t xi = static_cast<math_t>(x[i]);
-    const math_t r = horner(coeffs, deg, xi) - static_cast<math_t>(y[i]);
+    const math_t r = horner(coeffs, kDegree, xi) - static_cast<math_t>(y[i]);
     sums[0] += static_cast<acc_t>(r * r);
-    accumulate_powers(sums + 1, 1, deg, xi, r);
+    accumulate_powers(sums + 1, 1, kDegree, xi, r);
   }
   __shared__ acc_t scratch[kWarps];
-  for (int64_t s = 0; s < deg + 2; ++s) {
+#pragma unroll
+  for (int s = 0; s < kDegree + 2; ++s) {
     const acc_t total = block_sum(sums[s], scratch);
-    if (threadIdx.x == 0) partials[blockIdx.x * (deg + 2) + s] = total;
+    if (threadIdx.x == 0) partials[blockIdx.x * (kDegree + 2) + s] = total;
   }
 }
 
-// grad_x[i] = g_i p'(x_i); partials[block][k] = sum g x^k. derivative_coeffs: p''s (degree of them).
+// grad_x[i] = g_i p'(x_i); partials[block][k] = sum g x^k. derivative_coeffs: p''s (kDegree of them).
 template <int kDegree, typename scalar_t, typename math_t, typename acc_t>
 __global__ void poly_backward_partials_kernel(const scalar_t* __restrict__ grad_y, const scalar_t* __restrict__ x,
-                                              const math_t* __restrict__ derivative_coeffs, int64_t degree,
-                                              int64_t n, scalar_t* __restrict__ grad_x,
-                                              acc_t* __restrict__ partials) {
-  const int64_t deg = effective_degree<kDegree>(degree);
-  acc_t sums[num_local_sums<kDegree>(0)];
-  for (int64_t s = 0; s <= deg; ++s) sums[s] = acc_t(0);
+                                              const math_t* __restrict__ derivative_coeffs, int64_t n,
+                                              scalar_t* __restrict__ grad_x, acc_t* __restrict__ partials) {
+  static_assert(kDegree >= 0 && kDegree <= kMaxCudaDegree, "one kernel per degree");
+  acc_t sums[kDegree + 1] = {};
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     const math_t xi = static_cast<math_t>(x[i]);
     const math_t gi = static_cast<math_t>(grad_y[i]);
-    grad_x[i] = static_cast<scalar_t>(gi * horner_derivative(derivative_coeffs, deg, xi));
-    accumulate_powers(sums, 1, deg, xi, gi);
+    grad_x[i] = static_cast<scalar_t>(gi * horner_derivative(derivative_coeffs, kDegree, xi));
+    accumulate_powers(sums, 1, kDegree, xi, gi);
   }
   __shared__ acc_t scratch[kWarps];
-  for (int64_t s = 0; s <= deg; ++s) {
+#pragma unroll
+  for (int s = 0; s < kDegree + 1; ++s) {
     const acc_t total = block_sum(sums[s], scratch);
-    if (threadIdx.x == 0) partials[blockIdx.x * (deg + 1) + s] = total;
+    if (threadIdx.x == 0) partials[blockIdx.x * (kDegree + 1) + s] = total;
   }
 }
 

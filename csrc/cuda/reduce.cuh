@@ -9,7 +9,9 @@ namespace cuda_detail {
 
 constexpr int kThreads = 256;          // threads per block of every reduction kernel (a multiple of 32)
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxDynamicDegree = 15;  // degrees above kMaxUnrolledDegree keep their sums in a local array this big
+// The largest degree of the CUDA reductions (poly_mse, poly_backward, fit_poly): each degree up to it is a kernel of
+// its own, so the per-power sums stay in registers.
+constexpr int kMaxCudaDegree = 15;
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T value) {
@@ -32,14 +34,10 @@ __device__ __forceinline__ T block_sum(T value, T* scratch) {
   return value;
 }
 
-// out[s] = scale_s * sum over blocks of partials[block][s], blocks added in order with compensation (one thread per
-// output: deterministic, and no host round trip). The first output may go to its own tensor (poly_mse's loss).
-template <typename acc_t, typename out_t>
-__global__ void finish_sums_kernel(const acc_t* __restrict__ partials, int64_t blocks, int64_t num_sums,
-                                   acc_t first_scale, acc_t rest_scale, out_t* __restrict__ first_out,
-                                   out_t* __restrict__ rest_out) {
-  const int64_t s = threadIdx.x;
-  if (s >= num_sums) return;
+// sum over blocks of partials[block][s] (num_sums per block), blocks added in order with compensation:
+// deterministic, and as accurate as the partials.
+template <typename acc_t>
+__device__ acc_t sum_of_partials(const acc_t* __restrict__ partials, int64_t blocks, int64_t num_sums, int64_t s) {
   acc_t total = 0, compensation = 0;
   for (int64_t block = 0; block < blocks; ++block) {
     const acc_t value = partials[block * num_sums + s];
@@ -47,7 +45,18 @@ __global__ void finish_sums_kernel(const acc_t* __restrict__ partials, int64_t b
     compensation += (fabs(total) >= fabs(value)) ? (total - t) + value : (value - t) + total;
     total = t;
   }
-  total = isfinite(total) ? total + compensation : total;
+  return isfinite(total) ? total + compensation : total;  // a compensation would turn inf into NaN
+}
+
+// out[s] = scale_s * sum_of_partials(s) (one thread per output: no host round trip). The first output may go to
+// its own tensor (poly_mse's loss).
+template <typename acc_t, typename out_t>
+__global__ void finish_sums_kernel(const acc_t* __restrict__ partials, int64_t blocks, int64_t num_sums,
+                                   acc_t first_scale, acc_t rest_scale, out_t* __restrict__ first_out,
+                                   out_t* __restrict__ rest_out) {
+  const int64_t s = threadIdx.x;
+  if (s >= num_sums) return;
+  const acc_t total = sum_of_partials(partials, blocks, num_sums, s);
   if (first_out != nullptr && s == 0) {
     *first_out = static_cast<out_t>(total * first_scale);
   } else {
