@@ -134,6 +134,24 @@ inline void check_philox_normal_inputs(const at::Tensor& out, int64_t stream) {
   check_philox_stream(stream, "stream");
 }
 
+// linear_sgd_step: w (N,) and b (one value) updated in place, x like w, y one value; nothing written overlaps.
+inline void check_linear_sgd_step_inputs(const at::Tensor& w, const at::Tensor& b, const at::Tensor& x,
+                                         const at::Tensor& y) {
+  check_floating(w, "w");
+  check_same_dtype_and_device({{&w, "w"}, {&x, "x"}, {&b, "b"}, {&y, "y"}});
+  TORCH_CHECK_VALUE(w.dim() == 1, "w must be 1-D, got shape ", w.sizes());
+  check_not_empty(w, "w");
+  check_same_shape(w, "w", x, "x");
+  check_scalar(b, "b");
+  check_scalar(y, "y");
+  TORCH_CHECK_VALUE(w.is_contiguous() && b.is_contiguous(), "w and b must be contiguous (they are updated in place)");
+  check_no_overlap(w, "w", b, "b");
+  check_no_overlap(w, "w", x, "x");
+  check_no_overlap(w, "w", y, "y");
+  check_no_overlap(b, "b", x, "x");
+  check_no_overlap(b, "b", y, "y");
+}
+
 // linear_sgd_philox: w (N,) and b (one value) updated in place; the sample buffer, if given, float32 like w.
 inline void check_linear_sgd_philox_inputs(const at::Tensor& w, const at::Tensor& b, int64_t epochs,
                                            int64_t first_epoch, const std::optional<at::Tensor>& buffer) {

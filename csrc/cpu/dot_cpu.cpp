@@ -71,19 +71,7 @@ std::tuple<at::Tensor, at::Tensor> dot_backward_cpu(const at::Tensor& grad, cons
 
 at::Tensor linear_sgd_step_cpu(at::Tensor& w, at::Tensor& b, const at::Tensor& x, const at::Tensor& y,
                                double lr) {
-  check_floating(w, "w");
-  check_same_dtype_and_device({{&w, "w"}, {&x, "x"}, {&b, "b"}, {&y, "y"}});
-  TORCH_CHECK_VALUE(w.dim() == 1, "w must be 1-D, got shape ", w.sizes());
-  check_not_empty(w, "w");
-  check_same_shape(w, "w", x, "x");
-  check_scalar(b, "b");
-  check_scalar(y, "y");
-  TORCH_CHECK_VALUE(w.is_contiguous() && b.is_contiguous(), "w and b must be contiguous (they are updated in place)");
-  check_no_overlap(w, "w", b, "b");
-  check_no_overlap(w, "w", x, "x");
-  check_no_overlap(w, "w", y, "y");
-  check_no_overlap(b, "b", x, "x");
-  check_no_overlap(b, "b", y, "y");
+  check_linear_sgd_step_inputs(w, b, x, y);
   const at::Tensor xc = x.contiguous();
   at::Tensor loss = at::empty({}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "linear_sgd_step_cpu", [&] {

@@ -1,4 +1,4 @@
-// CUDA glue of dot and dot_backward (see poly_cuda.cu for the conventions).
+// CUDA glue of dot, dot_backward and linear_sgd_step (see poly_cuda.cu for the conventions).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -62,11 +62,40 @@ std::tuple<at::Tensor, at::Tensor> dot_backward_cuda(const at::Tensor& grad_in, 
   return {grad_a, grad_b};
 }
 
+// The CPU kernel's two passes (cpu/dot_cpu.cpp): the partial sums of w.x, one thread for the error, the loss and
+// b's step, then w -= step x; the step never leaves the device.
+at::Tensor linear_sgd_step_cuda(at::Tensor& w, at::Tensor& b, const at::Tensor& x_in, const at::Tensor& y,
+                                double lr) {
+  check_linear_sgd_step_inputs(w, b, x_in, y);
+  const c10::cuda::OptionalCUDAGuard guard(w.device());
+  const at::Tensor x = x_in.contiguous();
+  const int64_t n = w.numel();
+  const int64_t blocks = grid_blocks(n);
+  at::Tensor loss = at::empty({}, w.options());
+  at::Tensor step = at::empty({}, w.options());
+  at::Tensor partials = at::empty({blocks}, w.options().dtype(at::kDouble));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "linear_sgd_step_cuda", [&] {
+    cuda_detail::dot_partials_kernel<scalar_t, double><<<blocks, kThreads, 0, stream>>>(
+        w.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), n, partials.mutable_data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda_detail::linear_sgd_step_finish_kernel<scalar_t><<<1, 1, 0, stream>>>(
+        partials.const_data_ptr<double>(), blocks, y.const_data_ptr<scalar_t>(), lr, b.mutable_data_ptr<scalar_t>(),
+        loss.mutable_data_ptr<scalar_t>(), step.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda_detail::subtract_scaled_kernel<scalar_t><<<grid_blocks(n), kThreads, 0, stream>>>(
+        w.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), step.const_data_ptr<scalar_t>(), n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return loss;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pykernels, CUDA, m) {
   m.impl("dot", &dot_cuda);
   m.impl("dot_backward", &dot_backward_cuda);
+  m.impl("linear_sgd_step", &linear_sgd_step_cuda);
 }
 
 }  // namespace pykernels

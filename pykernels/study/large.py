@@ -258,9 +258,7 @@ def run(config: LargeConfig) -> SectionResult:
         for trainer_class in all_trainers():
             trainer = trainer_class(device)
             for lr in (config.seed_lr, config.stable_lr):
-                name = f"{trainer.name} lr={lr:.3g}"
-                cpu_only = "linear_sgd_step has a CPU kernel only" if trainer_class is PykernelsFusedStep else None
-                if include_row(section, name, device, config.devices, cpu_only if device == "cuda" else None):
+                if include_row(section, f"{trainer.name} lr={lr:.3g}", device, config.devices):
                     plan.append((trainer, lr))
     with rows_progress("large problem", len(plan)) as progress:
         for trainer, lr in plan:
