@@ -9,7 +9,8 @@ Environment switches:
                             nvcc is found through CUDA_HOME)
     PYKERNELS_CPU_ARCH=...  value of gcc's -march (default "native"; e.g. "x86-64-v3" for a portable wheel)
     PYKERNELS_DEBUG=1       -O0 -g instead of -O3
-    TORCH_CUDA_ARCH_LIST    CUDA archs to compile for, e.g. "9.0" for H100/H200
+    TORCH_CUDA_ARCH_LIST    CUDA archs to compile for, e.g. "9.0" for H100/H200. Default: the visible GPU's arch;
+                            with no GPU visible, PORTABLE_CUDA_ARCHS (machine code to Hopper, PTX beyond)
     MAX_JOBS                parallel compile jobs (lower it if the build runs out of memory)
 """
 
@@ -33,6 +34,9 @@ except ImportError:  # pragma: no cover - exercised by a build in a torch-less e
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
+# Machine code for Turing, Ampere (and Ada, which runs sm_80 code) and Hopper, and Hopper's PTX, which the driver
+# compiles for any later GPU (Blackwell and on) when the extension first loads there.
+PORTABLE_CUDA_ARCHS = "7.5;8.0;9.0+PTX"
 
 
 def env_flag(name: str) -> bool | None:
@@ -62,6 +66,11 @@ def build_extension():
     extra_compile_args = {"cxx": cxx_flags}
     extension = cpp_extension.CppExtension
     if use_cuda:
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+            # the local GPU's arch where there is one (as torch would choose); else portable, not torch's default
+            # (every arch its CUDA knows: slow to build)
+            local = torch.cuda.is_available() and "{}.{}".format(*torch.cuda.get_device_capability())
+            os.environ["TORCH_CUDA_ARCH_LIST"] = local or PORTABLE_CUDA_ARCHS
         extension = cpp_extension.CUDAExtension
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
         extra_compile_args["nvcc"] = (["-O0", "-g"] if debug else ["-O3"]) + ["-lineinfo"]
@@ -80,7 +89,7 @@ def build_extension():
         "torch_version": torch.__version__,
         "torch_cuda_version": torch.version.cuda,
         "backends": ["cpu", "cuda"] if use_cuda else ["cpu"],
-        "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if use_cuda else None,
+        "cuda_arch_list": os.environ["TORCH_CUDA_ARCH_LIST"] if use_cuda else None,
         "cpu_arch": arch,
         "debug": debug,
     }
