@@ -73,7 +73,7 @@ def fetch_headers(cache: Path) -> tuple[Path, Path]:
             package = pin.split("==")[0].strip()
             if package in HEADER_PACKAGES and "extra == 'all'" in pin:
                 unpack(download(pin.split(";")[0].strip(), wheels), "nvidia/", headers)
-        nvidia_include = next(headers.glob("nvidia/cu*/include"))
+        nvidia_include = next(headers.glob("nvidia/cu[0-9]*/include"))
     return torch_include, nvidia_include
 
 

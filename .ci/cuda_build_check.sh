@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-/tmp/pykernels-cuda-venv}"
 start=$(date +%s)
-nvcc_path="$(command -v nvcc)" || { echo "cuda_build_check: nvcc not on PATH" >&2; exit 1; }
+command -v nvcc >/dev/null || { echo "cuda_build_check: nvcc not on PATH" >&2; exit 1; }
 torch_version="$(sed -n 's/^torch==//p' .ci/constraints.txt)"
 
 python3 -m venv --clear "$venv"
@@ -18,8 +18,9 @@ echo "cuda_build_check: CUDA torch $torch_version installed in $(( $(date +%s) -
 
 # CUDA_HOME: the toolkit nvcc belongs to (torch guesses another otherwise); CUDA_INC_PATH: the cuBLAS/cuSPARSE/
 # cuSOLVER headers of torch's nvidia-* wheels, which ATen/cuda includes and the toolkit here lacks.
-export CUDA_HOME="$(dirname "$(dirname "$(readlink -f "$nvcc_path")")")"
-export CUDA_INC_PATH="$("$venv/bin/python" -c 'import nvidia, pathlib; print(next(pathlib.Path(nvidia.__path__[0]).glob("cu*/include")))')"
+# (nvcc on PATH may be a wrapper script: nvcc itself says where it lives)
+export CUDA_HOME="$(readlink -f "$(nvcc --dryrun -c -x cu /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p')")"
+export CUDA_INC_PATH="$("$venv/bin/python" -c 'import nvidia, pathlib; print(next(pathlib.Path(nvidia.__path__[0]).glob("cu[0-9]*/include")))')"
 build=$(date +%s)
 source_copy="$(mktemp -d)"  # the tracked files as they are now, so the build leaves this checkout's build/ alone
 git ls-files -z | xargs -0 cp --parents -t "$source_copy"
