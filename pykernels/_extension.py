@@ -1,58 +1,251 @@
-"""Loading the compiled extension, with an error that names the fix when it was built for another torch."""
+"""Loading the compiled extension: the one built at install when it matches the imported torch, else one compiled
+on first use, against exactly that torch, into a cache.
+
+The cache key covers everything the build depends on: torch's version (and git revision) and CUDA version, the
+Python the build compiles against, the sources (a hash of every file under csrc), the compiler and its flags, the
+CUDA archs, and (for -march=native) the CPU. An upgraded torch, a changed source or another CPU therefore finds no
+entry and compiles one; an unchanged setup loads its entry in a fraction of a second. Concurrent first imports wait
+on a file lock (released by the OS if its holder dies) and compile once. The cache folder: ``PYKERNELS_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/pykernels`` or ``~/.cache/pykernels``, else (read-only or HOME-less) a folder in the system
+temp dir.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import json
-from collections.abc import Callable
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-REBUILD_COMMAND = "pip install --no-build-isolation --force-reinstall --no-deps ."
-_BUILD_INFO_PATH = Path(__file__).with_name("_build_info.json")
+from . import _build
+
+PACKAGE = Path(__file__).resolve().parent
+_BUILD_INFO_PATH = PACKAGE / "_build_info.json"
+_LIBRARY_NAME = "pykernels_ops"
+_COMPLETE = "complete.json"  # written last into a cache entry: its presence means the entry is whole
 
 
 def recorded_build_info() -> dict[str, Any] | None:
-    """What setup.py recorded at build time (torch version, backends, archs), or None if not built."""
+    """What setup.py recorded when it built the extension module at install, or None if it built none."""
     try:
         return json.loads(_BUILD_INFO_PATH.read_text())
     except (OSError, ValueError):
         return None
 
 
-def _mismatch_message(built_with: str | None, reason: str) -> str:
-    built = f"torch {built_with}" if built_with else "an unknown torch"
-    return (
-        f"pykernels' compiled extension {reason}: it was built against {built}, and torch "
-        f"{torch.__version__} is installed. Rebuild it against the installed torch, from the pykernels "
-        f"source folder, in this environment: {REBUILD_COMMAND}"
-    )
+def prebuilt_matches(info: dict[str, Any] | None) -> bool:
+    return info is not None and info.get("torch_version") == torch.__version__
 
 
-def check_build_matches(info: dict[str, Any] | None) -> None:
-    """Raise ImportError if the extension was built against another torch than the one imported."""
-    if info is None:
-        raise ImportError(
-            "pykernels' compiled extension is missing (pykernels/_build_info.json not found): build it with "
-            f"{REBUILD_COMMAND} (torch and ninja must be installed first)"
-        )
-    if info.get("torch_version") != torch.__version__:
-        raise ImportError(_mismatch_message(info.get("torch_version"), "does not match the installed torch"))
-
-
-def _import_compiled_module() -> None:
+def _import_prebuilt() -> None:
     importlib.import_module("pykernels._C")  # runs the TORCH_LIBRARY registrations
 
 
-def load(import_extension: Callable[[], None] = _import_compiled_module) -> dict[str, Any]:
-    """Import pykernels._C (registering torch.ops.pykernels) after checking it matches this torch."""
+def load(import_prebuilt=_import_prebuilt) -> dict[str, Any]:
+    """Register pykernels' operators: from the prebuilt extension if it was built for this torch and loads, else
+    from the cache (compiling the entry first if there is none). Returns what the loaded build was built with."""
     info = recorded_build_info()
-    check_build_matches(info)
+    if info is None:
+        reason = "no extension was built at install (a plain pip install)"
+    elif not prebuilt_matches(info):
+        reason = f"the extension built at install is for torch {info.get('torch_version')}"
+    else:
+        try:
+            import_prebuilt()
+            LOADED.update(info, source="built at install")
+            return LOADED
+        except ImportError as error:  # e.g. an undefined symbol: the ABI moved under the same version string
+            reason = f"the extension built at install does not load ({error})"
+    return load_cached(reason)
+
+
+LOADED: dict[str, Any] = {}  # what load() loaded (build_info reports it)
+
+
+# --- the cache ----------------------------------------------------------------------------------------------------
+
+
+def csrc_dir() -> Path:
+    """The C++/CUDA sources: installed with the package, or a source checkout's csrc (editable installs)."""
+    for candidate in (PACKAGE / "_csrc", PACKAGE.parent / "csrc"):
+        if (candidate / "ops.cpp").exists():
+            return candidate
+    raise ImportError(
+        "pykernels' C++ sources are missing (neither pykernels/_csrc nor csrc/ found): reinstall pykernels"
+    )
+
+
+def _writable(folder: Path) -> bool:
     try:
-        import_extension()
-    except ImportError as error:
-        symbol = " (undefined symbol: an ABI mismatch)" if "undefined symbol" in str(error) else ""
-        raise ImportError(_mismatch_message(info.get("torch_version"), f"failed to load{symbol}: {error}")) from error
-    return info
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def cache_dir() -> Path:
+    """Where compiled builds are kept: PYKERNELS_CACHE_DIR, else the user's cache folder, else the temp dir."""
+    if os.environ.get("PYKERNELS_CACHE_DIR"):
+        return Path(os.environ["PYKERNELS_CACHE_DIR"])
+    candidates = []
+    if os.environ.get("XDG_CACHE_HOME"):
+        candidates.append(Path(os.environ["XDG_CACHE_HOME"]) / "pykernels")
+    if os.environ.get("HOME"):
+        candidates.append(Path(os.environ["HOME"]) / ".cache" / "pykernels")
+    for candidate in candidates:
+        if _writable(candidate):
+            return candidate
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"pykernels-cache-{uid}"
+
+
+def _compiler_identity() -> str:
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    except (OSError, subprocess.SubprocessError):
+        return compiler
+
+
+def _cpu_identity() -> str:
+    """The CPU, where -march=native makes the build specific to it."""
+    if _build.cpu_arch() != "native":
+        return ""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return "|".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
+
+
+def build_config() -> dict[str, Any]:
+    """Everything a build depends on (the cache key is its hash)."""
+    from torch.utils import cpp_extension
+
+    use_cuda = _build.want_cuda(torch, cpp_extension)
+    csrc = csrc_dir()
+    digest = hashlib.sha256()
+    for path in sorted(p for p in csrc.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(csrc)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return {
+        "torch_version": torch.__version__,
+        "torch_git_version": getattr(torch.version, "git_version", None),
+        "torch_cuda_version": torch.version.cuda,
+        "python": sys.implementation.cache_tag,
+        "machine": platform.machine(),
+        "cpu": hashlib.sha256(_cpu_identity().encode()).hexdigest()[:16],
+        "compiler": _compiler_identity(),
+        "sources": digest.hexdigest(),
+        "cuda": use_cuda,
+        "cuda_arch_list": _build.cuda_arch_list(torch) if use_cuda else None,
+        "cxx_flags": _build.cxx_flags(),
+        "nvcc_flags": _build.nvcc_flags() if use_cuda else None,
+    }
+
+
+def cache_key(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path, waiting_message: str):
+    """A lock across processes, released by the OS when its holder exits, however it exits."""
+    with open(lock_path, "w") as lock:
+        try:
+            import fcntl
+        except ImportError:  # no fcntl (Windows): cpp_extension's own build lock still serializes the compile
+            yield
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(waiting_message)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _say(message: str) -> None:
+    print(f"pykernels: {message}", file=sys.stderr, flush=True)
+
+
+def compile_into(entry: Path, config: dict[str, Any]) -> Path:
+    """Compile the extension for `config` into the folder `entry` (torch.utils.cpp_extension.load, ninja) and load it;
+    returns the library's path."""
+    from torch.utils import cpp_extension
+
+    if config["cuda"]:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = config["cuda_arch_list"]
+    cpp_extension.load(
+        name=_LIBRARY_NAME,
+        sources=[str(path) for path in _build.sources(csrc_dir(), config["cuda"])],
+        extra_cflags=config["cxx_flags"],
+        extra_cuda_cflags=config["nvcc_flags"],
+        with_cuda=config["cuda"],
+        build_directory=str(entry),
+        is_python_module=False,
+    )
+    return entry / f"{_LIBRARY_NAME}.so"
+
+
+def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
+    """Load the cache's build for this torch and these sources, compiling it first if it is not there."""
+    config = build_config()
+    key = cache_key(config)
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    entry = root / key
+    info = {
+        "torch_version": config["torch_version"],
+        "torch_cuda_version": config["torch_cuda_version"],
+        "backends": ["cpu", "cuda"] if config["cuda"] else ["cpu"],
+        "cuda_arch_list": config["cuda_arch_list"],
+        "cpu_arch": _build.cpu_arch(),
+        "debug": _build.debug(),
+        "source": f"compiled on first use into {entry}",
+    }
+    complete = entry / _COMPLETE
+    if not complete.exists():
+        with _exclusive(root / f"{key}.lock", f"waiting for another process compiling the kernels into {entry}"):
+            if not complete.exists():  # (another process may have compiled it while this one waited)
+                entry.mkdir(parents=True, exist_ok=True)
+                kind = "CPU + CUDA" if config["cuda"] else "CPU"
+                _say(
+                    f"{reason}: compiling the {kind} kernels for torch {config['torch_version']} into {entry} "
+                    f"(once per torch version and source change; about {'5 minutes' if config['cuda'] else 'a minute'})"
+                )
+                start = time.perf_counter()
+                try:
+                    library = compile_entry(entry, config)
+                except Exception as error:
+                    raise ImportError(
+                        f"pykernels could not compile its kernels for torch {config['torch_version']} ({reason}): "
+                        f"{error}. It needs a C++ compiler and ninja (pip install ninja); or build them at "
+                        "install: pip install --no-build-isolation ."
+                    ) from error
+                complete.write_text(json.dumps({**config, "library": str(library)}, indent=1))
+                _say(f"compiled in {time.perf_counter() - start:.0f} s")
+                LOADED.update(info)
+                return LOADED
+    library = json.loads(complete.read_text())["library"]
+    try:
+        torch.ops.load_library(library)
+    except OSError as error:
+        raise ImportError(
+            f"pykernels' cached build {library} does not load ({error}): delete {entry} to rebuild it"
+        ) from error
+    LOADED.update(info)
+    return LOADED

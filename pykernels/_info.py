@@ -41,11 +41,14 @@ def _numba_info() -> dict[str, Any]:
 
 
 def build_info() -> dict[str, Any]:
-    """The torch and CUDA versions the extension was built against, its compiled backends and CUDA archs, the
-    running torch, and numba's version, threading layer, cache folder and CUDA availability."""
-    built = _extension.recorded_build_info() or {}
+    """The torch and CUDA versions the extension was built against (at install, or on first use into the cache),
+    its compiled backends and CUDA archs, the running torch, and numba's version, threading layer, cache folder and
+    CUDA availability."""
+    built = _extension.LOADED
     return {
         "pykernels": importlib.metadata.version("pykernels"),
+        "extension": built.get("source"),
+        "cache_dir": str(_extension.cache_dir()),
         "built_with_torch": built.get("torch_version"),
         "built_with_cuda": built.get("torch_cuda_version"),
         "compiled_backends": built.get("backends", []),
