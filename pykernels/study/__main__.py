@@ -25,7 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("study-results"), help="output folder")
     parser.add_argument(
-        "--quick", action="store_true", help="small steps and sizes (under a minute): a smoke run, not a measurement"
+        "--quick",
+        action="store_true",
+        help="every row at small sizes (about a minute and a half on 2 cores): a smoke run, not a measurement",
     )
     parser.add_argument(
         "--device",
