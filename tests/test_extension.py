@@ -3,9 +3,11 @@ once per torch and sources, rebuilt when they change, safe for concurrent first 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,16 @@ def test_extension_is_one_abi3_module_without_libtorch_python():
     if readelf.returncode != 0:
         pytest.skip("readelf not available")
     assert "libtorch_python" not in readelf.stdout
+
+
+def test_the_cache_goes_to_a_writable_place_without_home(monkeypatch, tmp_path):
+    """PYKERNELS_CACHE_DIR wins; then the user's cache folder; with no HOME (or a read-only one) the temp dir."""
+    monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "chosen"))
+    assert _extension.cache_dir() == tmp_path / "chosen"
+    monkeypatch.delenv("PYKERNELS_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _extension.cache_dir() == tmp_path / "home" / ".cache" / "pykernels"
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert _extension.cache_dir() == tmp_path / "tmp" / f"pykernels-cache-{os.getuid()}"

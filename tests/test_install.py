@@ -25,8 +25,10 @@ CHECK = textwrap.dedent("""
     import_seconds = time.perf_counter() - start - torch_seconds
     x = torch.linspace(-1, 1, 1001, dtype=torch.float64)
     c = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)
-    got = [*pykernels.poly_mse(x, torch.cos(x), c), pykernels.dot(x, torch.cos(x))]
-    want = [*pykernels.poly_mse(x, torch.cos(x), c, backend="torch"), torch.dot(x, torch.cos(x))]
+    got = [*pykernels.poly_mse(x, torch.cos(x), c), pykernels.dot(x, torch.cos(x)),
+           *pykernels.poly_mse(x, torch.cos(x), c, backend="numba")]
+    want = [*pykernels.poly_mse(x, torch.cos(x), c, backend="torch"), torch.dot(x, torch.cos(x)),
+            *pykernels.poly_mse(x, torch.cos(x), c, backend="torch")]
     print(json.dumps({"same": all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(got, want)),
                       "file": pykernels.__file__, "extension": pykernels.build_info()["extension"],
                       "pykernels_import_seconds": import_seconds}))
