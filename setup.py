@@ -50,6 +50,8 @@ class BuildPy(build_py):
         target = Path(self.build_lib) / "pykernels" / "_csrc"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(ROOT / CSRC, target)
+        if torch is None:  # no extension in this build: a record left by an earlier in-place build would be false
+            (Path(self.build_lib) / "pykernels" / "_build_info.json").unlink(missing_ok=True)
 
 
 def build_extension():
@@ -69,7 +71,9 @@ def build_extension():
     ext = extension("pykernels._C", sources, extra_compile_args=extra_compile_args, py_limited_api=True)
     ext.pykernels_build_info = {
         "torch_version": torch.__version__,
+        "torch_git_version": getattr(torch.version, "git_version", None),
         "torch_cuda_version": torch.version.cuda,
+        "sources": build.sources_digest(ROOT / CSRC),
         "backends": ["cpu", "cuda"] if use_cuda else ["cpu"],
         "cuda_arch_list": os.environ["TORCH_CUDA_ARCH_LIST"] if use_cuda else None,
         "cpu_arch": build.cpu_arch(),

@@ -19,6 +19,7 @@ Environment switches (both ways):
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def sources(csrc: Path, use_cuda: bool) -> list[Path]:
     """The translation units: csrc/*.cpp and csrc/cpu/*.cpp, and csrc/cuda/*.cu for the CUDA build."""
     found = sorted(csrc.glob("*.cpp")) + sorted((csrc / "cpu").glob("*.cpp"))
     return found + (sorted((csrc / "cuda").glob("*.cu")) if use_cuda else [])
+
+
+def sources_digest(csrc: Path) -> str:
+    """A hash of every file under csrc (sources and headers, with their paths): a build is stale when it changes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in csrc.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(csrc)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def cpu_arch() -> str:

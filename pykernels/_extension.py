@@ -5,9 +5,9 @@ The cache key covers everything the build depends on: torch's version (and git r
 Python the build compiles against, the sources (a hash of every file under csrc), the compiler and its flags, the
 CUDA archs, and (for -march=native) the CPU. An upgraded torch, a changed source or another CPU therefore finds no
 entry and compiles one; an unchanged setup loads its entry in a fraction of a second. Concurrent first imports wait
-on a file lock (released by the OS if its holder dies) and compile once. The cache folder: ``PYKERNELS_CACHE_DIR``,
-else ``$XDG_CACHE_HOME/pykernels`` or ``~/.cache/pykernels``, else (read-only or HOME-less) a folder in the system
-temp dir.
+on a file lock (released by the OS if its holder dies) and compile once; a compile killed midway is resumed by the
+next import. The cache folder: ``PYKERNELS_CACHE_DIR``, else ``$XDG_CACHE_HOME/pykernels`` or ``~/.cache/pykernels``,
+else (read-only or HOME-less) a private folder (mode 700, owned by the user, checked) in the system temp dir.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import importlib
 import json
 import os
 import platform
+import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -43,8 +45,15 @@ def recorded_build_info() -> dict[str, Any] | None:
         return None
 
 
-def prebuilt_matches(info: dict[str, Any] | None) -> bool:
-    return info is not None and info.get("torch_version") == torch.__version__
+def prebuilt_mismatch(info: dict[str, Any]) -> str | None:
+    """Why the extension built at install cannot serve the imported torch and the current sources, or None."""
+    if info.get("torch_version") != torch.__version__:
+        return f"the extension built at install is for torch {info.get('torch_version')}"
+    if info.get("torch_git_version") not in (None, getattr(torch.version, "git_version", None)):
+        return f"the extension built at install is for another build of torch {torch.__version__}"
+    if info.get("sources") != _build.sources_digest(csrc_dir()):  # e.g. csrc edited after an editable install
+        return "the sources changed since the extension was built at install"
+    return None
 
 
 def _import_prebuilt() -> None:
@@ -57,8 +66,8 @@ def load(import_prebuilt=_import_prebuilt) -> dict[str, Any]:
     info = recorded_build_info()
     if info is None:
         reason = "no extension was built at install (a plain pip install)"
-    elif not prebuilt_matches(info):
-        reason = f"the extension built at install is for torch {info.get('torch_version')}"
+    elif mismatch := prebuilt_mismatch(info):
+        reason = mismatch
     else:
         try:
             import_prebuilt()
@@ -94,10 +103,32 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+def _private_temp_folder() -> Path:
+    """$TMPDIR/pykernels-cache-<uid>, created mode 700; refused unless it is a real folder of this user that no one
+    else can write (a shared temp dir lets anyone create that name first and plant a library this process loads)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"pykernels-cache-{uid if uid is not None else 'user'}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        status = folder.lstat()
+    except OSError as error:
+        raise ImportError(
+            f"pykernels: cannot create its cache folder {folder} ({error}): set PYKERNELS_CACHE_DIR"
+        ) from error
+    foreign = uid is not None and status.st_uid != uid
+    if not stat.S_ISDIR(status.st_mode) or foreign or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ImportError(
+            f"pykernels: the cache folder {folder} is not a private folder of this user (a link, another owner, or "
+            "writable by others), so it is not used: set PYKERNELS_CACHE_DIR to a folder of yours"
+        )
+    return folder
+
+
 def cache_dir() -> Path:
-    """Where compiled builds are kept: PYKERNELS_CACHE_DIR, else the user's cache folder, else the temp dir."""
+    """Where compiled builds are kept: PYKERNELS_CACHE_DIR, else the user's cache folder, else a private folder in
+    the temp dir."""
     if os.environ.get("PYKERNELS_CACHE_DIR"):
-        return Path(os.environ["PYKERNELS_CACHE_DIR"])
+        return Path(os.environ["PYKERNELS_CACHE_DIR"]).expanduser().absolute()
     candidates = []
     if os.environ.get("XDG_CACHE_HOME"):
         candidates.append(Path(os.environ["XDG_CACHE_HOME"]) / "pykernels")
@@ -106,16 +137,21 @@ def cache_dir() -> Path:
     for candidate in candidates:
         if _writable(candidate):
             return candidate
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return Path(tempfile.gettempdir()) / f"pykernels-cache-{uid}"
+    return _private_temp_folder()
 
 
-def _compiler_identity() -> str:
-    compiler = os.environ.get("CXX", "c++")
+def _compiler_identity() -> str | None:
+    """The C++ compiler as the build will run it: its resolved path and version (not the name it is called by, so
+    c++ and g++ are the same compiler); None when there is none to run."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        return None
     try:
-        return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return compiler
+        return None
+    first_line = version.split("\n")[0].split(" ", 1)  # "g++ (Debian 12.2.0-14) 12.2.0": drop the program name
+    return f"{os.path.realpath(compiler)} {first_line[-1]}"
 
 
 def _cpu_identity() -> str:
@@ -134,10 +170,6 @@ def build_config() -> dict[str, Any]:
     from torch.utils import cpp_extension
 
     use_cuda = _build.want_cuda(torch, cpp_extension)
-    csrc = csrc_dir()
-    digest = hashlib.sha256()
-    for path in sorted(p for p in csrc.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(csrc)).encode() + b"\0" + path.read_bytes() + b"\0")
     return {
         "torch_version": torch.__version__,
         "torch_git_version": getattr(torch.version, "git_version", None),
@@ -146,7 +178,7 @@ def build_config() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": hashlib.sha256(_cpu_identity().encode()).hexdigest()[:16],
         "compiler": _compiler_identity(),
-        "sources": digest.hexdigest(),
+        "sources": _build.sources_digest(csrc_dir()),
         "cuda": use_cuda,
         "cuda_arch_list": _build.cuda_arch_list(torch) if use_cuda else None,
         "cxx_flags": _build.cxx_flags(),
@@ -160,12 +192,19 @@ def cache_key(config: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path, waiting_message: str):
-    """A lock across processes, released by the OS when its holder exits, however it exits."""
-    with open(lock_path, "w") as lock:
+    """A lock across processes, released by the OS when its holder exits, however it exits. Yields whether it is
+    held (False where there is no fcntl: cpp_extension's own build lock still serializes the compile)."""
+    try:
+        lock = open(lock_path, "w")
+    except OSError as error:
+        raise ImportError(
+            f"pykernels: cannot compile into {lock_path.parent} ({error}): set PYKERNELS_CACHE_DIR to a writable folder"
+        ) from error
+    with lock:
         try:
             import fcntl
-        except ImportError:  # no fcntl (Windows): cpp_extension's own build lock still serializes the compile
-            yield
+        except ImportError:
+            yield False
             return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -173,7 +212,7 @@ def _exclusive(lock_path: Path, waiting_message: str):
             _say(waiting_message)
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -187,27 +226,74 @@ def compile_into(entry: Path, config: dict[str, Any]) -> Path:
     returns the library's path."""
     from torch.utils import cpp_extension
 
+    # ninja comes with pykernels into this Python's bin folder, which is not on PATH when the venv is not activated
+    bin_folders = [os.path.dirname(sys.executable)]
+    with contextlib.suppress(ImportError, AttributeError):
+        import ninja
+
+        bin_folders.insert(0, ninja.BIN_DIR)
+    variables = {"PATH": os.pathsep.join([*bin_folders, os.environ.get("PATH", "")])}
     if config["cuda"]:
-        os.environ["TORCH_CUDA_ARCH_LIST"] = config["cuda_arch_list"]
-    cpp_extension.load(
-        name=_LIBRARY_NAME,
-        sources=[str(path) for path in _build.sources(csrc_dir(), config["cuda"])],
-        extra_cflags=config["cxx_flags"],
-        extra_cuda_cflags=config["nvcc_flags"],
-        with_cuda=config["cuda"],
-        build_directory=str(entry),
-        is_python_module=False,
-    )
+        variables["TORCH_CUDA_ARCH_LIST"] = config["cuda_arch_list"]
+    with _environment(variables):
+        cpp_extension.load(
+            name=_LIBRARY_NAME,
+            sources=[str(path) for path in _build.sources(csrc_dir(), config["cuda"])],
+            extra_cflags=config["cxx_flags"],
+            extra_cuda_cflags=config["nvcc_flags"],
+            with_cuda=config["cuda"],
+            build_directory=str(entry),
+            is_python_module=False,
+        )
+    return _library(entry)
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]):
+    """Set environment variables for the build only (the user's process keeps its own)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _library(entry: Path) -> Path:
+    """An entry's library: always inside the entry (a cache moved or copied elsewhere still loads its own)."""
     return entry / f"{_LIBRARY_NAME}.so"
+
+
+def _entry_for_another_compiler(root: Path, config: dict[str, Any]) -> Path | None:
+    """With no compiler to run here, a complete entry that matches in everything but the compiler (built where
+    there was one, e.g. before PATH changed) is the right build; None if there is none."""
+    wanted = {k: v for k, v in config.items() if k != "compiler"}
+    for complete in sorted(root.glob(f"*/{_COMPLETE}")):
+        with contextlib.suppress(OSError, ValueError):
+            recorded = json.loads(complete.read_text())
+            if {k: v for k, v in recorded.items() if k in wanted} == wanted:
+                return complete.parent
+    return None
 
 
 def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
     """Load the cache's build for this torch and these sources, compiling it first if it is not there."""
     config = build_config()
-    key = cache_key(config)
     root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImportError(
+            f"pykernels: cannot use {root} as its kernel cache ({error}): set PYKERNELS_CACHE_DIR to a writable folder"
+        ) from error
+    key = cache_key(config)
     entry = root / key
+    if config["compiler"] is None and not (entry / _COMPLETE).exists():
+        entry = _entry_for_another_compiler(root, config) or entry
     info = {
         "torch_version": config["torch_version"],
         "torch_cuda_version": config["torch_cuda_version"],
@@ -219,33 +305,44 @@ def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
     }
     complete = entry / _COMPLETE
     if not complete.exists():
-        with _exclusive(root / f"{key}.lock", f"waiting for another process compiling the kernels into {entry}"):
+        waiting = f"waiting for another process compiling the kernels into {entry}"
+        with _exclusive(root / f"{key}.lock", waiting) as held:
             if not complete.exists():  # (another process may have compiled it while this one waited)
-                entry.mkdir(parents=True, exist_ok=True)
-                kind = "CPU + CUDA" if config["cuda"] else "CPU"
-                _say(
-                    f"{reason}: compiling the {kind} kernels for torch {config['torch_version']} into {entry} "
-                    f"(once per torch version and source change; about {'5 minutes' if config['cuda'] else 'a minute'})"
-                )
-                start = time.perf_counter()
-                try:
-                    library = compile_entry(entry, config)
-                except Exception as error:
-                    raise ImportError(
-                        f"pykernels could not compile its kernels for torch {config['torch_version']} ({reason}): "
-                        f"{error}. It needs a C++ compiler and ninja (pip install ninja); or build them at "
-                        "install: pip install --no-build-isolation ."
-                    ) from error
-                complete.write_text(json.dumps({**config, "library": str(library)}, indent=1))
-                _say(f"compiled in {time.perf_counter() - start:.0f} s")
+                _compile_entry_locked(entry, config, reason, compile_entry, held)
                 LOADED.update(info)
                 return LOADED
-    library = json.loads(complete.read_text())["library"]
     try:
-        torch.ops.load_library(library)
+        torch.ops.load_library(str(_library(entry)))
     except OSError as error:
         raise ImportError(
-            f"pykernels' cached build {library} does not load ({error}): delete {entry} to rebuild it"
+            f"pykernels' cached build {_library(entry)} does not load ({error}): delete {entry} to rebuild it"
         ) from error
     LOADED.update(info)
     return LOADED
+
+
+def _compile_entry_locked(entry: Path, config: dict[str, Any], reason: str, compile_entry, held: bool) -> None:
+    entry.mkdir(parents=True, exist_ok=True)
+    if held:
+        # cpp_extension's own lock file, left behind by a compile that was killed (SIGKILL, a CI timeout): it would
+        # make this compile wait forever. Holding pykernels' lock means no one else is compiling this entry.
+        (entry / "lock").unlink(missing_ok=True)
+    kind = "CPU + CUDA" if config["cuda"] else "CPU"
+    _say(
+        f"{reason}: compiling the {kind} kernels for torch {config['torch_version']} into {entry} "
+        f"(once per torch version and source change; about {'5 minutes' if config['cuda'] else 'a minute'})"
+    )
+    start = time.perf_counter()
+    try:
+        compile_entry(entry, config)
+    except Exception as error:
+        raise ImportError(
+            f"pykernels could not compile its kernels for torch {config['torch_version']} ({reason}): "
+            f"{error}. It needs a C++ compiler and ninja (pip install ninja); or build them at "
+            "install: pip install --no-build-isolation ."
+        ) from error
+    # written last and atomically: a complete.json that exists is whole, and so is the entry
+    partial = entry / f"{_COMPLETE}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps(config, indent=1))
+    os.replace(partial, entry / _COMPLETE)
+    _say(f"compiled in {time.perf_counter() - start:.0f} s")
