@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from . import _build
+from . import _build, _environ
 
 PACKAGE = Path(__file__).resolve().parent
 _BUILD_INFO_PATH = PACKAGE / "_build_info.json"
@@ -235,7 +235,7 @@ def compile_into(entry: Path, config: dict[str, Any]) -> Path:
     variables = {"PATH": os.pathsep.join([*bin_folders, os.environ.get("PATH", "")])}
     if config["cuda"]:
         variables["TORCH_CUDA_ARCH_LIST"] = config["cuda_arch_list"]
-    with _environment(variables):
+    with _environ.scoped(variables):
         cpp_extension.load(
             name=_LIBRARY_NAME,
             sources=[str(path) for path in _build.sources(csrc_dir(), config["cuda"])],
@@ -246,21 +246,6 @@ def compile_into(entry: Path, config: dict[str, Any]) -> Path:
             is_python_module=False,
         )
     return _library(entry)
-
-
-@contextlib.contextmanager
-def _environment(variables: dict[str, str]):
-    """Set environment variables for the build only (the user's process keeps its own)."""
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _library(entry: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from .. import _environ
 
 
 def cuda_available() -> bool:
@@ -40,6 +43,79 @@ class Stopwatch:
         finally:
             synchronize(self.device)
             self.seconds += time.perf_counter() - start
+
+
+BUSY_SHARE = 0.10  # a row is flagged when other processes used more than this share of the machine's CPUs
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds every process on the machine has spent busy since boot (/proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is already in user time
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its children that have ended."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+class LoadMeter:
+    """What else ran on the machine while a row was measured: the load average before and after, and the share of
+    the machine's CPU time that other processes used meanwhile (all CPU time on the machine minus the row's own).
+    A shared machine can move a row's time by several times; a row measured while others used more than
+    ``BUSY_SHARE`` of the machine is flagged as busy."""
+
+    def __enter__(self) -> LoadMeter:
+        self.load_before = os.getloadavg()[0]
+        self.machine_before, self.own_before = _machine_busy_seconds(), _own_cpu_seconds()
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.wall = time.perf_counter() - self.started
+        self.load_after = os.getloadavg()[0]
+        self.machine_after, self.own_after = _machine_busy_seconds(), _own_cpu_seconds()
+
+    def result(self) -> dict[str, Any]:
+        others = None
+        if self.machine_before is not None and self.machine_after is not None and self.wall > 0:
+            other_seconds = (self.machine_after - self.machine_before) - (self.own_after - self.own_before)
+            others = min(1.0, max(0.0, other_seconds / (self.wall * (os.cpu_count() or 1))))
+        return {
+            "load_average_before": round(self.load_before, 2),
+            "load_average_after": round(self.load_after, 2),
+            "others_cpu_share": None if others is None else round(others, 3),
+            "busy": bool(others is not None and others > BUSY_SHARE),
+        }
+
+
+def load_cell(row: dict[str, Any]) -> str:
+    """The report's load column: the other processes' share of the CPUs, marked when the row was measured busy."""
+    load = row.get("load")
+    if not load or load["others_cpu_share"] is None:
+        return "–"
+    loads = f"load {load['load_average_before']:.1f}→{load['load_average_after']:.1f}"
+    cell = f"{100 * load['others_cpu_share']:.0f}% ({loads})"
+    return f"**busy: {cell}**" if load["busy"] else cell
+
+
+def busy_note(rows: list[dict[str, Any]]) -> str | None:
+    """The note a section gets when some of its rows were measured while the machine was busy."""
+    busy = [r["name"] + (f" lr={r['lr']:.3g}" if "lr" in r else "") for r in rows if r.get("load", {}).get("busy")]
+    if not busy:
+        return None
+    which = f"all {len(rows)} rows" if len(busy) == len(rows) else f"{len(busy)} of {len(rows)} rows: {', '.join(busy)}"
+    return (
+        f"Measured under load ({which}): other processes used more than "
+        f"{BUSY_SHARE:.0%} of the CPUs while these rows ran, so their times are inflated by an unknown amount "
+        "(up to several times here); rerun on a quiet machine before comparing them."
+    )
 
 
 def median(values: list[float]) -> float:
@@ -137,7 +213,9 @@ def unavailable_reason(requirements: list[tuple[Callable[[], bool], str]]) -> st
 def _isolated_child(queue, target, args, threads) -> None:
     try:
         torch.set_num_threads(threads)
-        queue.put(("done", target(*args, progress=lambda fraction: queue.put(("progress", fraction)))))
+        with LoadMeter() as meter:
+            result = target(*args, progress=lambda fraction: queue.put(("progress", fraction)))
+        queue.put(("done", {**result, "load": meter.result()}))
     except BaseException:  # reported to the parent, which raises
         import traceback
 
@@ -147,7 +225,8 @@ def _isolated_child(queue, target, args, threads) -> None:
 def run_isolated(
     target: Callable, args: tuple, on_progress: Callable[[float], None], env: dict[str, str] | None = None
 ) -> Any:
-    """Run ``target(*args, progress=...)`` in a fresh process and return its result.
+    """Run ``target(*args, progress=...)`` in a fresh process and return its result (a dict), with the machine's
+    load while it ran under ``"load"`` (:class:`LoadMeter`).
 
     Each row gets its own interpreter: a row that ran before (torch.compile installing dynamo's frame hooks,
     JAX, numba's threads, a 10^7-element heap) must not change the timing of the next one. ``target`` reports
@@ -159,16 +238,8 @@ def run_isolated(
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     process = context.Process(target=_isolated_child, args=(messages, target, args, torch.get_num_threads()))
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})  # a spawned child copies the parent's environment when it starts
-    try:
+    with _environ.scoped(env or {}):  # a spawned child copies the parent's environment when it starts
         process.start()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     try:
         while True:
             try:

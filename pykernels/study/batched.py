@@ -15,7 +15,7 @@ import torch
 import pykernels
 from pykernels import reference
 
-from ._common import SectionResult, Skipped, Stopwatch, include_row, rows_progress, run_isolated
+from ._common import SectionResult, Skipped, Stopwatch, busy_note, include_row, rows_progress, run_isolated
 
 MSE_RTOL = 1e-3
 
@@ -114,4 +114,5 @@ def run(config: BatchedConfig) -> SectionResult:
     flagged = [r["name"] for r in section.rows if not r["converged_same"]]
     if flagged:
         section.notes.append(f"FLAGGED: {', '.join(flagged)} did not reach numpy's mean final MSE within {MSE_RTOL:g}")
+    section.notes += [note for note in (busy_note(section.rows),) if note]
     return section

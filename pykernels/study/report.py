@@ -13,7 +13,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._common import SectionResult
+from ._common import BUSY_SHARE, SectionResult, load_cell
+from .polyfit import write_up_says
 
 
 def _times(value: float | None, spec: str) -> str:
@@ -29,10 +30,19 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return format(value, spec)
 
 
+def _loads(loads: tuple[float, ...] | None) -> str:
+    return "–" if loads is None else ", ".join(f"{v:.2f}" for v in loads)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _agreement(converged_same: bool | None) -> str:
+    """The "same MSE" cell: a row that does not fit (the floor) agrees with nothing."""
+    return "not a fit" if converged_same is None else "yes" if converged_same else "**NO**"
 
 
 def _skipped(section: SectionResult) -> str:
@@ -51,8 +61,10 @@ def poly_markdown(section: SectionResult) -> str:
             _fmt(r["us_per_step"], ".3g"),  # 3 significant digits: the fused rows take hundredths of a µs
             _fmt(r["speedup_vs_numpy"], ".3g") + "x",
             _fmt(r["final_mse"], ".6f"),
-            "yes" if r["converged_same"] else "**NO**",
+            _agreement(r["converged_same"]),
             _fmt(r["first_call_seconds"], ".2f"),
+            write_up_says(r),
+            load_cell(r),
             r["note"],
         ]
         for r in section.rows
@@ -67,6 +79,8 @@ def poly_markdown(section: SectionResult) -> str:
             "final MSE",
             "same MSE",
             "first call / compile (s)",
+            "write-up says",
+            "others' CPU share",
             "note",
         ],
         rows,
@@ -75,7 +89,8 @@ def poly_markdown(section: SectionResult) -> str:
 
 x = linspace(0, 5, {config["samples"]}), y = sin x, degree {config["degree"]}, zeros init, {config["steps"]:,} steps
 at lr {config["lr"]:g}, float32, MSE recorded every step; median of {config["repeat"]} timed run(s) after a
-warm-up run. "same MSE": final MSE within {config["mse_rtol"]:.0e} (relative) of the numpy row's.
+warm-up run. "same MSE": final MSE within {config["mse_rtol"]:.0e} (relative) of the numpy row's (the floor row trains
+nothing: not a fit, not counted). "others' CPU share": the CPU time other processes used while the row ran.
 
 {table}{_skipped(section)}
 
@@ -101,6 +116,8 @@ def speed_markdown(section: SectionResult) -> str:
             _fmt(r["as_written_seconds"], ".4g"),
             _fmt(r.get("as_written_unsynchronized_seconds"), ".4g"),
             _fmt(r["op_alone_seconds"], ".4g"),
+            _fmt(r["op_preallocated_seconds"], ".4g"),
+            load_cell(r),
         ]
         for r in section.rows
     ]
@@ -112,6 +129,8 @@ def speed_markdown(section: SectionResult) -> str:
             "as written, synchronized (s)",
             "as written, unsynchronized (s)",
             "op alone (s)",
+            "op alone, into a preallocated result (s)",
+            "others' CPU share",
         ],
         rows,
     )
@@ -120,11 +139,13 @@ def speed_markdown(section: SectionResult) -> str:
 
 
 def large_markdown(section: SectionResult) -> str:
-    def outcome(r):
+    def weights(r):
         if r["diverged_at_epoch"] is not None:
-            return f"diverged (non-finite at epoch {r['diverged_at_epoch']})"
-        growth = f" (last/first tenth: {r['loss_growth']:.3g}x)"
-        return ("stable" if r["stable"] else "growing") + growth
+            return f"diverged (non-finite loss at epoch {r['diverged_at_epoch']})"
+        return (
+            f"{r['weight_error_first']:.4g} → {r['weight_error_last']:.4g} (x{r['weight_error_ratio']:.6g}; "
+            f"predicted x{r['predicted_weight_error_ratio']:.6g})"
+        )
 
     rows = [
         [
@@ -136,8 +157,9 @@ def large_markdown(section: SectionResult) -> str:
             _times(r["epoch_speedup_vs_autograd"], ".1f"),
             _times(r["training_speedup_vs_autograd"], ".2f"),
             f"{r['first_loss']:.3g} → {r['last_loss']:.3g}",
-            outcome(r),
-            _fmt(r["write_up_seconds"], ".3g"),
+            weights(r),
+            _fmt(r["write_up_ms_per_epoch"], ".1f") if r["write_up_ms_per_epoch"] else "",
+            load_cell(r),
             r.get("note", ""),
         ]
         for r in section.rows
@@ -153,8 +175,9 @@ def large_markdown(section: SectionResult) -> str:
             "epoch speedup",
             "training speedup",
             "loss first → last",
-            "outcome",
-            "write-up total (s)",
+            "weights' RMS error |w - 3| first → last",
+            "write-up ms/epoch",
+            "others' CPU share",
             "note",
         ],
         rows,
@@ -163,7 +186,9 @@ def large_markdown(section: SectionResult) -> str:
     return (
         f"## {section.title}\n\nN = {config['n']:,} weights, {config['epochs']} epochs, a fresh sample per "
         "epoch (torch.randn, timed apart as 'randn', or drawn in-kernel). Speedups are against the torch-autograd "
-        f"row at the same lr: the whole epoch, sample included, and the training step alone.\n\n{table}"
+        "row at the same lr: the whole epoch, sample included, and the training step alone. 'write-up ms/epoch': "
+        "the write-up's own %%time of its loop (200 epochs of N = 10^7 at lr 1e-3; Colab CPU, Tesla K80), shown in "
+        f"the row it measured when this run has its N and epochs.\n\n{table}"
         f"{_skipped(section)}\n{notes}\n\n![large problem](large.png)\n"
     )
 
@@ -177,11 +202,15 @@ def batched_markdown(section: SectionResult) -> str:
             _fmt(r["ns_per_series_step"], ".2f"),
             _fmt(r["speedup_vs_numpy"], ".1f") + "x",
             _fmt(r["mean_final_mse"], ".6f"),
-            "yes" if r["converged_same"] else "**NO**",
+            _agreement(r["converged_same"]),
+            load_cell(r),
         ]
         for r in section.rows
     ]
-    table = _table(["row", "seconds", "ns per series x step", "speedup vs numpy", "mean final MSE", "same MSE"], rows)
+    table = _table(
+        ["row", "seconds", "ns per series x step", "speedup vs numpy", "mean final MSE", "same MSE", "others' CPU"],
+        rows,
+    )
     notes = "".join("\n- " + n for n in section.notes)
     return (
         f"## {section.title}\n\nB = {config['series']} series sharing x, N = {config['samples']}, degree "
@@ -190,61 +219,102 @@ def batched_markdown(section: SectionResult) -> str:
     )
 
 
+MAX_PLOT_POINTS = 4000  # per line: 200,000-step traces drawn at every k-th step
+
+
+def _plotted(trace: list | np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a trace thinned to at most MAX_PLOT_POINTS points (the last step always kept)."""
+    values = np.asarray(trace, dtype=float)
+    stride = max(1, len(values) // MAX_PLOT_POINTS)
+    index = np.unique(np.append(np.arange(0, len(values), stride), len(values) - 1))
+    return index * every + 1, values[index]
+
+
 def plot_poly(section: SectionResult, out: Path) -> None:
     optimum = section.extra["optimum"]
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for row in section.rows:
-        if row["group"] == "floor":  # trains nothing
+    fits = [r for r in section.rows if r["group"] != "floor"]  # the floor trains nothing
+    reference = next((r for r in fits if r["name"] == "numpy"), fits[0] if fits else None)
+    if reference is None:
+        return
+    reference_trace = np.asarray(reference["trace"], dtype=float)
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, height_ratios=(1, 1.2))
+    steps, values = _plotted(reference_trace, reference.get("trace_every", 1))
+    top.plot(steps, values, color="k", lw=2, label=f"{reference['name']} (every row's trace, to the width of the line)")
+    top.axhline(optimum["mse"], color="k", ls="--", lw=1, label=f"least-squares optimum ({optimum['mse']:.2g})")
+    top.set(yscale="log", ylabel="MSE", title="Polynomial fit: MSE per step")
+    top.legend(fontsize=8, loc="center left")
+    largest = 0.0
+    for k, row in enumerate(r for r in fits if r is not reference):
+        trace = np.asarray(row["trace"], dtype=float)
+        if len(trace) != len(reference_trace):
             continue
-        every = row.get("trace_every", 1)
-        ax.plot(np.arange(len(row["trace"])) * every + 1, row["trace"], label=row["name"], alpha=0.7, lw=1)
-    ax.axhline(optimum["mse"], color="k", ls="--", lw=1, label=f"least-squares optimum ({optimum['mse']:.2g})")
-    ax.set(
+        # the running maximum: the per-step difference flips between 0 and an ulp or two, unreadable when drawn
+        difference = np.maximum.accumulate(np.nan_to_num(np.abs(trace - reference_trace) / reference_trace, nan=1.0))
+        largest = max(largest, float(difference[-1]))
+        steps, values = _plotted(np.maximum(difference, 1e-10), reference.get("trace_every", 1))
+        bottom.plot(steps, values, lw=1, color=colors[k % 20], label=row["name"])
+    bottom.set(
         xscale="log",
         yscale="log",
         xlabel="gradient-descent step",
-        ylabel="MSE",
-        title="Polynomial fit: MSE per step (all rows overlap when they agree)",
+        ylabel="largest relative difference so far",
+        title=f"How far each row's MSE trace has been from {reference['name']}'s up to each step (largest: "
+        f"{largest:.2g}; 0 drawn at 1e-10)",
     )
-    ax.legend(fontsize=7, ncol=2)
+    bottom.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
     fig.savefig(out / "poly_mse_traces.png", dpi=110)
     plt.close(fig)
 
     x, y = np.asarray(section.extra["data"]["x"]), np.asarray(section.extra["data"]["y"])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(x, y, "o", ms=3, label="data: sin(x)")
     grid = np.linspace(x.min(), x.max(), 400)
-    for row in section.rows[:1] + [r for r in section.rows if r["group"] == "pykernels"][:1]:
-        ax.plot(grid, np.polynomial.polynomial.polyval(grid, row["coeffs"]), label=f"{row['name']} (GD)")
-    ax.plot(grid, np.polynomial.polynomial.polyval(grid, optimum["coeffs"]), "k--", label="least-squares optimum")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(x, y, "o", ms=3, color="tab:blue", label="data: sin(x)")
+    reference_curve = np.polynomial.polynomial.polyval(grid, reference["coeffs"])
+    ax.plot(grid, reference_curve, color="tab:gray", lw=6, alpha=0.5, label=f"{reference['name']} (GD)")
+    ours = next((r for r in fits if r["group"] == "pykernels"), None)
+    if ours is not None:
+        curve = np.polynomial.polynomial.polyval(grid, ours["coeffs"])
+        apart = float(np.max(np.abs(curve - reference_curve)))
+        ax.plot(
+            grid,
+            curve,
+            color="tab:orange",
+            lw=1.5,
+            ls="--",
+            label=f"{ours['name']} (GD): on the {reference['name']} curve, at most {apart:.1g} apart",
+        )
+    ax.plot(grid, np.polynomial.polynomial.polyval(grid, optimum["coeffs"]), "k:", label="least-squares optimum")
     ax.set(xlabel="x", ylabel="y", title="Degree-4 fit after gradient descent vs the optimum")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(out / "poly_fit.png", dpi=110)
     plt.close(fig)
 
     rows = sorted(section.rows, key=lambda r: r["us_per_step"])
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
-    colors = {"write-up": "tab:gray", "today": "tab:blue", "pykernels": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.8))
+    group_colors = {"write-up": "tab:gray", "today": "tab:blue", "pykernels": "tab:orange", "floor": "tab:green"}
     bars = ax.barh(
         [r["name"] for r in rows],
         [r["us_per_step"] for r in rows],
-        color=[colors.get(r["group"], "tab:green") for r in rows],
+        color=[group_colors.get(r["group"], "tab:purple") for r in rows],
     )
     for bar, row in zip(bars, rows, strict=True):
         ax.text(
             bar.get_width(),
             bar.get_y() + bar.get_height() / 2,
-            f" {row['speedup_vs_numpy']:.1f}x vs numpy",
+            f" {row['us_per_step']:.3g} µs, {row['speedup_vs_numpy']:.3g}x numpy",
             va="center",
             fontsize=7,
         )
+    ax.set_xscale("log")
+    times = [r["us_per_step"] for r in rows]
+    ax.set_xlim(min(times) / 2, max(times) * 40)  # room for the labels right of the bars
     ax.set(
-        xscale="log",
         xlabel="µs per training step (log scale)",
         title="Polynomial fit: time per training step\n"
-        "(gray: write-up, blue: today's tools, orange: pykernels, green: floor)",
+        "(gray: write-up, blue: today's tools, orange: pykernels, green: floor, no fit)",
     )
     ax.invert_yaxis()
     fig.tight_layout()
@@ -253,50 +323,86 @@ def plot_poly(section: SectionResult, out: Path) -> None:
 
 
 def plot_speed(section: SectionResult, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     labels = [f"{r['workload']} {r['size']}² ×{r['loops']}\n{r['name']}" for r in section.rows]
     positions = np.arange(len(labels))
     series = [
-        ("write-up", "write_up_seconds"),
+        ("write-up (%%time)", "write_up_seconds"),
         ("as written (synchronized)", "as_written_seconds"),
         ("op alone", "op_alone_seconds"),
+        ("op alone, preallocated result", "op_preallocated_seconds"),
     ]
+    width = 0.8 / len(series)
     for k, (label, key) in enumerate(series):
         values = [r.get(key) or np.nan for r in section.rows]
-        ax.bar(positions + (k - 1) * 0.27, values, width=0.27, label=label)
+        ax.bar(positions + (k - (len(series) - 1) / 2) * width, values, width=width, label=label)
     ax.set_xticks(positions, labels, fontsize=7)
     ax.set(yscale="log", ylabel="seconds (log scale)", title="Write-up 1 speed comparisons, timed correctly")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(series))
     fig.tight_layout()
     fig.savefig(out / "speed.png", dpi=110)
     plt.close(fig)
 
 
-def plot_large(section: SectionResult, out: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    labels = [f"{r['name']}\nlr={r['lr']:.2g}" for r in section.rows]
-    gen = [r["generation_ms_per_epoch"] for r in section.rows]
-    train = [r["training_ms_per_epoch"] for r in section.rows]
-    left.barh(labels, gen, label="randn sample")
-    left.barh(labels, train, left=gen, label="training step (with the sample where drawn in-kernel)")
-    left.set(xlabel="ms per epoch", title="Per-epoch time")
-    left.invert_yaxis()
-    left.legend(fontsize=8)
-    left.tick_params(axis="y", labelsize=7)
-    for row in section.rows:
+def coinciding_groups(rows: list[dict]) -> list[list[dict]]:
+    """Rows whose loss curves are the same to plotting accuracy (same samples, same arithmetic up to rounding):
+    drawn as one line, or all but the last would be hidden under it."""
+    groups: list[list[dict]] = []
+    for row in rows:
         losses = np.asarray(row["losses"], dtype=float)
-        right.plot(
-            np.arange(1, len(losses) + 1),
-            np.where(np.isfinite(losses), losses, np.nan),
-            label=f"{row['name']} lr={row['lr']:.2g}",
+        for group in groups:
+            other = np.asarray(group[0]["losses"], dtype=float)
+            if other.shape == losses.shape and np.allclose(losses, other, rtol=1e-3, atol=0, equal_nan=True):
+                group.append(row)
+                break
+        else:
+            groups.append([row])
+    return groups
+
+
+def plot_large(section: SectionResult, out: Path) -> None:
+    import textwrap
+
+    config = section.extra["config"]
+    fig = plt.figure(figsize=(12, 10))
+    grid = fig.add_gridspec(2, 2, height_ratios=(1.1, 1))
+    bars_ax = fig.add_subplot(grid[0, :])
+    labels = [textwrap.fill(f"{r['name']}, lr={r['lr']:.2g}", 55) for r in section.rows]
+    sampled = [not r["sample_in_kernel"] for r in section.rows]
+    gen = [r["generation_ms_per_epoch"] if s else 0.0 for r, s in zip(section.rows, sampled, strict=True)]
+    train = [r["training_ms_per_epoch"] if s else 0.0 for r, s in zip(section.rows, sampled, strict=True)]
+    whole = [0.0 if s else r["epoch_ms"] for r, s in zip(section.rows, sampled, strict=True)]
+    bars_ax.barh(labels, gen, color="lightgray", edgecolor="gray", label="torch.randn sample")
+    bars_ax.barh(labels, train, left=gen, color="tab:blue", label="training step")
+    bars_ax.barh(labels, whole, color="tab:purple", label="whole epoch, sample drawn in the kernel")
+    for k, row in enumerate(section.rows):
+        bars_ax.text(row["epoch_ms"], k, f" {row['epoch_ms']:.3g} ms", va="center", fontsize=7)
+    bars_ax.set_xlim(right=max(r["epoch_ms"] for r in section.rows) * 1.15)
+    bars_ax.set(xlabel="ms per epoch", title=f"Per-epoch time, N = {config['n']:,}")
+    bars_ax.invert_yaxis()
+    bars_ax.tick_params(axis="y", labelsize=7)
+    bars_ax.legend(fontsize=8, loc="lower right")
+    colors = plt.get_cmap("tab10").colors
+    for column, lr in enumerate((config["seed_lr"], config["stable_lr"])):
+        ax = fig.add_subplot(grid[1, column])
+        for k, group in enumerate(coinciding_groups([r for r in section.rows if r["lr"] == lr])):
+            losses = np.asarray(group[0]["losses"], dtype=float)
+            names = "; ".join(r["name"] for r in group)
+            label = f"{names} (the same line)" if len(group) > 1 else names
+            ax.plot(
+                np.arange(1, len(losses) + 1),
+                np.where(np.isfinite(losses), losses, np.nan),
+                color=colors[k % 10],
+                lw=1.2,
+                label=textwrap.fill(label, 70),
+            )
+        ax.set(
+            yscale="log",
+            xlabel="epoch",
+            ylabel="squared error on the epoch's sample",
+            title=f"lr = {lr:.3g}" + (" (lines end where the loss overflowed)" if lr == config["seed_lr"] else ""),
         )
-    right.set(
-        yscale="log",
-        xlabel="epoch",
-        ylabel="squared error on the epoch's sample",
-        title="Loss (lines end where it overflowed)",
-    )
-    right.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     fig.savefig(out / "large.png", dpi=110)
     plt.close(fig)
@@ -346,6 +452,9 @@ Command: `{command}`
 Machine: {machine["cpu"]}, {machine["logical_cpus"]} logical CPUs, torch threads {machine["torch_threads"]},
 GPU: {machine["gpu"] or "none"}. Versions: {versions}; Python {machine["python"]}.
 THP_MEM_ALLOC_ENABLE={machine["THP_MEM_ALLOC_ENABLE"] or "unset"} (huge pages for torch's CPU allocations).
+Load average (1, 5, 15 min) at the start: {_loads(machine.get("load_average_start"))}; at the end:
+{_loads(machine.get("load_average_end"))}. Each row records the share of the CPUs other processes used while it ran;
+rows above {BUSY_SHARE:.0%} are marked busy.
 Settings: {json.dumps(settings)}
 
 Timing: time.perf_counter around the training steps only (progress bars move between timed blocks), after a

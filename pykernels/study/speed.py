@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._common import SectionResult, include_row
+from ._common import LoadMeter, SectionResult, busy_note, include_row
 
 # The write-up's %%time wall times (seconds), on its machine (Colab CPU, Tesla K80).
 WRITE_UP_SECONDS = {
@@ -26,6 +26,7 @@ WRITE_UP_SECONDS = {
     ("add", "torch"): 16.0,
     ("add", "torch-gpu"): 0.00616,
 }
+WRITE_UP_SIZES = {"matmul": (100, 100), "add": (10_000, 10)}  # (matrix size, loops) it timed
 
 
 @dataclass
@@ -38,10 +39,11 @@ class SpeedConfig:
     repeat: int = 1
 
 
-def _op(workload: str, impl: str) -> Callable[[object, object], object]:
-    if workload == "matmul":
-        return np.matmul if impl == "numpy" else torch.matmul
-    return lambda a, b: a + b
+def _op(workload: str, impl: str) -> Callable[..., object]:
+    """The loop's operation; called with ``out=`` it writes into a preallocated result instead of a fresh one."""
+    if impl == "numpy":
+        return np.matmul if workload == "matmul" else np.add
+    return torch.matmul if workload == "matmul" else torch.add
 
 
 def _time_loop(body: Callable[[], None], loops: int, device: str, synchronized: bool) -> float:
@@ -69,19 +71,32 @@ def measure(workload: str, impl: str, size: int, loops: int, repeat: int) -> dic
         op(a, b)
 
     a, b = randn(), randn()
+    result = op(a, b)
 
     def op_alone():
         op(a, b)
 
+    def op_into_preallocated():
+        op(a, b, out=result)
+
     as_written()  # warm-up: first-call allocations, library initialization, CUDA context
     op_alone()
+    op_into_preallocated()
     row = {"workload": workload, "name": impl, "device": device, "size": size, "loops": loops}
-    row["as_written_seconds"] = min(_time_loop(as_written, loops, device, True) for _ in range(repeat))
-    row["op_alone_seconds"] = min(_time_loop(op_alone, loops, device, True) for _ in range(repeat))
+    with LoadMeter() as meter:
+        row["as_written_seconds"] = min(_time_loop(as_written, loops, device, True) for _ in range(repeat))
+        row["op_alone_seconds"] = min(_time_loop(op_alone, loops, device, True) for _ in range(repeat))
+        row["op_preallocated_seconds"] = min(
+            _time_loop(op_into_preallocated, loops, device, True) for _ in range(repeat)
+        )
+    row["load"] = meter.result()
+    row["bytes_per_op"] = 3 * size * size * a.itemsize if workload == "add" else None  # read a, b; write the sum
     if device == "cuda":  # what %%time saw: the clock read while the GPU still works
         row["as_written_unsynchronized_seconds"] = _time_loop(as_written, loops, device, False)
         torch.cuda.synchronize()
-    row["write_up_seconds"] = WRITE_UP_SECONDS.get((workload, impl))
+    # the write-up's %%time stands beside its own sizes only (--quick runs smaller ones)
+    same_size = (size, loops) == WRITE_UP_SIZES[workload]
+    row["write_up_seconds"] = WRITE_UP_SECONDS.get((workload, impl)) if same_size else None
     return row
 
 
@@ -99,14 +114,79 @@ def run(config: SpeedConfig) -> SectionResult:
                 plan.append((workload, impl, size, loops))
     for workload, impl, size, loops in tqdm(plan, desc="speed comparisons", unit="row"):
         section.rows.append(measure(workload, impl, size, loops, config.repeat))
-    section.notes.append(
-        "The write-up's GPU add (6.16 ms for ten 10000x10000 randn+add) read the clock before the GPU finished: "
-        "CUDA launches are asynchronous, so %%time measured the launches. Timed with torch.cuda.synchronize() "
-        "(the 'as written' column here), the same loop is bound by randn and the adds' memory traffic."
-    )
-    section.notes.append(
-        "'as written' includes the two randn calls per iteration, as the write-up's loops do; 'op alone' times "
-        "the matmul/add on pre-generated inputs. NumPy's randn (float64, Box-Muller in one thread) is most of "
-        "the write-up's NumPy-vs-torch gap."
-    )
+    section.notes += [
+        note for note in (_gpu_note(section.rows), _randn_note(section.rows), _add_note(section.rows)) if note
+    ]
+    section.notes += [note for note in (busy_note(section.rows),) if note]
     return section
+
+
+def _row(rows: list[dict], workload: str, impl: str) -> dict | None:
+    return next((r for r in rows if r["workload"] == workload and r["name"] == impl), None)
+
+
+def _gpu_note(rows: list[dict]) -> str:
+    note = (
+        "The write-up's GPU add (6.16 ms for ten 10000x10000 randn+add) read the clock before the GPU finished: CUDA "
+        "launches are asynchronous, so %%time measured the launches."
+    )
+    gpu = _row(rows, "add", "torch-gpu")
+    if gpu:
+        note += (
+            f" Here the same loop reads {gpu['as_written_unsynchronized_seconds']:.3g} s unsynchronized and "
+            f"{gpu['as_written_seconds']:.3g} s with torch.cuda.synchronize() before the clock is read."
+        )
+    return note
+
+
+def _randn_note(rows: list[dict]) -> str | None:
+    """How much of the as-written loops is randn, from the rows that ran."""
+    parts = []
+    for workload in ("matmul", "add"):
+        numpy_row, torch_row = _row(rows, workload, "numpy"), _row(rows, workload, "torch")
+        if not (numpy_row and torch_row):
+            continue
+        shares = [f"{impl} {_randn_share(r)}" for impl, r in (("NumPy", numpy_row), ("torch", torch_row))]
+        parts.append(f"{workload} {numpy_row['size']}x{numpy_row['size']}: {' and '.join(shares)}")
+    if not parts:
+        return None
+    return (
+        "'as written' includes the two randn calls per iteration, as the write-up's loops do (NumPy's are float64); "
+        "'op alone' times the operation on pre-generated inputs. The randn calls' share of the as-written time, "
+        f"measured: {'; '.join(parts)}."
+    )
+
+
+def _randn_share(row: dict) -> str:
+    randn = row["as_written_seconds"] - row["op_alone_seconds"]
+    if randn <= 0:  # the op alone took longer than the loop with randn: noise larger than randn's cost
+        return "not measurable (the op alone took as long as the whole loop)"
+    return f"{randn / row['as_written_seconds']:.0%}"
+
+
+def _add_note(rows: list[dict]) -> str | None:
+    """Why torch's add into a fresh result can take as long as NumPy's float64 add: measured, not guessed."""
+    numpy_row, torch_row = _row(rows, "add", "numpy"), _row(rows, "add", "torch")
+    if not (numpy_row and torch_row):
+        return None
+
+    def rates(r):
+        moved = r["bytes_per_op"] * r["loops"] / 1e9
+        return moved / r["op_alone_seconds"], moved / r["op_preallocated_seconds"]
+
+    numpy_fresh, numpy_out = rates(numpy_row)
+    torch_fresh, torch_out = rates(torch_row)
+    note = (
+        f"The add moves 3 arrays per call, NumPy's float64 ones twice torch's float32 bytes. Into a fresh result "
+        f"(as written) NumPy moves {numpy_fresh:.1f} GB/s and torch {torch_fresh:.1f} GB/s; into a preallocated "
+        f"result (`out=`) {numpy_out:.1f} and {torch_out:.1f} GB/s."
+    )
+    if torch_out > 1.5 * torch_fresh:
+        result_mb = torch_row["bytes_per_op"] / 3 / 1e6
+        note += (
+            f" torch loses {1 - torch_fresh / torch_out:.0%} of its rate to the fresh result: every call touches a new "
+            f"{result_mb:.0f} MB allocation page by page, and torch's CPU allocator returns such blocks to the OS "
+            "and gets them back in 4 KiB pages (unless THP_MEM_ALLOC_ENABLE=1), while NumPy asks for transparent huge "
+            "pages on large arrays (madvise: 2 MiB pages, up to 512x fewer faults)."
+        )
+    return note

@@ -1,0 +1,125 @@
+"""The study's computed sentences, from synthetic rows: what they claim follows the numbers they are given (the
+end-to-end run is in test_study.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from pykernels.study import _common, large
+from pykernels.study.__main__ import summary_line
+from pykernels.study._common import SectionResult
+
+
+def _large_row(lr: float, ratio: float, diverged_at: int | None = None, name: str = "row") -> dict:
+    return {
+        "name": name,
+        "lr": lr,
+        "first_loss": 1e6,
+        "diverged_at_epoch": diverged_at,
+        "weight_error_ratio": ratio,
+    }
+
+
+@pytest.mark.parametrize(("n", "words"), [(10_000_000, "10^7"), (100_000, "10^5"), (123_456, "123,456")])
+def test_sizes_are_worded_from_the_n_that_ran(n, words):
+    assert large.size_words(n) == words
+
+
+def test_the_predicted_error_growth_follows_the_update_rule():
+    """E|e - 2 lr (e.x) x|^2 = |e|^2 (1 - 4 lr + 4 lr^2 (n + 2)) for x ~ N(0, I): checked by sampling."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, lr = 50, 0.01
+    e = rng.standard_normal(n)
+    x = rng.standard_normal((200_000, n))
+    updated = e - 2 * lr * (x @ e)[:, None] * x
+    measured = np.mean(np.sum(updated**2, axis=1)) / np.sum(e**2)
+    assert measured == pytest.approx(large.predicted_weight_error_ratio(lr, n, 2), rel=0.01)
+    assert large.predicted_weight_error_ratio(1e-3, 10_000_000, 2) == pytest.approx(41.0, rel=1e-3)
+
+
+def test_each_lr_note_is_checked_against_its_rows():
+    config = large.LargeConfig(n=100_000, epochs=20)
+    predicted = large.predicted_weight_error_ratio(config.stable_lr, config.n, config.epochs)
+    agreeing = [_large_row(config.stable_lr, predicted, name="a"), _large_row(config.stable_lr, 0.99995, name="b")]
+    note = large.learning_rate_notes(agreeing, config)[0]
+    assert "shrinks" in note and "2 of 2 rows" in note and "Not as predicted" not in note
+    assert "after 20 epochs" in note and "cannot fit 10^5 weights" in note
+    growing = [*agreeing, _large_row(config.stable_lr, 1.5, name="grew"), _large_row(config.stable_lr, 1, 3, "blew")]
+    note = large.learning_rate_notes(growing, config)[0]
+    assert "**Not as predicted: grew, blew.**" in note
+
+
+def test_overflow_is_predicted_from_the_first_loss_and_the_growth():
+    config = large.LargeConfig(n=10_000_000, epochs=200)
+    diverging = [_large_row(config.seed_lr, math.inf, diverged_at=27)]
+    note = large.learning_rate_notes(diverging, config)[0]
+    assert "grows" in note and "1 of 1 rows overflowed" in note and "Not as predicted" not in note
+    finite = [_large_row(config.seed_lr, 3.0, name="stayed finite")]
+    assert "Not as predicted: stayed finite" in large.learning_rate_notes(finite, config)[0]
+
+
+def test_the_write_up_figure_stands_only_in_the_row_it_measured():
+    config = large.LargeConfig()
+    autograd = {"name": "torch-autograd", "device": "cpu", "lr": config.seed_lr}
+    assert large.write_up_ms_per_epoch(autograd, config) == pytest.approx(161.5)
+    assert large.write_up_ms_per_epoch({**autograd, "lr": config.stable_lr}, config) is None
+    assert large.write_up_ms_per_epoch({**autograd, "name": "pykernels dot+backward"}, config) is None
+    assert large.write_up_ms_per_epoch(autograd, large.LargeConfig(n=100_000, epochs=20)) is None
+
+
+def _row(name: str, converged_same: bool | None, busy: bool = False) -> dict:
+    share = 0.5 if busy else 0.01
+    load = {"load_average_before": 1.0, "load_average_after": 1.0, "others_cpu_share": share, "busy": busy}
+    return {
+        "name": name,
+        "group": "floor" if converged_same is None else "pykernels",
+        "converged_same": converged_same,
+        "us_per_step": 1.0,
+        "speedup_vs_numpy": 1.0,
+        "load": load,
+    }
+
+
+def test_a_row_that_does_not_fit_is_never_counted_as_agreeing():
+    sections = {"poly": SectionResult("poly", rows=[_row("fit", True), _row("floor", None)])}
+    line = summary_line(sections, 1.0, Path("report.md"))
+    assert "all 1 fits agree" in line and "floor" not in line.split("fastest fit")[1].split(" at ")[0]
+    sections["poly"].rows.append(_row("bad", False))
+    assert "FLAGGED: bad" in summary_line(sections, 1.0, Path("report.md"))
+
+
+def test_rows_measured_under_load_are_flagged():
+    rows = [_row("quiet", True), _row("loaded", True, busy=True)]
+    assert "1 of 2 rows: loaded" in _common.busy_note(rows)
+    assert _common.busy_note(rows[:1]) is None
+    assert _common.load_cell(rows[1]).startswith("**busy: 50%") and not _common.load_cell(rows[0]).startswith("**")
+    sections = {"poly": SectionResult("poly", rows=rows)}
+    assert "1 rows measured under load" in summary_line(sections, 1.0, Path("report.md"))
+
+
+def test_the_load_meter_sees_other_processes_using_the_cpus():
+    """Two spinning processes on a 2-CPU share of the machine: at least half of its CPU time is theirs (more if the
+    machine is busier still), and the row is flagged."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    busy_loop = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", busy_loop]) for _ in range(min(2, os.cpu_count() or 1))]
+    try:
+        time.sleep(0.3)
+        with _common.LoadMeter() as meter:
+            time.sleep(0.8)
+    finally:
+        for spinner in spinners:
+            spinner.wait()
+    result = meter.result()
+    if result["others_cpu_share"] is None:
+        pytest.skip("no /proc/stat")
+    assert result["others_cpu_share"] >= 0.5 * len(spinners) / (os.cpu_count() or 1) and result["busy"]
