@@ -118,10 +118,94 @@ def test_quick_run_publishes_a_dashboard_that_renders(tmp_path):
     ]
     screenshot = Path(os.environ.get("PYKERNELS_ARTIFACTS", tmp_path)) / "asv-dashboard.png"
     screenshot.parent.mkdir(parents=True, exist_ok=True)
+    # the committed reference history: its graphs have points for many commits
+    history = _graph_points(html, REFERENCE_MACHINE, HISTORY_BENCHMARK)
+    assert len(history) > 1, f"{HISTORY_BENCHMARK} on {REFERENCE_MACHINE} has points for {len(history)} commit(s)"
     with _serve(html) as url:
-        page = f"{url}/#bench_overhead.AutogradRoute.time_forward_backward"
+        page = f"{url}/#{HISTORY_BENCHMARK}?machine={REFERENCE_MACHINE}"
         dom = subprocess.run([chromium, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
         subprocess.run([chromium, *flags, f"--screenshot={screenshot}", page], capture_output=True, timeout=120)
-    assert "AutogradRoute.time_forward_backward" in dom.stdout  # the benchmark list
+    assert HISTORY_BENCHMARK.split(".", 1)[1] in dom.stdout  # the benchmark list
     assert "flot-base" in dom.stdout or "<canvas" in dom.stdout  # a drawn graph
     assert screenshot.exists() and screenshot.stat().st_size > 10_000
+
+
+REFERENCE_MACHINE = "cpu-2core"
+HISTORY_BENCHMARK = "bench_training.SeedPolynomialFit.time_1000_steps"
+
+
+def _graph_points(html: Path, machine: str, benchmark: str) -> set[int]:
+    """The commits (revision numbers) with a measured value in the graph files asv publish wrote for a benchmark on
+    a machine: what the dashboard plots."""
+    import json
+
+    revisions = set()
+    for graph in html.glob(f"graphs/**/machine-{machine}/**/{benchmark}.json"):
+        for revision, value in json.loads(graph.read_text()):
+            values = value if isinstance(value, list) else [value]
+            if any(v is not None for v in values):
+                revisions.add(revision)
+    return revisions
+
+
+def test_the_reference_history_is_committed_for_many_commits():
+    """asv_bench/results/cpu-2core holds the tracked set's results for more than one commit, each a commit of this
+    repository."""
+    results = [p for p in (ASV_DIR / "results" / REFERENCE_MACHINE).glob("*.json") if p.name != "machine.json"]
+    commits = {p.name.split("-", 1)[0] for p in results}
+    assert len(commits) > 5
+    for commit in commits:
+        check = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True)
+        assert check.returncode == 0, f"results for {commit}, which is not a commit here"
+
+
+def test_tracked_set_names_existing_benchmarks(benchmarks_package):
+    """Every regex of the tracked set selects at least one benchmark of the suite (a renamed class would silently
+    drop out of the history)."""
+    import re
+
+    sys.path.insert(0, str(ASV_DIR))
+    try:
+        tracked = importlib.import_module("tracked")
+    finally:
+        sys.path.remove(str(ASV_DIR))
+    names = []
+    for module in MODULES:
+        loaded = importlib.import_module(f"benchmarks.{module}")
+        for class_name, cls in inspect.getmembers(loaded, inspect.isclass):
+            if cls.__module__ == loaded.__name__:
+                names += [f"{module}.{class_name}.{m}" for m in dir(cls) if m.startswith(("time_", "track_"))]
+    for pattern in tracked.TRACKED:
+        assert any(re.search(pattern, name) for name in names), pattern
+
+
+def test_noise_factor_is_the_largest_ratio_between_two_runs():
+    sys.path.insert(0, str(ASV_DIR))
+    try:
+        tracked = importlib.import_module("tracked")
+    finally:
+        sys.path.remove(str(ASV_DIR))
+    first = {"a": [1.0, 2.0, None], "b": [10.0], "only-first": [1.0]}
+    second = {"a": [1.1, 1.0, 3.0], "b": [12.0]}
+    factor, per_benchmark = tracked.noise_factor(first, second)
+    assert per_benchmark == {"a": 2.0, "b": 1.2} and factor == 2.0
+
+
+def test_the_forge_workflows_run_commands_that_exist():
+    """The workflow files parse, and the commands they run name the scripts and subcommands that exist here."""
+    import yaml
+
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert {w.name for w in workflows} >= {"asv-history.yml", "asv-compare.yml"}
+    subcommands = {"list", "history", "noise", "compare"}
+    for workflow in workflows:
+        parsed = yaml.safe_load(workflow.read_text())
+        steps = [step for job in parsed["jobs"].values() for step in job.get("steps", [])]
+        for step in steps:
+            for line in step.get("run", "").splitlines():
+                if "tracked.py" in line:
+                    assert (ASV_DIR / "tracked.py").exists() and line.split("tracked.py")[1].split()[0] in subcommands
+                if "vendor_dashboard.py" in line:
+                    assert (ASV_DIR / "vendor_dashboard.py").exists()
+                if "-c .ci/constraints.txt" in line:
+                    assert (ROOT / ".ci" / "constraints.txt").exists()

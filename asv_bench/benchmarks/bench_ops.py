@@ -35,10 +35,18 @@ _NUMPY = {
     "poly_backward": lambda x, y, c: reference.poly_backward_numpy(y, x, c),
     "poly_mse": reference.poly_mse_numpy,
 }
+
+
+def _writeup_formula(name: str):
+    """The write-up's power-matrix formula in torch: ``reference.writeup_<name>``, called ``reference.<name>``
+    before the references became Horner's definitions (so the history's older commits run the same baseline)."""
+    return getattr(reference, f"writeup_{name}", None) or getattr(reference, name)
+
+
 _TORCH = {
-    "poly": lambda x, y, c: reference.writeup_poly_torch(x, c),
-    "poly_backward": lambda x, y, c: reference.writeup_poly_backward_torch(y, x, c),
-    "poly_mse": reference.writeup_poly_mse_torch,
+    "poly": lambda x, y, c: _writeup_formula("poly_torch")(x, c),
+    "poly_backward": lambda x, y, c: _writeup_formula("poly_backward_torch")(y, x, c),
+    "poly_mse": _writeup_formula("poly_mse_torch"),
 }
 
 
@@ -136,31 +144,55 @@ class Dot(Benchmark):
     track_relative_error.unit = "relative error"
 
 
-class SpeedupOverTorch(Benchmark):
-    """pykernels' time / torch eager's, both measured in this process back to back: the ratio cancels the drift of
-    a shared machine that absolute times carry."""
+class Speedup(Benchmark):
+    """The baseline's time over pykernels', both measured in this process back to back (best of 5 each): the ratio
+    cancels the drift of a shared machine that absolute times carry. Baselines: the write-ups' formulas (power matrix
+    and matmul; ``dot``) in NumPy and in torch eager, on the same float32 data."""
 
-    params = (["poly_mse", "dot"], ["pykernels-cpp", "pykernels-numba"], [100, 10_000_000])
-    param_names = ("op", "implementation", "n")
+    params = (["poly_mse", "dot"], ["pykernels-cpp", "pykernels-numba"], ["numpy", "torch"], [100, 10_000_000])
+    param_names = ("op", "implementation", "baseline", "n")
     unit = "x"
 
-    def setup(self, op, implementation, n):
+    def setup(self, op, implementation, baseline, n):
         require(implementation, "cpu")
         backend = pykernels.get_backend(pykernels_backend(implementation))
         if op == "dot":
-            args = to_torch("cpu", *dot_data(n, "float32"))
-            self.ours, self.theirs = (lambda: backend.dot(*args)), (lambda: torch.dot(*args))
+            a, b = dot_data(n, "float32")
+            args = to_torch("cpu", a, b)
+            self.ours = lambda: backend.dot(*args)
+            self.theirs = (lambda: np.dot(a, b)) if baseline == "numpy" else (lambda: torch.dot(*args))
         else:
-            args = to_torch("cpu", *poly_data(n, "float32"))
-            self.ours, self.theirs = (
-                (lambda: backend.poly_mse(*args)),
-                (lambda: reference.writeup_poly_mse_torch(*args)),
-            )
+            x, y, c = poly_data(n, "float32")
+            args = to_torch("cpu", x, y, c)
+            self.ours = lambda: backend.poly_mse(*args)
+            if baseline == "numpy":
+                self.theirs = lambda: reference.poly_mse_numpy(x, y, c)
+            else:
+                self.theirs = lambda: _TORCH["poly_mse"](*args)
         self.ours()
         self.theirs()
 
-    def track_speedup(self, op, implementation, n):
+    def track_speedup(self, op, implementation, baseline, n):
         number = max(1, 10_000 // max(1, n // 1000))
         ours = min(timeit.repeat(self.ours, number=number, repeat=5))
         theirs = min(timeit.repeat(self.theirs, number=number, repeat=5))
         return theirs / ours
+
+
+class Bandwidth(Benchmark):
+    """GB/s of the bandwidth-bound ops on 10^7 float32 points, the size the tracked history follows (the same
+    measurement as PolyMSE's and Dot's track_gbytes_per_second, at one size and dtype)."""
+
+    params = (["poly_mse", "dot"], ["torch", "pykernels-cpp", "pykernels-numba"], DEVICES)
+    param_names = ("op", "implementation", "device")
+    unit = "GB/s"
+    n = 10_000_000
+
+    def setup(self, op, implementation, device):
+        self.measured = PolyMSE() if op == "poly_mse" else Dot()
+        self.measured.setup(implementation, device, self.n, "float32")
+
+    def track_gbytes_per_second(self, op, implementation, device):
+        return self.measured.track_gbytes_per_second(implementation, device, self.n, "float32")
+
+    track_gbytes_per_second.unit = "GB/s"
