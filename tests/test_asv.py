@@ -164,11 +164,7 @@ def test_tracked_set_names_existing_benchmarks(benchmarks_package):
     drop out of the history)."""
     import re
 
-    sys.path.insert(0, str(ASV_DIR))
-    try:
-        tracked = importlib.import_module("tracked")
-    finally:
-        sys.path.remove(str(ASV_DIR))
+    tracked = _tracked()
     names = []
     for module in MODULES:
         loaded = importlib.import_module(f"benchmarks.{module}")
@@ -179,16 +175,32 @@ def test_tracked_set_names_existing_benchmarks(benchmarks_package):
         assert any(re.search(pattern, name) for name in names), pattern
 
 
-def test_noise_factor_is_the_largest_ratio_between_two_runs():
+def _tracked():
     sys.path.insert(0, str(ASV_DIR))
     try:
-        tracked = importlib.import_module("tracked")
+        return importlib.import_module("tracked")
     finally:
         sys.path.remove(str(ASV_DIR))
-    first = {"a": [1.0, 2.0, None], "b": [10.0], "only-first": [1.0]}
-    second = {"a": [1.1, 1.0, 3.0], "b": [12.0]}
-    factor, per_benchmark = tracked.noise_factor(first, second)
+
+
+def test_noise_factor_is_the_largest_ratio_between_two_runs():
+    first = {"a": (["1", "2", "3"], [1.0, 2.0, None]), "b": ([""], [10.0]), "only-first": ([""], [1.0])}
+    second = {"a": (["1", "2", "3"], [1.1, 1.0, 3.0]), "b": ([""], [12.0])}
+    factor, per_benchmark = _tracked().noise_factor(first, second)
     assert per_benchmark == {"a": 2.0, "b": 1.2} and factor == 2.0
+
+
+def test_the_comparison_says_worse_for_slower_times_and_for_lower_rates():
+    """asv treats every value as lower-is-better; a speedup or GB/s that drops is a regression all the same."""
+    tracked = _tracked()
+    base = {"t.time_x": (["a"], [1.0]), "t.track_speedup": (["b"], [10.0]), "t.track_gbs": (["c"], [50.0])}
+    head = {"t.time_x": (["a"], [2.0]), "t.track_speedup": (["b"], [4.0]), "t.track_gbs": (["c"], [100.0])}
+    units = {"t.time_x": "seconds", "t.track_speedup": "x", "t.track_gbs": "GB/s"}
+    rows = tracked.compare_results(base, head, units, factors={"t.track_gbs": 1.5}, default=1.3)
+    verdicts = {name: (round(slowdown, 3), flag) for name, _, _, _, slowdown, flag in rows}
+    assert verdicts == {"t.track_speedup": (2.5, "worse"), "t.time_x": (2.0, "worse"), "t.track_gbs": (0.5, "better")}
+    quiet = tracked.compare_results(base, head, units, factors={"t.time_x": 3.0}, default=1.3)
+    assert next(flag for name, *_, flag in quiet if name == "t.time_x") == ""  # within that benchmark's noise
 
 
 def test_the_forge_workflows_run_commands_that_exist():

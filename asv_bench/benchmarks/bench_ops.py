@@ -46,7 +46,7 @@ def _writeup_formula(name: str):
 _TORCH = {
     "poly": lambda x, y, c: _writeup_formula("poly_torch")(x, c),
     "poly_backward": lambda x, y, c: _writeup_formula("poly_backward_torch")(y, x, c),
-    "poly_mse": _writeup_formula("poly_mse_torch"),
+    "poly_mse": lambda x, y, c: _writeup_formula("poly_mse_torch")(x, y, c),
 }
 
 

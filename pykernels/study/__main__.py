@@ -18,6 +18,14 @@ from ._common import machine_info
 SECTIONS = ("poly", "speed", "large", "batched")
 
 
+def _positive(text: str) -> int:
+    """An integer of at least 1 (argparse turns the ValueError into a usage error naming the option)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="pykernels-study",
@@ -35,10 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="all",
         help="which devices' rows to run (default: all available)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch (and numba) threads; default: torch's")
-    parser.add_argument("--repeat", type=int, default=1, help="timed repeats per row (the median is reported)")
+    parser.add_argument("--threads", type=_positive, default=None, help="torch (and numba) threads; default: torch's")
+    parser.add_argument("--repeat", type=_positive, default=1, help="timed repeats per row (the median is reported)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
-    parser.add_argument("--steps", type=int, default=None, help="polynomial fit steps (default 200,000)")
+    parser.add_argument("--steps", type=_positive, default=None, help="polynomial fit steps (default 200,000)")
     parser.add_argument(
         "--thp",
         action="store_true",
@@ -70,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         "batched": batched.BatchedConfig(series=64 if quick else 1024, steps=200 if quick else 2000, devices=devices),
     }
     runners = {"poly": polyfit.run, "speed": speed.run, "large": large.run, "batched": batched.run}
-    started, load_at_start = time.perf_counter(), os.getloadavg()
+    started, load_at_start = time.perf_counter(), _load_averages()
     sections = {name: runners[name](configs[name]) for name in SECTIONS if name in args.only}
-    machine = {**machine_info(), "load_average_start": load_at_start, "load_average_end": os.getloadavg()}
+    machine = {**machine_info(), "load_average_start": load_at_start, "load_average_end": _load_averages()}
     command = "pykernels-study " + shlex.join(argv if argv is not None else sys.argv[1:])
     settings = {
         "quick": quick,
@@ -85,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     path = report.write(args.out, sections, machine, command.strip(), settings)
     print(summary_line(sections, time.perf_counter() - started, path))
     return 1 if flagged_rows(sections) else 0
+
+
+def _load_averages() -> tuple[float, ...] | None:
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return None
 
 
 def flagged_rows(sections: dict) -> list[str]:
@@ -102,7 +117,8 @@ def summary_line(sections: dict, seconds: float, path: Path) -> str:
     if poly_rows:
         best = min(poly_rows, key=lambda r: r["us_per_step"])
         summary += (
-            f"fastest fit {best['name']} at {best['us_per_step']:.3g} µs/step ({best['speedup_vs_numpy']:.0f}x numpy), "
+            f"fastest fit {best['name']} at {best['us_per_step']:.3g} µs/step "
+            f"({best['speedup']:.0f}x {sections['poly'].extra['reference_row']}), "
         )
     summary += f"FLAGGED: {', '.join(flagged)}; " if flagged else f"all {len(fits)} fits agree; "
     if busy:

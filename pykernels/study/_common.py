@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +44,8 @@ class Stopwatch:
             self.seconds += time.perf_counter() - start
 
 
-BUSY_SHARE = 0.10  # a row is flagged when other processes used more than this share of the machine's CPUs
+BUSY_CPUS = 0.2  # a row is flagged when other processes used more than this many CPUs on average
+SHORTEST_METERED_CPU_SECONDS = 0.5  # /proc/stat counts 10 ms ticks: shorter windows (x CPUs) cannot be told apart
 
 
 def _machine_busy_seconds() -> float | None:
@@ -61,37 +61,49 @@ def _machine_busy_seconds() -> float | None:
 
 def _own_cpu_seconds() -> float:
     """CPU seconds of this process (all its threads) and of its children that have ended."""
+    try:
+        import resource
+    except ImportError:  # not on Unix: this process only
+        return time.process_time()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 class LoadMeter:
     """What else ran on the machine while a row was measured: the load average before and after, and the share of
     the machine's CPU time that other processes used meanwhile (all CPU time on the machine minus the row's own).
     A shared machine can move a row's time by several times; a row measured while others used more than
-    ``BUSY_SHARE`` of the machine is flagged as busy."""
+    ``BUSY_CPUS`` CPUs on average is flagged as busy. A window too short for /proc/stat's ticks is not judged."""
 
     def __enter__(self) -> LoadMeter:
-        self.load_before = os.getloadavg()[0]
+        self.load_before = load_average()
         self.machine_before, self.own_before = _machine_busy_seconds(), _own_cpu_seconds()
         self.started = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.wall = time.perf_counter() - self.started
-        self.load_after = os.getloadavg()[0]
+        self.load_after = load_average()
         self.machine_after, self.own_after = _machine_busy_seconds(), _own_cpu_seconds()
 
     def result(self) -> dict[str, Any]:
-        others = None
-        if self.machine_before is not None and self.machine_after is not None and self.wall > 0:
+        cpus, others = os.cpu_count() or 1, None
+        measurable = self.wall * cpus >= SHORTEST_METERED_CPU_SECONDS
+        if measurable and self.machine_before is not None and self.machine_after is not None:
             other_seconds = (self.machine_after - self.machine_before) - (self.own_after - self.own_before)
-            others = min(1.0, max(0.0, other_seconds / (self.wall * (os.cpu_count() or 1))))
+            others = min(1.0, max(0.0, other_seconds / (self.wall * cpus)))
         return {
-            "load_average_before": round(self.load_before, 2),
-            "load_average_after": round(self.load_after, 2),
+            "load_average_before": None if self.load_before is None else round(self.load_before, 2),
+            "load_average_after": None if self.load_after is None else round(self.load_after, 2),
             "others_cpu_share": None if others is None else round(others, 3),
-            "busy": bool(others is not None and others > BUSY_SHARE),
+            "busy": bool(others is not None and others * cpus > BUSY_CPUS),
         }
 
 
@@ -99,21 +111,22 @@ def load_cell(row: dict[str, Any]) -> str:
     """The report's load column: the other processes' share of the CPUs, marked when the row was measured busy."""
     load = row.get("load")
     if not load or load["others_cpu_share"] is None:
-        return "–"
-    loads = f"load {load['load_average_before']:.1f}→{load['load_average_after']:.1f}"
-    cell = f"{100 * load['others_cpu_share']:.0f}% ({loads})"
+        return "– (too short to tell)" if load else "–"
+    cell = f"{100 * load['others_cpu_share']:.0f}%"
+    if load["load_average_before"] is not None:
+        cell += f" (load {load['load_average_before']:.1f}→{load['load_average_after']:.1f})"
     return f"**busy: {cell}**" if load["busy"] else cell
 
 
 def busy_note(rows: list[dict[str, Any]]) -> str | None:
     """The note a section gets when some of its rows were measured while the machine was busy."""
-    busy = [r["name"] + (f" lr={r['lr']:.3g}" if "lr" in r else "") for r in rows if r.get("load", {}).get("busy")]
+    busy = [r["name"] + (f" lr={r['lr']:.3g}" if "lr" in r else "") for r in rows if (r.get("load") or {}).get("busy")]
     if not busy:
         return None
     which = f"all {len(rows)} rows" if len(busy) == len(rows) else f"{len(busy)} of {len(rows)} rows: {', '.join(busy)}"
     return (
         f"Measured under load ({which}): other processes used more than "
-        f"{BUSY_SHARE:.0%} of the CPUs while these rows ran, so their times are inflated by an unknown amount "
+        f"{BUSY_CPUS:g} CPUs on average while these rows ran, so their times are inflated by an unknown amount "
         "(up to several times here); rerun on a quiet machine before comparing them."
     )
 

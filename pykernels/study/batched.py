@@ -104,15 +104,18 @@ def run(config: BatchedConfig) -> SectionResult:
                 section.rows.append(run_isolated(run_row, (name, device, config), progress.update))
             except RuntimeError as error:  # e.g. no CUDA kernels for fit_poly: listed, not fatal
                 section.skipped.append(Skipped(name, str(error).splitlines()[-1][:200]))
-    base = section.rows[0] if section.rows else None
+    base = section.rows[0] if section.rows else None  # batched NumPy, unless it did not run
+    section.extra["reference_row"] = base["name"] if base else None
     for row in section.rows:
-        row["speedup_vs_numpy"] = base["seconds"] / row["seconds"]
+        row["speedup"] = base["seconds"] / row["seconds"]
         row["converged_same"] = bool(
             abs(row["mean_final_mse"] - base["mean_final_mse"]) <= MSE_RTOL * abs(base["mean_final_mse"])
         )
     section.extra["config"] = dict(config.__dict__)
     flagged = [r["name"] for r in section.rows if not r["converged_same"]]
     if flagged:
-        section.notes.append(f"FLAGGED: {', '.join(flagged)} did not reach numpy's mean final MSE within {MSE_RTOL:g}")
+        section.notes.append(
+            f"FLAGGED: {', '.join(flagged)} did not reach the {base['name']} row's mean final MSE within {MSE_RTOL:g}"
+        )
     section.notes += [note for note in (busy_note(section.rows),) if note]
     return section

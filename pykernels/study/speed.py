@@ -57,6 +57,19 @@ def _time_loop(body: Callable[[], None], loops: int, device: str, synchronized: 
     return time.perf_counter() - start
 
 
+def _minor_page_faults() -> int | None:
+    """This process's minor page faults so far (first touches of fresh memory), or None off Unix."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _per_call(after: int | None, before: int | None, calls: int) -> float | None:
+    return None if after is None or before is None else (after - before) / calls
+
+
 def measure(workload: str, impl: str, size: int, loops: int, repeat: int) -> dict:
     device = "cuda" if impl == "torch-gpu" else "cpu"
     if impl == "numpy":
@@ -85,10 +98,14 @@ def measure(workload: str, impl: str, size: int, loops: int, repeat: int) -> dic
     row = {"workload": workload, "name": impl, "device": device, "size": size, "loops": loops}
     with LoadMeter() as meter:
         row["as_written_seconds"] = min(_time_loop(as_written, loops, device, True) for _ in range(repeat))
+        faults = _minor_page_faults()
         row["op_alone_seconds"] = min(_time_loop(op_alone, loops, device, True) for _ in range(repeat))
+        row["op_alone_page_faults_per_call"] = _per_call(_minor_page_faults(), faults, loops * repeat)
+        faults = _minor_page_faults()
         row["op_preallocated_seconds"] = min(
             _time_loop(op_into_preallocated, loops, device, True) for _ in range(repeat)
         )
+        row["op_preallocated_page_faults_per_call"] = _per_call(_minor_page_faults(), faults, loops * repeat)
     row["load"] = meter.result()
     row["bytes_per_op"] = 3 * size * size * a.itemsize if workload == "add" else None  # read a, b; write the sum
     if device == "cuda":  # what %%time saw: the clock read while the GPU still works
@@ -133,8 +150,9 @@ def _gpu_note(rows: list[dict]) -> str:
     gpu = _row(rows, "add", "torch-gpu")
     if gpu:
         note += (
-            f" Here the same loop reads {gpu['as_written_unsynchronized_seconds']:.3g} s unsynchronized and "
-            f"{gpu['as_written_seconds']:.3g} s with torch.cuda.synchronize() before the clock is read."
+            f" Here the loop ({gpu['loops']} randn+add of {gpu['size']}x{gpu['size']}) reads "
+            f"{gpu['as_written_unsynchronized_seconds']:.3g} s unsynchronized and {gpu['as_written_seconds']:.3g} s "
+            "with torch.cuda.synchronize() before the clock is read."
         )
     return note
 
@@ -165,7 +183,7 @@ def _randn_share(row: dict) -> str:
 
 
 def _add_note(rows: list[dict]) -> str | None:
-    """Why torch's add into a fresh result can take as long as NumPy's float64 add: measured, not guessed."""
+    """What a fresh result costs the add, from the rates and the page faults measured (not from guesses)."""
     numpy_row, torch_row = _row(rows, "add", "numpy"), _row(rows, "add", "torch")
     if not (numpy_row and torch_row):
         return None
@@ -178,15 +196,22 @@ def _add_note(rows: list[dict]) -> str | None:
     torch_fresh, torch_out = rates(torch_row)
     note = (
         f"The add moves 3 arrays per call, NumPy's float64 ones twice torch's float32 bytes. Into a fresh result "
-        f"(as written) NumPy moves {numpy_fresh:.1f} GB/s and torch {torch_fresh:.1f} GB/s; into a preallocated "
+        f"('op alone') NumPy moves {numpy_fresh:.1f} GB/s and torch {torch_fresh:.1f} GB/s; into a preallocated "
         f"result (`out=`) {numpy_out:.1f} and {torch_out:.1f} GB/s."
     )
-    if torch_out > 1.5 * torch_fresh:
+    faults = [r["op_alone_page_faults_per_call"] for r in (numpy_row, torch_row)]
+    if None not in faults:
         result_mb = torch_row["bytes_per_op"] / 3 / 1e6
         note += (
-            f" torch loses {1 - torch_fresh / torch_out:.0%} of its rate to the fresh result: every call touches a new "
-            f"{result_mb:.0f} MB allocation page by page, and torch's CPU allocator returns such blocks to the OS "
-            "and gets them back in 4 KiB pages (unless THP_MEM_ALLOC_ENABLE=1), while NumPy asks for transparent huge "
-            "pages on large arrays (madvise: 2 MiB pages, up to 512x fewer faults)."
+            f" Page faults per call, fresh result: NumPy {faults[0]:,.0f}, torch {faults[1]:,.0f} (into a "
+            f"preallocated one: {numpy_row['op_preallocated_page_faults_per_call']:,.0f} and "
+            f"{torch_row['op_preallocated_page_faults_per_call']:,.0f}); a fresh {result_mb:.0f} MB result touched "
+            f"in 4 KiB pages is {result_mb * 1e6 / 4096:,.0f} faults."
         )
+        if faults[1] > 10 * max(faults[0], 1) and torch_out > 1.5 * torch_fresh:
+            note += (
+                " torch's rate lost to the fresh result goes with its faults: its CPU allocator returns large blocks "
+                "to the OS and gets them back page by page, while NumPy asks the kernel for transparent huge pages "
+                "on large arrays (torch does with THP_MEM_ALLOC_ENABLE=1)."
+            )
     return note
