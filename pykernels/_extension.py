@@ -51,7 +51,11 @@ def prebuilt_mismatch(info: dict[str, Any]) -> str | None:
         return f"the extension built at install is for torch {info.get('torch_version')}"
     if info.get("torch_git_version") not in (None, getattr(torch.version, "git_version", None)):
         return f"the extension built at install is for another build of torch {torch.__version__}"
-    if info.get("sources") != _build.sources_digest(csrc_dir()):  # e.g. csrc edited after an editable install
+    try:
+        sources = _build.sources_digest(csrc_dir())
+    except ImportError:  # a package copied without its sources: nothing to compare with, nor to rebuild from
+        return None
+    if info.get("sources") != sources:  # e.g. csrc edited after an editable install
         return "the sources changed since the extension was built at install"
     return None
 
