@@ -8,10 +8,11 @@ Run from ``asv_bench/`` with asv installed (``pip install '.[test]'``)::
     python tracked.py compare [BASE] [HEAD]                 # both commits built and run; the changes, flagged
 
 ``compare``'s BASE defaults to the newest commit of the committed reference history (``results/cpu-2core/``) that is
-an ancestor of HEAD: the last landed main whose results were recorded. It prints every tracked measurement's
-slowdown (head over base for times, base over head for rates and speedups, so > 1 is always worse) and flags those
-beyond the benchmark's A/A noise. It reports; it never fails on a slowdown (shared machines are noisy), only when
-it could not compare.
+an ancestor of HEAD: the last landed main whose results were recorded. Both commits are built and their benchmark
+rounds interleaved (asv --interleave-rounds), so the machine's drift over the run falls on both. It prints every
+tracked measurement's slowdown (head over base for times, base over head for rates and speedups, so > 1 is always
+worse) and flags those beyond the benchmark's A/A noise. It reports; it never fails on a slowdown (shared machines
+are noisy), only when it could not compare.
 """
 
 from __future__ import annotations
@@ -221,8 +222,13 @@ def command_compare(args: argparse.Namespace) -> int:
         flush=True,
     )
     describe_machine(args.machine)
-    for commit in (base, head):  # each built in its own environment, the tracked set run on it
-        _asv("run", "--machine", args.machine, "--show-stderr", *_bench_args(), f"{commit}^!", check=False)
+    # both commits built, then their rounds interleaved (base, head, base, head): a machine drifting over the
+    # minutes of a run must not read as a change between them
+    commits = HERE / "results" / "compare-commits.txt"
+    commits.parent.mkdir(exist_ok=True)
+    commits.write_text(f"{base}\n{head}\n")
+    run = ["run", "--machine", args.machine, "--show-stderr", "--interleave-rounds", *_bench_args()]
+    _asv(*run, f"HASHFILE:{commits}", check=False)
     recorded = _machine_results(args.machine)
     missing = [commit[:8] for commit in (base, head) if not recorded.get(commit)]
     if missing:
