@@ -24,13 +24,18 @@ ASV_DIR = ROOT / "asv_bench"
 MODULES = sorted(p.stem for p in (ASV_DIR / "benchmarks").glob("bench_*.py"))
 
 
-@pytest.fixture(scope="module")
-def benchmarks_package():
+def _from_asv_dir(module: str):
+    """A module of asv_bench/ (the benchmarks package, tracked.py), imported as asv imports it."""
     sys.path.insert(0, str(ASV_DIR))
     try:
-        yield importlib.import_module("benchmarks")
+        return importlib.import_module(module)
     finally:
         sys.path.remove(str(ASV_DIR))
+
+
+@pytest.fixture(scope="module")
+def benchmarks_package():
+    return _from_asv_dir("benchmarks")
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -182,11 +187,7 @@ def test_tracked_set_names_existing_benchmarks(benchmarks_package):
 
 
 def _tracked():
-    sys.path.insert(0, str(ASV_DIR))
-    try:
-        return importlib.import_module("tracked")
-    finally:
-        sys.path.remove(str(ASV_DIR))
+    return _from_asv_dir("tracked")
 
 
 def test_noise_factor_is_the_largest_ratio_between_two_runs():
