@@ -19,17 +19,15 @@ import json
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import _build, _environ
+from . import _build, _environ, _folders
 
 PACKAGE = Path(__file__).resolve().parent
 _BUILD_INFO_PATH = PACKAGE / "_build_info.json"
@@ -98,36 +96,6 @@ def csrc_dir() -> Path:
     )
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
-def _private_temp_folder() -> Path:
-    """$TMPDIR/pykernels-cache-<uid>, created mode 700; refused unless it is a real folder of this user that no one
-    else can write (a shared temp dir lets anyone create that name first and plant a library this process loads)."""
-    uid = os.getuid() if hasattr(os, "getuid") else None
-    folder = Path(tempfile.gettempdir()) / f"pykernels-cache-{uid if uid is not None else 'user'}"
-    try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-        status = folder.lstat()
-    except OSError as error:
-        raise ImportError(
-            f"pykernels: cannot create its cache folder {folder} ({error}): set PYKERNELS_CACHE_DIR"
-        ) from error
-    foreign = uid is not None and status.st_uid != uid
-    if not stat.S_ISDIR(status.st_mode) or foreign or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ImportError(
-            f"pykernels: the cache folder {folder} is not a private folder of this user (a link, another owner, or "
-            "writable by others), so it is not used: set PYKERNELS_CACHE_DIR to a folder of yours"
-        )
-    return folder
-
-
 def cache_dir() -> Path:
     """Where compiled builds are kept: PYKERNELS_CACHE_DIR, else the user's cache folder, else a private folder in
     the temp dir."""
@@ -139,9 +107,9 @@ def cache_dir() -> Path:
     if os.environ.get("HOME"):
         candidates.append(Path(os.environ["HOME"]) / ".cache" / "pykernels")
     for candidate in candidates:
-        if _writable(candidate):
+        if _folders.writable(candidate):
             return candidate
-    return _private_temp_folder()
+    return _folders.private_temp_folder("pykernels-cache", "PYKERNELS_CACHE_DIR")
 
 
 def _compiler_identity() -> str | None:
