@@ -19,10 +19,11 @@
 // ~15 us per call on the seed's 100-point problem, several times the fused kernel; these cost ~1 us, and nothing
 // at all when no graph is recorded and no tangent is attached.
 //
-// The ops that have no derivative (fit_poly, the in-place training steps and the sampler) get one boxed kernel that
-// follows torch's rules for them: outputs of a differentiated call raise when backpropagated through, forward-mode
-// AD raises at once, an in-place write to a leaf that requires grad is refused, the written tensors' history is
-// rebased and their version counters bumped (on the ADInplaceOrView key), so a graph that saved them sees the write.
+// The ops that have no derivative (the fits, the moments, the in-place training steps and the sampler) get one boxed
+// kernel that follows torch's rules for them: outputs of a differentiated call raise when backpropagated through,
+// forward-mode AD raises at once, an in-place write to a leaf that requires grad is refused, the written tensors'
+// history is rebased and their version counters bumped (on the ADInplaceOrView key), so a graph that saved them sees
+// the write.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/VariableTypeUtils.h>
@@ -397,8 +398,10 @@ TensorPair dot_backward_autograd(const at::Tensor& grad, const at::Tensor& a, co
 std::string not_differentiable_message(const c10::OperatorHandle& op) {
   const std::string& name = op.schema().name();
   std::string why;
-  if (name.ends_with("fit_poly")) {
+  if (name.ends_with("fit_poly") || name.ends_with("fit_poly_moments")) {
     why = "it runs a whole gradient-descent loop in one kernel; differentiate poly_mse (or a loop of it) instead";
+  } else if (name.ends_with("poly_moments")) {
+    why = "it sums the fit's sufficient statistics in float64 for fit_poly_moments; differentiate poly_mse instead";
   } else if (name.ends_with("philox_normal_")) {
     why = "it fills `out` with random samples";
   } else {
@@ -485,7 +488,8 @@ void register_differentiable(torch::Library& m, const std::string& prefix) {
 TORCH_LIBRARY_IMPL(pykernels, Autograd, m) {
   register_differentiable<Family::cpp>(m, "");
   register_differentiable<Family::numba>(m, "numba_");
-  for (const char* op : {"fit_poly", "numba_fit_poly", "linear_sgd_step", "philox_normal_", "linear_sgd_philox"}) {
+  for (const char* op : {"fit_poly", "numba_fit_poly", "poly_moments", "numba_poly_moments", "fit_poly_moments",
+                         "numba_fit_poly_moments", "linear_sgd_step", "philox_normal_", "linear_sgd_philox"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&not_differentiable_autograd>());
   }
 }

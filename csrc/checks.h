@@ -80,22 +80,74 @@ inline void check_dot_inputs(const at::Tensor& a, const at::Tensor& b, bool allo
   check_not_empty(a, "a");
 }
 
-// fit_poly: x (N,) or like y, y (N,) or (B, N), coeffs (D+1,) or (B, D+1).
-inline void check_fit_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& coeffs, int64_t steps,
-                             int64_t record_every) {
+// The data of a fit: y (N,) or (B, N), non-empty; x (N,) shared or y's shape; same dtype and device.
+inline void check_fit_data(const at::Tensor& x, const at::Tensor& y) {
   check_floating(x, "x");
-  check_same_dtype_and_device({{&x, "x"}, {&y, "y"}, {&coeffs, "coeffs"}});
+  check_same_dtype_and_device({{&x, "x"}, {&y, "y"}});
   TORCH_CHECK_VALUE(y.dim() == 1 || y.dim() == 2, "y must be 1-D (N,) or 2-D (B, N) for B fits, got shape ",
                     y.sizes());
   check_not_empty(y, "y");
   const int64_t n = y.size(-1);
   TORCH_CHECK_VALUE(x.dim() >= 1 && x.dim() <= y.dim() && x.size(-1) == n && (x.dim() == 1 || x.sizes() == y.sizes()),
                     "x must have shape (N,) or the shape of y ", y.sizes(), ", got ", x.sizes());
+}
+
+inline void check_fit_steps(int64_t steps, int64_t record_every) {
+  TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
+  TORCH_CHECK_VALUE(record_every >= 1, "record_every must be >= 1, got ", record_every);
+}
+
+// fit_poly: x (N,) or like y, y (N,) or (B, N), coeffs (D+1,) or (B, D+1).
+inline void check_fit_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& coeffs, int64_t steps,
+                             int64_t record_every) {
+  check_fit_data(x, y);
+  check_same_dtype_and_device({{&x, "x"}, {&coeffs, "coeffs"}});
   TORCH_CHECK_VALUE(coeffs.dim() >= 1 && coeffs.size(-1) > 0 &&
                         (coeffs.dim() == 1 || (y.dim() == 2 && coeffs.dim() == 2 && coeffs.size(0) == y.size(0))),
                     "coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got ", coeffs.sizes());
-  TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
-  TORCH_CHECK_VALUE(record_every >= 1, "record_every must be >= 1, got ", record_every);
+  check_fit_steps(steps, record_every);
+}
+
+constexpr int64_t kMaxMomentsDegree = (int64_t{1} << 62) - 1;  // 2D + 1 sums must count in int64
+
+// poly_moments: the data as for fit_poly, and 0 <= degree < 2^62.
+inline void check_moments_inputs(const at::Tensor& x, const at::Tensor& y, int64_t degree) {
+  check_fit_data(x, y);
+  TORCH_CHECK_VALUE(degree >= 0 && degree <= kMaxMomentsDegree, "degree must be in [0, 2^62), got ", degree);
+}
+
+// fit_poly_moments: float64 sums shaped as poly_moments returns them for degree D = coeffs.size(-1) - 1, batched
+// (B leading) when cross_sums is 2-D; coeffs (D+1,) or (B, D+1), float32 or float64, on the sums' device.
+inline void check_fit_moments_inputs(const at::Tensor& power_sums, const at::Tensor& cross_sums,
+                                     const at::Tensor& square_sum, const at::Tensor& coeffs, int64_t steps,
+                                     int64_t record_every) {
+  for (const NamedTensor& sums : {NamedTensor{&power_sums, "power_sums"}, NamedTensor{&cross_sums, "cross_sums"},
+                                  NamedTensor{&square_sum, "square_sum"}}) {
+    TORCH_CHECK_TYPE(sums.first->scalar_type() == at::kDouble, sums.second,
+                     " must be a float64 tensor (as poly_moments returns it), got ",
+                     dtype_name(sums.first->scalar_type()));
+    TORCH_CHECK(sums.first->device() == coeffs.device(), sums.second, " must be on the same device as coeffs (",
+                coeffs.device(), "), got ", sums.first->device());
+  }
+  check_floating(coeffs, "coeffs");
+  TORCH_CHECK_VALUE(coeffs.dim() >= 1 && coeffs.dim() <= 2 && coeffs.size(-1) > 0,
+                    "coeffs must be (D+1,) or (B, D+1), got ", coeffs.sizes());
+  const int64_t terms = coeffs.size(-1);
+  TORCH_CHECK_VALUE((cross_sums.dim() == 1 || cross_sums.dim() == 2) && cross_sums.size(-1) == terms,
+                    "cross_sums must be (D+1,) or (B, D+1) with D+1 = coeffs.shape[-1] = ", terms, ", got ",
+                    cross_sums.sizes());
+  const bool batched = cross_sums.dim() == 2;
+  const int64_t series = batched ? cross_sums.size(0) : 1;
+  TORCH_CHECK_VALUE(coeffs.dim() == 1 || (batched && coeffs.size(0) == series),
+                    "coeffs must be (D+1,) or (B, D+1) with B = cross_sums.shape[0], got ", coeffs.sizes());
+  TORCH_CHECK_VALUE((power_sums.dim() == 1 || (batched && power_sums.dim() == 2 && power_sums.size(0) == series)) &&
+                        power_sums.size(-1) == 2 * terms - 1,
+                    "power_sums must be (2D+1,) or (B, 2D+1) with 2D+1 = ", 2 * terms - 1, ", got ",
+                    power_sums.sizes());
+  TORCH_CHECK_VALUE(batched ? square_sum.dim() == 1 && square_sum.size(0) == series : square_sum.dim() == 0,
+                    "square_sum must be ", batched ? "(B,) with B = cross_sums.shape[0]" : "0-d", ", got shape ",
+                    square_sum.sizes());
+  check_fit_steps(steps, record_every);
 }
 
 // A seed is any 64-bit Philox key, passed through the schema's int64 as its bit pattern (Python's wrappers take

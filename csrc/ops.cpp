@@ -41,6 +41,18 @@ constexpr const char* kBackendSchemas[] = {
     // initial (D+1,) or (B, D+1). Not differentiable.
     "fit_poly(Tensor x, Tensor y, Tensor coeffs, float lr, int steps, int record_every) -> "
     "(Tensor coeffs, Tensor trace)",
+    // The sufficient statistics of a polynomial least-squares fit, summed in float64 (x and y widened first):
+    // power_sums[p] = sum_i x_i^p (p = 0..2D; power_sums[0] = N), cross_sums[k] = sum_i y_i x_i^k (k = 0..D),
+    // square_sum = sum_i y_i^2. x (N,) or (B, N) gives power_sums (2D+1,) or (B, 2D+1); y (N,) or (B, N) gives
+    // cross_sums (D+1,) or (B, D+1) and square_sum () or (B,). Sums over disjoint data add (all-reduce them).
+    "poly_moments(Tensor x, Tensor y, int degree) -> (Tensor power_sums, Tensor cross_sums, Tensor square_sum)",
+    // fit_poly's iterates from the sufficient statistics alone, in float64: with A[j][k] = power_sums[j + k] / N,
+    // b = cross_sums / N, s = square_sum / N (N = power_sums[0]), every step is u = A c; loss = c.u - 2 c.b + s;
+    // c -= 2 lr (u - b) -- the data pass's step in exact arithmetic, at (D+1)^2 work whatever N. coeffs gives the
+    // initial values and the output dtype (float32 or float64); batched when cross_sums is (B, D+1), with
+    // power_sums shared (2D+1,) or per series (B, 2D+1). Not differentiable.
+    "fit_poly_moments(Tensor power_sums, Tensor cross_sums, Tensor square_sum, Tensor coeffs, float lr, int steps, "
+    "int record_every) -> (Tensor coeffs, Tensor trace)",
 };
 
 }  // namespace

@@ -6,7 +6,8 @@
 
 Ops: ``poly``, ``poly_mse``, ``dot`` (and ``torch.ops.pykernels.*`` incl. the backward ops), autograd
 Functions ``PolyForward``, ``PolyMSE``, ``Dot``; backends ``"cpp"`` (default), ``"numba"``, ``"torch"``.
-Fused loops: ``fit_poly`` (whole gradient-descent fits, batched), ``linear_sgd_step`` and ``linear_sgd_philox``
+Fused loops: ``fit_poly`` (whole gradient-descent fits, batched; on the data or on its sufficient statistics,
+``poly_moments`` and ``fit_poly_moments``), ``linear_sgd_step`` and ``linear_sgd_philox``
 (the 10^7-weight problem, the latter drawing its samples in-kernel: ``philox_normal``).
 """
 
@@ -23,13 +24,17 @@ from .autograd import Dot, PolyForward, PolyMSE  # noqa: E402
 from .numba import ops as _numba_ops  # noqa: E402, F401  (registers the numba ops' kernels; imports no numba)
 from .ops import (  # noqa: E402
     FitResult,
+    PolyMoments,
     PolyMSEResult,
+    choose_fit_method,
     dot,
     fit_poly,
+    fit_poly_moments,
     linear_sgd_philox,
     linear_sgd_step,
     philox_normal,
     poly,
+    poly_moments,
     poly_mse,
 )
 
@@ -50,15 +55,19 @@ __all__ = [
     "PolyForward",
     "PolyMSE",
     "PolyMSEResult",
+    "PolyMoments",
     "available_backends",
     "build_info",
+    "choose_fit_method",
     "dot",
     "fit_poly",
+    "fit_poly_moments",
     "get_backend",
     "linear_sgd_philox",
     "linear_sgd_step",
     "philox_normal",
     "poly",
+    "poly_moments",
     "poly_mse",
     "reference",
     "register_backend",

@@ -17,7 +17,7 @@ import torch
 
 from . import _checks, reference
 
-OP_NAMES = ("poly", "poly_backward", "poly_mse", "dot", "dot_backward", "fit_poly")
+OP_NAMES = ("poly", "poly_backward", "poly_mse", "dot", "dot_backward", "fit_poly", "poly_moments", "fit_poly_moments")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class Backend:
     dot: Callable[..., torch.Tensor]
     dot_backward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     fit_poly: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    poly_moments: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    fit_poly_moments: Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
     @classmethod
     def from_torch_ops(cls, name: str, prefix: str = "") -> Backend:
@@ -105,6 +107,8 @@ def _torch_reference_backend() -> Backend:
         dot=_checked(_checks.check_dot_inputs, _in_float64(reference.dot_torch)),
         dot_backward=_checked(_checks.check_dot_backward_inputs, _in_float64(reference.dot_backward_torch)),
         fit_poly=_checked(_checks.check_fit_poly_inputs, reference.fit_poly_torch),
+        poly_moments=_checked(_checks.check_poly_moments_inputs, reference.poly_moments_torch),
+        fit_poly_moments=_checked(_checks.check_fit_poly_moments_inputs, reference.fit_poly_moments_torch),
     )
 
 

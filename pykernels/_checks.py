@@ -115,23 +115,87 @@ def check_fit_poly_inputs(
     allow_reduced: bool = False,
 ) -> None:
     """y (N,) or (B, N); x (N,) or y's shape; coeffs (D+1,) or (B, D+1); steps >= 0; record_every >= 1."""
-    check_floating(x, "x", allow_reduced)
-    check_same_dtype_and_device((x, "x"), (y, "y"), (coeffs, "coeffs"))
-    if y.dim() not in (1, 2):
-        raise ValueError(f"y must be 1-D (N,) or 2-D (B, N) for B fits, got shape {shape_text(y)}")
-    check_not_empty(y, "y")
-    if not (x.dim() >= 1 and x.shape[-1] == y.shape[-1] and (x.dim() == 1 or x.shape == y.shape)):
-        raise ValueError(f"x must have shape (N,) or the shape of y {shape_text(y)}, got {shape_text(x)}")
+    check_fit_data(x, y, allow_reduced)
+    check_same_dtype_and_device((x, "x"), (coeffs, "coeffs"))
     if not (
         coeffs.dim() >= 1
         and coeffs.shape[-1] > 0
         and (coeffs.dim() == 1 or (y.dim() == 2 and coeffs.dim() == 2 and coeffs.shape[0] == y.shape[0]))
     ):
         raise ValueError(f"coeffs must be (D+1,) or (B, D+1) with B = y.shape[0], got {shape_text(coeffs)}")
+    check_fit_steps(steps, record_every)
+
+
+def check_fit_data(x: torch.Tensor, y: torch.Tensor, allow_reduced: bool = False) -> None:
+    """y (N,) or (B, N), non-empty; x (N,) shared or y's shape; same dtype and device."""
+    check_floating(x, "x", allow_reduced)
+    check_same_dtype_and_device((x, "x"), (y, "y"))
+    if y.dim() not in (1, 2):
+        raise ValueError(f"y must be 1-D (N,) or 2-D (B, N) for B fits, got shape {shape_text(y)}")
+    check_not_empty(y, "y")
+    if not (x.dim() >= 1 and x.shape[-1] == y.shape[-1] and (x.dim() == 1 or x.shape == y.shape)):
+        raise ValueError(f"x must have shape (N,) or the shape of y {shape_text(y)}, got {shape_text(x)}")
+
+
+def check_fit_steps(steps: int, record_every: int) -> None:
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
+
+
+MAX_MOMENTS_DEGREE = 2**62 - 1  # 2D + 1 sums must count in int64
+
+
+def check_poly_moments_inputs(x: torch.Tensor, y: torch.Tensor, degree: int, allow_reduced: bool = False) -> None:
+    """The data as for fit_poly; 0 <= degree < 2^62."""
+    check_fit_data(x, y, allow_reduced)
+    if not 0 <= degree <= MAX_MOMENTS_DEGREE:
+        raise ValueError(f"degree must be in [0, 2^62), got {degree}")
+
+
+def check_fit_poly_moments_inputs(
+    power_sums: torch.Tensor,
+    cross_sums: torch.Tensor,
+    square_sum: torch.Tensor,
+    coeffs: torch.Tensor,
+    lr: float,
+    steps: int,
+    record_every: int,
+    allow_reduced: bool = False,
+) -> None:
+    """float64 sums shaped as poly_moments returns them for D = coeffs.shape[-1] - 1, batched (B leading) when
+    cross_sums is 2-D; coeffs (D+1,) or (B, D+1), float32 or float64, on the sums' device."""
+    check_tensor(coeffs, "coeffs")
+    for sums, name in ((power_sums, "power_sums"), (cross_sums, "cross_sums"), (square_sum, "square_sum")):
+        check_tensor(sums, name)
+        if sums.dtype != torch.float64:
+            raise TypeError(f"{name} must be a float64 tensor (as poly_moments returns it), got {sums.dtype}")
+        if sums.device != coeffs.device:
+            raise RuntimeError(f"{name} must be on the same device as coeffs ({coeffs.device}), got {sums.device}")
+    check_floating(coeffs, "coeffs")
+    if not (1 <= coeffs.dim() <= 2 and coeffs.shape[-1] > 0):
+        raise ValueError(f"coeffs must be (D+1,) or (B, D+1), got {shape_text(coeffs)}")
+    terms = coeffs.shape[-1]
+    if cross_sums.dim() not in (1, 2) or cross_sums.shape[-1] != terms:
+        raise ValueError(
+            f"cross_sums must be (D+1,) or (B, D+1) with D+1 = coeffs.shape[-1] = {terms}, got {shape_text(cross_sums)}"
+        )
+    batched = cross_sums.dim() == 2
+    series = cross_sums.shape[0] if batched else 1
+    if not (coeffs.dim() == 1 or (batched and coeffs.shape[0] == series)):
+        raise ValueError(f"coeffs must be (D+1,) or (B, D+1) with B = cross_sums.shape[0], got {shape_text(coeffs)}")
+    if not (
+        (power_sums.dim() == 1 or (batched and power_sums.dim() == 2 and power_sums.shape[0] == series))
+        and power_sums.shape[-1] == 2 * terms - 1
+    ):
+        raise ValueError(
+            f"power_sums must be (2D+1,) or (B, 2D+1) with 2D+1 = {2 * terms - 1}, got {shape_text(power_sums)}"
+        )
+    if square_sum.shape != ((series,) if batched else ()):
+        expected = "(B,) with B = cross_sums.shape[0]" if batched else "0-d"
+        raise ValueError(f"square_sum must be {expected}, got shape {shape_text(square_sum)}")
+    check_fit_steps(steps, record_every)
 
 
 def check_philox_args(seed: int, stream: int) -> None:

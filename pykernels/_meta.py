@@ -46,6 +46,21 @@ def _fake_kernels(reduced_on_cuda: bool) -> dict:
             return y.new_empty((y.shape[0], coeffs.shape[-1])), y.new_empty((y.shape[0], records))
         return coeffs.new_empty(coeffs.shape), y.new_empty((records,))
 
+    def poly_moments(x, y, degree):
+        _checks.check_poly_moments_inputs(x, y, degree)
+        wide = {"dtype": torch.float64}
+        return (
+            x.new_empty((*x.shape[:-1], 2 * degree + 1), **wide),
+            y.new_empty((*y.shape[:-1], degree + 1), **wide),
+            y.new_empty(y.shape[:-1], **wide),
+        )
+
+    def fit_poly_moments(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every):
+        _checks.check_fit_poly_moments_inputs(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every)
+        records = -(-steps // record_every)
+        batch = cross_sums.shape[:-1]
+        return coeffs.new_empty(cross_sums.shape), coeffs.new_empty((*batch, records))
+
     return {
         "poly": poly,
         "poly_backward": poly_backward,
@@ -53,6 +68,8 @@ def _fake_kernels(reduced_on_cuda: bool) -> dict:
         "dot": dot,
         "dot_backward": dot_backward,
         "fit_poly": fit_poly,
+        "poly_moments": poly_moments,
+        "fit_poly_moments": fit_poly_moments,
     }
 
 

@@ -83,6 +83,8 @@ _RULES = {
     "dot": _per_sample,
     "dot_backward": _per_sample,
     "fit_poly": _fit_poly,
+    "poly_moments": _per_sample,
+    "fit_poly_moments": _per_sample,
 }
 
 

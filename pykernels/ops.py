@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from . import _checks
+from . import _auto, _checks
 from ._backends import get_backend
 
 
@@ -78,6 +79,160 @@ for _result in (PolyMSEResult, FitResult):
     pytree._register_namedtuple(_result, serialized_type_name=f"pykernels.{_result.__name__}")
 
 
+class PolyMoments(NamedTuple):
+    """The sufficient statistics of a least-squares polynomial fit of degree D, summed in float64 (sums over
+    disjoint data add: all-reduce them to fit data split across processes)."""
+
+    power_sums: torch.Tensor
+    """``sum_i x_i^p`` for p = 0..2D, (2D+1,) or (B, 2D+1); ``power_sums[..., 0]`` is N."""
+    cross_sums: torch.Tensor
+    """``sum_i y_i x_i^k`` for k = 0..D, (D+1,) or (B, D+1)."""
+    square_sum: torch.Tensor
+    """``sum_i y_i^2``, () or (B,)."""
+
+
+for _result in (PolyMoments,):
+    pytree._register_namedtuple(_result, serialized_type_name=f"pykernels.{_result.__name__}")
+
+FIT_METHODS = ("auto", "gram", "data")
+
+
+def poly_moments(x: torch.Tensor, y: torch.Tensor, degree: int, *, backend: str = "cpp") -> PolyMoments:
+    """The sufficient statistics of fitting ``p(x)`` of the given degree to y by least squares, one pass over the
+    data, every sum in float64: with ``V[i, k] = x_i^k`` the N x (D+1) power matrix, ``A = V^T V / N`` is the Hankel
+    matrix ``A[j, k] = power_sums[j + k] / N``, ``b = V^T y / N = cross_sums / N`` and ``y^T y / N = square_sum / N``;
+    then ``mean((p(x) - y)^2) = c^T A c - 2 c^T b + y^T y / N`` for any coefficients c.
+
+    x, y as for :func:`fit_poly`: y (N,) or (B, N), x (N,) shared or like y. Not differentiable.
+    """
+    x, y = _checks.tensor(x, "x"), _checks.tensor(y, "y")
+    degree = _checks.integer(degree, "degree", maximum=_checks.MAX_MOMENTS_DEGREE)
+    return PolyMoments(*get_backend(backend).poly_moments(x, y, degree))
+
+
+def fit_poly_moments(
+    moments: PolyMoments,
+    *,
+    lr: float,
+    steps: int,
+    record_every: int = 1,
+    init: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    backend: str = "cpp",
+) -> FitResult:
+    """``steps`` steps of gradient descent on the mean squared error, from the sufficient statistics alone
+    (:func:`poly_moments`), iterated in float64::
+
+        u = A c;  loss = c^T u - 2 c^T b + s;  c -= 2 lr (u - b)
+
+    the data pass's iterates in exact arithmetic, at (D+1)^2 work per step whatever N is. The degree is
+    ``moments.cross_sums.shape[-1] - 1``; batched when the moments are (B fits sharing x: power_sums (2D+1,)).
+
+    Args:
+        moments: from :func:`poly_moments`, or their sum over shards of the data.
+        init: initial coefficients (D+1,) or (B, D+1); zeros by default. Its dtype is the results' dtype.
+        dtype: the results' dtype when ``init`` is None (float64 by default).
+    """
+    if not isinstance(moments, tuple) or len(moments) != 3:
+        raise TypeError(
+            f"moments must be a PolyMoments (power_sums, cross_sums, square_sum), got {type(moments).__name__}"
+        )
+    power_sums, cross_sums, square_sum = (
+        _checks.tensor(t, name) for t, name in zip(moments, PolyMoments._fields, strict=True)
+    )
+    init = _checks.optional_tensor(init, "init")
+    lr = _checks.real(lr, "lr", minimum=0.0)
+    steps = _checks.integer(steps, "steps")
+    record_every = _checks.integer(record_every, "record_every", minimum=1)
+    if init is None:
+        if dtype not in (None, torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32, torch.float64 or None, got {dtype}")
+        init = torch.zeros(cross_sums.shape, dtype=dtype or torch.float64, device=cross_sums.device)
+    elif dtype is not None:
+        raise ValueError("give dtype or init, not both (the results take init's dtype)")
+    return FitResult(
+        *get_backend(backend).fit_poly_moments(power_sums, cross_sums, square_sum, init, lr, steps, record_every)
+    )
+
+
+GRAM_TOLERANCE = _auto.GRAM_TOLERANCE
+
+
+def _numpy_system(moments: PolyMoments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with np.errstate(all="ignore"):  # sums that are not finite give an A that is not: the bounds say inf
+        return _auto.gram_system(*(t.detach().cpu().numpy() for t in moments), xp=np)
+
+
+def gram_error_bound(moments: PolyMoments, *, lr: float, steps: int, _system: tuple | None = None) -> float:
+    """A bound on the relative error of ``steps`` steps of gradient descent on these statistics (float64 sums and
+    iterates), the largest over a batch; inf where they are not finite. See ``pykernels._auto.iterate_bound``."""
+    with np.errstate(all="ignore"):
+        return float(_auto.iterate_bound((_system or _numpy_system(moments))[0], lr, steps, np).max())
+
+
+def gram_loss_error_bound(
+    moments: PolyMoments, coeffs: torch.Tensor, loss: torch.Tensor, *, _system: tuple | None = None
+) -> float:
+    """A bound on the relative error of losses computed from these statistics at ``coeffs`` where the loss is
+    ``loss`` (the largest over a batch). See ``pykernels._auto.loss_bound``."""
+    gram, _, offset = _system or _numpy_system(moments)
+    wide = (t.detach().cpu().double().numpy() for t in (coeffs, loss))
+    with np.errstate(all="ignore"):
+        return float(_auto.loss_bound(gram, offset, *wide).max())
+
+
+def choose_fit_method(
+    moments: PolyMoments, *, lr: float, steps: int, dtype: torch.dtype, _system: tuple | None = None
+) -> str:
+    """``"gram"`` or ``"data"``: the method ``fit_poly(method="auto")`` starts with for data of these moments.
+
+    ``"gram"`` where it is faster (``pykernels._auto.gram_is_faster``) and its iterates accurate:
+    :func:`gram_error_bound` at most ``GRAM_TOLERANCE[dtype]`` (2^-24 for float32 data, 1e-10 for float64). fit_poly
+    then also checks the last loss (:func:`gram_loss_error_bound`)."""
+    points = (
+        int(moments.power_sums[..., 0].min()) if isinstance(moments, PolyMoments) else int(moments[0][..., 0].min())
+    )
+    degree = moments[1].shape[-1] - 1
+    if not _auto.gram_is_faster(points, degree, steps):
+        return "data"
+    bound = gram_error_bound(moments, lr=lr, steps=steps, _system=_system)
+    return "gram" if bound <= GRAM_TOLERANCE[dtype] else "data"
+
+
+def _transformed(*tensors: torch.Tensor) -> bool:
+    """Whether any of the tensors is wrapped by a torch.func transform (its values cannot be read)."""
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def _auto_fit_traced(ops, x, y, init, moments, lr: float, steps: int, record_every: int) -> FitResult:
+    """fit_poly(method="auto") under torch.compile: the same choice, as torch.cond's of the graph (one graph, no
+    break on the data-dependent choice)."""
+    tolerance = GRAM_TOLERANCE[x.dtype]
+    if not _auto.gram_is_faster(y.shape[-1], moments[1].shape[-1] - 1, steps):
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+
+    def on_data(power_sums, cross_sums, square_sum, x, y, init):
+        return ops.fit_poly(x, y, init, lr, steps, record_every)
+
+    def keep(coeffs, trace, x, y, init):
+        return coeffs.clone(), trace.clone()
+
+    def refit(coeffs, trace, x, y, init):
+        return ops.fit_poly(x, y, init, lr, steps, record_every)
+
+    def on_statistics(power_sums, cross_sums, square_sum, x, y, init):
+        coeffs, trace = ops.fit_poly_moments(power_sums, cross_sums, square_sum, init, lr, steps, record_every)
+        if trace.shape[-1] == 0:
+            return coeffs, trace
+        gram, _, offset = _auto.gram_system(power_sums, cross_sums, square_sum, torch)
+        resolved = ~(_auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double()) > tolerance).any()
+        return torch.cond(resolved, keep, refit, (coeffs, trace, x, y, init))
+
+    gram = _auto.gram_system(*moments, torch)[0]
+    accurate = (_auto.iterate_bound(gram, lr, steps, torch) <= tolerance).all()
+    return FitResult(*torch.cond(accurate, on_statistics, on_data, (*moments, x, y, init)))
+
+
 def fit_poly(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -87,6 +242,7 @@ def fit_poly(
     steps: int,
     record_every: int = 1,
     init: torch.Tensor | None = None,
+    method: str = "auto",
     backend: str = "cpp",
 ) -> FitResult:
     """Fit ``p(x) = sum_k c_k x^k`` of the given degree to y by ``steps`` steps of gradient descent on the mean
@@ -102,15 +258,24 @@ def fit_poly(
         lr, steps: learning rate and number of steps.
         record_every: record the loss before every ``record_every``-th step (1: every step, as the write-up).
         init: initial coefficients, (D+1,) or (B, D+1); zeros by default.
-        backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the reference loop).
+        method: ``"data"`` steps on the data (a pass over the N points per step, in the data's dtype);
+            ``"gram"`` makes one pass for the sufficient statistics (:func:`poly_moments`, float64) and steps on
+            them (:func:`fit_poly_moments`: (D+1)^2 work per step, float64, the loss from the quadratic form);
+            ``"auto"`` (default) takes ``"gram"`` where it is faster and accurate (:func:`choose_fit_method`), and
+            the data pass where the losses turn out too small for the quadratic form to resolve, or where the
+            choice cannot read the data (inside torch.func transforms: vmap, grad).
+            The same iterates in exact arithmetic; results in the data's dtype either way.
+        backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the reference loops).
 
     Not differentiable: with ``init`` (or the data) requiring grad, backpropagating through the result raises.
     """
     x, y, init = _checks.tensor(x, "x"), _checks.tensor(y, "y"), _checks.optional_tensor(init, "init")
-    degree = _checks.integer(degree, "degree", maximum=_checks.INT64_MAX - 1)
+    degree = _checks.integer(degree, "degree", maximum=_checks.MAX_MOMENTS_DEGREE)
     lr = _checks.real(lr, "lr", minimum=0.0)
     steps = _checks.integer(steps, "steps")
     record_every = _checks.integer(record_every, "record_every", minimum=1)
+    if method not in FIT_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, FIT_METHODS))}, got {method!r}")
     ops = get_backend(backend)
     batch = (y.shape[0],) if y.dim() == 2 else ()
     if init is None:
@@ -120,7 +285,25 @@ def fit_poly(
             f"init must have shape (degree + 1,) or (B, degree + 1) with degree + 1 = {degree + 1}, got "
             f"{list(init.shape)}"
         )
-    return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    if method == "data" or (method == "auto" and not torch.compiler.is_compiling() and _transformed(x, y, init)):
+        # under torch.func transforms (vmap, grad, ...) the values auto's choice reads are not there: the data pass
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    _checks.check_fit_poly_inputs(x, y, init, lr, steps, record_every)  # before the moments' pass over the data
+    moments = PolyMoments(*ops.poly_moments(x, y, degree))
+    if method == "gram":
+        return FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
+    if torch.compiler.is_compiling():
+        return _auto_fit_traced(ops, x, y, init, moments, lr, steps, record_every)
+    system = _numpy_system(moments)
+    if choose_fit_method(moments, lr=lr, steps=steps, dtype=x.dtype, _system=system) == "data":
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
+    if (
+        fit.trace.shape[-1] > 0
+        and gram_loss_error_bound(moments, fit.coeffs, fit.trace[..., -1], _system=system) > GRAM_TOLERANCE[x.dtype]
+    ):  # a fit so close to exact that the quadratic form cannot resolve its loss
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    return fit
 
 
 def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:

@@ -20,13 +20,16 @@ __all__ = [
     "dot_backward_torch",
     "dot_numpy",
     "dot_torch",
+    "fit_poly_moments_torch",
     "fit_poly_numpy",
     "fit_poly_torch",
+    "gram_system_torch",
     "linear_sgd_philox_torch",
     "philox4x32_10_numpy",
     "philox_normal_numpy",
     "poly_backward_numpy",
     "poly_backward_torch",
+    "poly_moments_torch",
     "poly_mse_numpy",
     "poly_mse_torch",
     "poly_numpy",
@@ -75,6 +78,54 @@ def poly_mse_torch(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> tu
     residual = poly_torch(x, coeffs) - y
     power_sums = weighted_powers_torch(residual, x, degree).reshape(x.numel(), degree + 1).sum(0)
     return (residual * residual).mean(), (2.0 / residual.numel()) * power_sums
+
+
+def poly_moments_torch(
+    x: torch.Tensor, y: torch.Tensor, degree: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sufficient statistics of a least-squares fit of degree D, in float64: ``power_sums[p] = sum_i x_i^p``
+    (p = 0..2D), ``cross_sums[k] = sum_i y_i x_i^k`` (k = 0..D), ``square_sum = sum_i y_i^2``, summed over the
+    last dimension (x (N,) shared by a (B, N) y gives one power_sums)."""
+    xs, ys = x.double(), y.double()
+    power_sums = weighted_powers_torch(torch.ones_like(xs), xs, 2 * degree).sum(-2)
+    cross_sums = weighted_powers_torch(ys, xs.expand_as(ys), degree).sum(-2)
+    return power_sums, cross_sums, (ys * ys).sum(-1)
+
+
+def gram_system_torch(
+    power_sums: torch.Tensor, cross_sums: torch.Tensor, square_sum: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``A = V^T V / N`` (the Hankel matrix ``A[j, k] = power_sums[j + k] / N``), ``b = V^T y / N`` and
+    ``s = y^T y / N`` from the sums, N = power_sums[..., 0]; batch dimensions lead."""
+    terms = cross_sums.shape[-1]
+    count = power_sums[..., :1]
+    index = torch.arange(terms, device=power_sums.device)
+    gram = (power_sums / count)[..., index[:, None] + index[None, :]]
+    return gram, cross_sums / count, square_sum / count[..., 0]
+
+
+def fit_poly_moments_torch(
+    power_sums: torch.Tensor,
+    cross_sums: torch.Tensor,
+    square_sum: torch.Tensor,
+    coeffs: torch.Tensor,
+    lr: float,
+    steps: int,
+    record_every: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient descent on the quadratic form, in float64: ``u = A c; loss = c.u - 2 c.b + s; c -= 2 lr (u - b)``
+    (:func:`gram_system_torch`), recording the loss before every ``record_every``-th update; the results in coeffs'
+    dtype. Batched when cross_sums is (B, D+1)."""
+    gram, target, offset = gram_system_torch(power_sums, cross_sums, square_sum)
+    c = coeffs.double().expand(target.shape).clone()
+    trace = []
+    for step in range(steps):
+        u = (gram @ c.unsqueeze(-1)).squeeze(-1)
+        if step % record_every == 0:
+            trace.append((c * u).sum(-1) - 2 * (c * target).sum(-1) + offset)
+        c = c - 2 * lr * (u - target)
+    trace = torch.stack(trace, dim=-1) if trace else c.new_empty((*target.shape[:-1], 0))
+    return c.to(coeffs.dtype), trace.to(coeffs.dtype)
 
 
 # --- the write-ups' formulas (the baselines) ---------------------------------------------------------------------

@@ -1,0 +1,461 @@
+// Fits on sufficient statistics: poly_moments (one pass over the data, float64 sums) and fit_poly_moments
+// (gradient descent on the quadratic form, (D+1)^2 work per step whatever N is).
+//
+// With A[j][k] = power_sums[j + k] / N, b = cross_sums / N, s = square_sum / N, a step of gradient descent on the
+// mean squared error is u = A c; loss = c.u - 2 c.b + s; c -= 2 lr (u - b), i.e. c' = M c + d with M = I - 2 lr A,
+// d = 2 lr b: the data pass's iterates in exact arithmetic, all in float64 here.
+//
+// A single fit is one dependent chain of (D+1)x(D+1) matrix-vector products, so its speed is the chain's latency.
+// fit_single_jumps shortens the chain 8-fold: c_{t+8} = M^8 c_t + q_8 is one matrix-vector product, and the
+// iterates between, c_{t+j} = M^j c_t + q_j (j = 0..7), and their losses are computed off the chain, one step per
+// SIMD lane. Batched fits are independent chains: SIMD across series, several vectors in flight.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+#include "../checks.h"
+#include "reduce_cpu.h"
+
+namespace pykernels {
+namespace {
+
+// --- poly_moments -------------------------------------------------------------------------------------------------
+
+// sums[k] += weight x^k for k = 0..degree over [begin, end) of x (float64 lanes), weight = 1 (weights == nullptr)
+// or weights[i]. Running products from the weight, as the reference forms them, so inf and NaN match.
+template <int kDegree, typename scalar_t>
+void weighted_power_sums(const scalar_t* x, const scalar_t* weights, int64_t degree, int64_t begin, int64_t end,
+                         double* out) {
+  const int64_t deg = effective_degree<kDegree>(degree);
+  LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 1> sums(deg + 1);
+  LaneVector* acc = sums.data();
+  for (int64_t i = begin; i < end; i += kLanes) {
+    const int64_t count = std::min<int64_t>(kLanes, end - i);
+    const LaneVector xs = load_group(x, i, end, 0.0);
+    LaneVector term = weights ? load_group(weights, i, end, 0.0) : zero_padding(splat<LaneVector>(1.0), count);
+    for (int64_t k = 0; k <= deg; ++k) {
+      acc[k] += zero_padding(term, count);  // the padding's x^k, 0^0 = 1 for k = 0, must not count
+      term *= xs;
+    }
+  }
+  fold_lanes(acc, deg + 1, out);
+}
+
+template <typename scalar_t>
+void power_sums_of(const scalar_t* x, const scalar_t* weights, int64_t n, int64_t degree, double* out) {
+  dispatch_degree(degree, [&](auto kDegree) {
+    reduce_in_chunks(n, degree + 1, out, [&](int64_t begin, int64_t end, double* partial) {
+      weighted_power_sums<decltype(kDegree)::value>(x, weights, degree, begin, end, partial);
+    });
+  });
+}
+
+template <typename scalar_t>
+double square_sum_of(const scalar_t* y, int64_t n) {
+  double total = 0.0;
+  reduce_in_chunks(n, 1, &total, [&](int64_t begin, int64_t end, double* partial) {
+    LaneVector acc{};
+    for (int64_t i = begin; i < end; i += kLanes) {
+      const LaneVector v = load_group(y, i, end, 0.0);
+      acc += v * v;
+    }
+    fold_lanes(&acc, 1, partial);
+  });
+  return total;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> poly_moments_cpu(const at::Tensor& x_in, const at::Tensor& y_in,
+                                                                int64_t degree) {
+  check_moments_inputs(x_in, y_in, degree);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor y = y_in.contiguous();
+  const int64_t n = y.size(-1);
+  const int64_t x_rows = x.dim() == 2 ? x.size(0) : 1;
+  const int64_t y_rows = y.dim() == 2 ? y.size(0) : 1;
+  const auto wide = x.options().dtype(at::kDouble);
+  std::vector<int64_t> x_batch(x.sizes().begin(), x.sizes().end() - 1), y_batch(y.sizes().begin(), y.sizes().end() - 1);
+  at::Tensor power_sums = at::empty([&] { auto s = x_batch; s.push_back(2 * degree + 1); return s; }(), wide);
+  at::Tensor cross_sums = at::empty([&] { auto s = y_batch; s.push_back(degree + 1); return s; }(), wide);
+  at::Tensor square_sum = at::empty(y_batch, wide);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poly_moments_cpu", [&] {
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    const scalar_t* y_data = y.const_data_ptr<scalar_t>();
+    double* power_data = power_sums.mutable_data_ptr<double>();
+    double* cross_data = cross_sums.mutable_data_ptr<double>();
+    double* square_data = square_sum.mutable_data_ptr<double>();
+    const auto sums_of_row = [&](int64_t row) {
+      if (row < x_rows) {
+        power_sums_of<scalar_t>(x_data + row * n, nullptr, n, 2 * degree, power_data + row * (2 * degree + 1));
+      }
+      if (row < y_rows) {
+        const scalar_t* x_row = x_data + (x_rows == 1 ? 0 : row * n);
+        power_sums_of<scalar_t>(x_row, y_data + row * n, n, degree, cross_data + row * (degree + 1));
+        square_data[row] = square_sum_of(y_data + row * n, n);
+      }
+    };
+    const int64_t rows = std::max(x_rows, y_rows);
+    if (rows == 1) {
+      sums_of_row(0);  // its chunks in parallel
+      return;
+    }
+    // Rows in parallel (each row's chunks then run in its thread: the same fixed chunks, the same sums)
+    at::parallel_for(0, rows, 1, [&](int64_t first, int64_t last) {
+      for (int64_t row = first; row < last; ++row) sums_of_row(row);
+    });
+  });
+  return {power_sums, cross_sums, square_sum};
+}
+
+// --- fit_poly_moments ---------------------------------------------------------------------------------------------
+
+// One fit's quadratic form: A ((D+1)^2, row-major), b (D+1), s.
+struct GramSystem {
+  std::vector<double> gram, target;
+  double offset = 0.0;
+};
+
+GramSystem gram_system(const double* power_sums, const double* cross_sums, double square_sum, int64_t terms) {
+  GramSystem system;
+  const double count = power_sums[0];
+  system.gram.resize(terms * terms);
+  system.target.resize(terms);
+  for (int64_t j = 0; j < terms; ++j) {
+    for (int64_t k = 0; k < terms; ++k) system.gram[j * terms + k] = power_sums[j + k] / count;
+    system.target[j] = cross_sums[j] / count;
+  }
+  system.offset = square_sum / count;
+  return system;
+}
+
+template <typename T>
+bool all_finite(const T* values, int64_t count) {
+  return std::all_of(values, values + count, [](T v) { return std::isfinite(v); });
+}
+
+// Writes the loss of a step when it is recorded: `until_record` counts down to the next recorded step.
+template <typename scalar_t>
+inline void record(double loss, int64_t record_every, int64_t& until_record, scalar_t*& trace) {
+  if (--until_record == 0) {
+    *trace++ = static_cast<scalar_t>(loss);
+    until_record = record_every;
+  }
+}
+
+// `steps` steps one at a time, as the reference steps (any degree, any values: inf and NaN propagate as there).
+template <typename scalar_t>
+void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
+                         int64_t& until_record, double* c, scalar_t*& trace) {
+  std::vector<double> u(terms);
+  for (int64_t step = 0; step < steps; ++step) {
+    for (int64_t j = 0; j < terms; ++j) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < terms; ++k) sum += system.gram[j * terms + k] * c[k];
+      u[j] = sum;
+    }
+    if (until_record == 1) {
+      double quadratic = 0.0, linear = 0.0;
+      for (int64_t j = 0; j < terms; ++j) {
+        quadratic += c[j] * u[j];
+        linear += c[j] * system.target[j];
+      }
+      record(quadratic - 2.0 * linear + system.offset, record_every, until_record, trace);
+    } else {
+      --until_record;
+    }
+    for (int64_t j = 0; j < terms; ++j) c[j] -= 2.0 * lr * (u[j] - system.target[j]);
+  }
+}
+
+constexpr int kJump = kLanes;  // steps per jump: one SIMD lane per step in between
+
+// The jump tables of a fit of compile-time degree D: lane j of powers[a][b] is (M^j)[a][b] and lane j of
+// offsets[a] is q_j[a] (j = 0..7; q_0 = 0, q_{j+1} = M q_j + d), so that c_{t+j} = M^j c_t + q_j lane-wise; jump
+// and jump_offset are M^8 and q_8 for the chain.
+template <int D>
+struct JumpTables {
+  static constexpr int kTerms = D + 1;
+  LaneVector powers[kTerms][kTerms];
+  LaneVector offsets[kTerms];
+  double jump[kTerms][kTerms];
+  double jump_offset[kTerms];
+
+  JumpTables(const GramSystem& system, double lr) {
+    double step_matrix[kTerms][kTerms], power[kTerms][kTerms], offset[kTerms];
+    for (int a = 0; a < kTerms; ++a) {
+      for (int b = 0; b < kTerms; ++b) {
+        step_matrix[a][b] = (a == b ? 1.0 : 0.0) - 2.0 * lr * system.gram[a * kTerms + b];
+        power[a][b] = a == b ? 1.0 : 0.0;
+      }
+      offset[a] = 0.0;
+    }
+    for (int j = 0; j <= kJump; ++j) {
+      if (j == kJump) {
+        std::copy(&power[0][0], &power[0][0] + kTerms * kTerms, &jump[0][0]);
+        std::copy(offset, offset + kTerms, jump_offset);
+        break;
+      }
+      for (int a = 0; a < kTerms; ++a) {
+        for (int b = 0; b < kTerms; ++b) powers[a][b][j] = power[a][b];
+        offsets[a][j] = offset[a];
+      }
+      double next_power[kTerms][kTerms], next_offset[kTerms];
+      for (int a = 0; a < kTerms; ++a) {
+        next_offset[a] = 2.0 * lr * system.target[a];
+        for (int k = 0; k < kTerms; ++k) next_offset[a] += step_matrix[a][k] * offset[k];
+        for (int b = 0; b < kTerms; ++b) {
+          double sum = 0.0;
+          for (int k = 0; k < kTerms; ++k) sum += step_matrix[a][k] * power[k][b];
+          next_power[a][b] = sum;
+        }
+      }
+      std::copy(&next_power[0][0], &next_power[0][0] + kTerms * kTerms, &power[0][0]);
+      std::copy(next_offset, next_offset + kTerms, offset);
+    }
+  }
+};
+
+// `blocks` jumps of 8 steps from c, recording the losses of the steps the countdown marks. Returns false (c and
+// trace then unspecified) when a coefficient or a recorded loss is not finite: the caller redoes those steps one
+// at a time, so that inf and NaN come out as the stepwise loop makes them.
+template <int D, typename scalar_t>
+bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int64_t blocks, int64_t record_every,
+                      int64_t& until_record, double* c_io, scalar_t*& trace) {
+  constexpr int kTerms = D + 1;
+  double gram[kTerms][kTerms], target[kTerms];
+  for (int a = 0; a < kTerms; ++a) {
+    for (int b = 0; b < kTerms; ++b) gram[a][b] = system.gram[a * kTerms + b];
+    target[a] = system.target[a];
+  }
+  double c[kTerms];
+  std::copy(c_io, c_io + kTerms, c);
+  LaneVector finite_losses = splat<LaneVector>(0.0);  // stays 0 while every recorded loss is finite (x - x = 0)
+  for (int64_t block = 0; block < blocks; ++block) {
+    if (until_record <= kJump) {  // a recorded step in this block: the 8 iterates and their losses, lane per step
+      LaneVector iterate[kTerms];
+#pragma GCC unroll 16
+      for (int a = 0; a < kTerms; ++a) {
+        iterate[a] = tables.offsets[a];
+#pragma GCC unroll 16
+        for (int b = 0; b < kTerms; ++b) iterate[a] += tables.powers[a][b] * c[b];
+      }
+      LaneVector loss = splat<LaneVector>(system.offset);
+#pragma GCC unroll 16
+      for (int a = 0; a < kTerms; ++a) {
+        LaneVector u = splat<LaneVector>(-2.0 * target[a]);
+#pragma GCC unroll 16
+        for (int b = 0; b < kTerms; ++b) u += gram[a][b] * iterate[b];
+        loss += iterate[a] * u;  // c.(A c - 2 b)
+      }
+      if (record_every == 1) {  // every step recorded: one vector store
+        typedef scalar_t Stored __attribute__((vector_size(kJump * sizeof(scalar_t))));
+        const Stored stored = __builtin_convertvector(loss, Stored);
+        std::memcpy(trace, &stored, sizeof(stored));
+        trace += kJump;
+        finite_losses += loss - loss;
+      } else {
+        for (int j = 0; j < kJump; ++j) {
+          if (--until_record == 0) {
+            *trace++ = static_cast<scalar_t>(loss[j]);
+            finite_losses[j] += loss[j] - loss[j];
+            until_record = record_every;
+          }
+        }
+      }
+    } else {
+      until_record -= kJump;
+    }
+    double next[kTerms];  // the chain: c_{t+8} = M^8 c_t + q_8
+#pragma GCC unroll 16
+    for (int a = 0; a < kTerms; ++a) {
+      double sum = tables.jump_offset[a];
+#pragma GCC unroll 16
+      for (int b = 0; b < kTerms; ++b) sum += tables.jump[a][b] * c[b];
+      next[a] = sum;
+    }
+    std::copy(next, next + kTerms, c);
+  }
+  std::copy(c, c + kTerms, c_io);
+  bool ok = all_finite(c, kTerms);
+  for (int j = 0; j < kJump; ++j) ok = ok && finite_losses[j] == 0.0;
+  return ok;
+}
+
+// A single fit: jumps of 8 steps in segments, each checked; a segment that ends with something not finite is redone
+// one step at a time from its start, and so is every step after it. Degrees above kMaxUnrolledDegree, systems
+// that are not finite and the last steps (fewer than 8) step one at a time.
+template <int kDegree, typename scalar_t>
+void fit_single(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
+                double* c, scalar_t* trace) {
+  int64_t until_record = 1;  // step 0 is recorded
+  int64_t done = 0;
+  if constexpr (kDegree != kDynamicDegree) {
+    const bool finite_system = all_finite(system.gram.data(), terms * terms) &&
+                               all_finite(system.target.data(), terms) && std::isfinite(system.offset) &&
+                               all_finite(c, terms);
+    if (finite_system && steps >= kJump) {
+      const JumpTables<kDegree> tables(system, lr);
+      const bool finite_tables = all_finite(&tables.jump[0][0], terms * terms) && all_finite(tables.jump_offset, terms);
+      constexpr int64_t kSegmentBlocks = 256;
+      std::vector<double> start(terms);
+      while (finite_tables && steps - done >= kJump) {
+        const int64_t blocks = std::min(kSegmentBlocks, (steps - done) / kJump);
+        std::copy(c, c + terms, start.begin());
+        const int64_t until_record_at_start = until_record;
+        scalar_t* const trace_at_start = trace;
+        if (!fit_single_jumps<kDegree>(tables, system, blocks, record_every, until_record, c, trace)) {
+          std::copy(start.begin(), start.end(), c);
+          until_record = until_record_at_start;
+          trace = trace_at_start;
+          break;
+        }
+        done += blocks * kJump;
+      }
+    }
+  }
+  fit_single_stepwise(system, terms, lr, steps - done, record_every, until_record, c, trace);
+}
+
+// Batched fits, SIMD across series: kGroup vectors of kLanes series step together (independent chains in flight).
+// The Hankel moments m[p] = power_sums[p] / N are lane vectors (equal lanes when the series share x). Losses are
+// kept for kPending records and then written row by row (a series' trace is a row of the (B, T) output).
+template <int kDegree, int kGroup, typename scalar_t>
+void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVector* offset, int64_t degree,
+               double lr, int64_t steps, int64_t record_every, LaneVector* c, scalar_t* trace, int64_t records,
+               int64_t live_series) {
+  constexpr int kPending = 8;
+  const int64_t deg = effective_degree<kDegree>(degree);
+  constexpr int kStorage = kDegree == kDynamicDegree ? 1 : kDegree + 1;
+  std::vector<LaneVector> dynamic_u(kDegree == kDynamicDegree ? (deg + 1) * kGroup : 0);
+  LaneVector pending[kPending][kGroup];
+  int pending_count = 0;
+  int64_t first_pending = 0;
+  const auto flush = [&] {
+    for (int64_t series = 0; series < live_series; ++series) {
+      scalar_t* row = trace + series * records + first_pending;
+      for (int r = 0; r < pending_count; ++r) row[r] = static_cast<scalar_t>(pending[r][series / kLanes][series % kLanes]);
+    }
+    first_pending += pending_count;
+    pending_count = 0;
+  };
+  const LaneVector two_lr = splat<LaneVector>(2.0 * lr);
+  int64_t until_record = 1;
+  for (int64_t step = 0; step < steps; ++step) {
+    const bool recorded = --until_record == 0;
+#pragma GCC unroll 4
+    for (int g = 0; g < kGroup; ++g) {
+      LaneVector u_storage[kStorage];
+      LaneVector* u = kDegree == kDynamicDegree ? dynamic_u.data() + g * (deg + 1) : u_storage;
+      LaneVector* cg = c + g * (deg + 1);
+      const LaneVector* mg = moments + g * (2 * deg + 1);
+      const LaneVector* bg = target + g * (deg + 1);
+#pragma GCC unroll 16
+      for (int64_t a = 0; a <= deg; ++a) {
+        LaneVector sum = mg[a] * cg[0];
+#pragma GCC unroll 16
+        for (int64_t k = 1; k <= deg; ++k) sum += mg[a + k] * cg[k];
+        u[a] = sum;
+      }
+      if (recorded) {  // c.u - 2 c.b + s, in the reference's order (where terms overflow, the order decides)
+        LaneVector quadratic = cg[0] * u[0], linear = cg[0] * bg[0];
+#pragma GCC unroll 16
+        for (int64_t a = 1; a <= deg; ++a) {
+          quadratic += cg[a] * u[a];
+          linear += cg[a] * bg[a];
+        }
+        pending[pending_count][g] = quadratic - 2.0 * linear + offset[g];
+      }
+#pragma GCC unroll 16
+      for (int64_t a = 0; a <= deg; ++a) cg[a] -= two_lr * (u[a] - bg[a]);
+    }
+    if (recorded) {
+      until_record = record_every;
+      if (++pending_count == kPending) flush();
+    }
+  }
+  flush();
+}
+
+std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_sums_in,
+                                                        const at::Tensor& cross_sums_in,
+                                                        const at::Tensor& square_sum_in, const at::Tensor& coeffs_in,
+                                                        double lr, int64_t steps, int64_t record_every) {
+  check_fit_moments_inputs(power_sums_in, cross_sums_in, square_sum_in, coeffs_in, steps, record_every);
+  const bool batched = cross_sums_in.dim() == 2;
+  const int64_t series = batched ? cross_sums_in.size(0) : 1;
+  const int64_t terms = coeffs_in.size(-1);
+  const int64_t degree = terms - 1;
+  const int64_t records = (steps + record_every - 1) / record_every;
+  const at::Tensor power_sums = power_sums_in.contiguous();
+  const at::Tensor cross_sums = cross_sums_in.contiguous();
+  const at::Tensor square_sum = square_sum_in.contiguous();
+  const bool shared_x = power_sums.dim() == 1;
+  // the iterates in float64, written back in coeffs' dtype
+  at::Tensor c64 = (batched ? coeffs_in.expand({series, terms}) : coeffs_in).to(at::kDouble).contiguous().clone();
+  at::Tensor trace = at::empty(batched ? at::IntArrayRef{series, records} : at::IntArrayRef{records},
+                               coeffs_in.options());
+  const double* power_data = power_sums.const_data_ptr<double>();
+  const double* cross_data = cross_sums.const_data_ptr<double>();
+  const double* square_data = square_sum.const_data_ptr<double>();
+  double* c_data = c64.mutable_data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(coeffs_in.scalar_type(), "fit_poly_moments_cpu", [&] {
+    scalar_t* trace_data = trace.mutable_data_ptr<scalar_t>();
+    dispatch_degree(degree, [&](auto kDegree) {
+      constexpr int kDeg = decltype(kDegree)::value;
+      if (!batched) {
+        const GramSystem system = gram_system(power_data, cross_data, square_data[0], terms);
+        fit_single<kDeg, scalar_t>(system, terms, lr, steps, record_every, c_data, trace_data);
+        return;
+      }
+      constexpr int kGroup = 4;
+      constexpr int64_t kGroupSeries = kGroup * kLanes;
+      const int64_t groups = (series + kGroupSeries - 1) / kGroupSeries;
+      at::parallel_for(0, groups, 1, [&](int64_t first, int64_t last) {
+        std::vector<LaneVector> moments(kGroup * (2 * terms - 1)), target(kGroup * terms), offset(kGroup),
+            c(kGroup * terms);
+        for (int64_t group = first; group < last; ++group) {
+          const int64_t s0 = group * kGroupSeries;
+          const int64_t live = std::min(kGroupSeries, series - s0);
+          // dead lanes fit y = 0 on x = 0 (N = 1): zeros stay zeros, nothing overflows
+          for (int64_t slot = 0; slot < kGroupSeries; ++slot) {
+            const int g = static_cast<int>(slot / kLanes), lane = static_cast<int>(slot % kLanes);
+            const bool alive = slot < live;
+            const int64_t s = s0 + slot;
+            const double* ps = power_data + (shared_x ? 0 : s * (2 * terms - 1));
+            const double count = alive ? ps[0] : 1.0;
+            for (int64_t p = 0; p < 2 * terms - 1; ++p) {
+              moments[g * (2 * terms - 1) + p][lane] = alive ? ps[p] / count : (p == 0 ? 1.0 : 0.0);
+            }
+            for (int64_t k = 0; k < terms; ++k) {
+              target[g * terms + k][lane] = alive ? cross_data[s * terms + k] / count : 0.0;
+              c[g * terms + k][lane] = alive ? c_data[s * terms + k] : 0.0;
+            }
+            offset[g][lane] = alive ? square_data[s] / count : 0.0;
+          }
+          fit_lanes<kDeg, kGroup, scalar_t>(moments.data(), target.data(), offset.data(), degree, lr, steps,
+                                            record_every, c.data(), trace_data + s0 * records, records, live);
+          for (int64_t slot = 0; slot < live; ++slot) {
+            for (int64_t k = 0; k < terms; ++k) c_data[(s0 + slot) * terms + k] = c[(slot / kLanes) * terms + k][slot % kLanes];
+          }
+        }
+      });
+    });
+  });
+  return {c64.to(coeffs_in.scalar_type()), trace};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pykernels, CPU, m) {
+  m.impl("poly_moments", &poly_moments_cpu);
+  m.impl("fit_poly_moments", &fit_poly_moments_cpu);
+}
+
+}  // namespace pykernels

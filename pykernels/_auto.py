@@ -1,0 +1,69 @@
+"""How ``fit_poly(method="auto")`` chooses between stepping on the data and stepping on its sufficient statistics.
+
+The math is written once, for NumPy arrays and torch tensors alike (``xp`` is ``numpy`` or ``torch``): eagerly it
+runs in NumPy on the (D+1)^2 numbers (a microsecond per call where a torch call costs several), and under
+torch.compile on tensors, where the choice becomes a ``torch.cond`` of the traced graph.
+
+The bounds were measured (degrees 1-14; x on [-0.5, 0.5] to [0, 1000], [1, 2], [100, 101]; T up to 10^6 steps;
+2,016 fits) against exact gradient descent in 150-digit arithmetic; none was exceeded.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import torch
+
+GRAM_TOLERANCE = {torch.float32: 2.0**-24, torch.float64: 1e-10}
+"""The largest relative error bound at which ``method="auto"`` keeps the statistics' iterates and losses: below
+float32's rounding for float32 data; 10 significant digits for float64 data (where the data pass keeps ~14)."""
+
+EPS64 = float(torch.finfo(torch.float64).eps)
+
+
+def gram_is_faster(points: int, degree: int, steps: int) -> bool:
+    """The data pass costs ``steps N (2D + 3)`` multiply-adds; the statistics ``N (3D + 3)`` once, then
+    ``steps ((D+1)^2 + 2 (D+1))``."""
+    data_cost = steps * points * (2 * degree + 3)
+    gram_cost = points * (3 * degree + 3) + steps * ((degree + 1) ** 2 + 2 * (degree + 1))
+    return gram_cost < data_cost
+
+
+def gram_system(power_sums: Any, cross_sums: Any, square_sum: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
+    """``A[j, k] = power_sums[j + k] / N``, ``b = cross_sums / N``, ``s = square_sum / N`` (N = power_sums[..., 0])."""
+    terms = cross_sums.shape[-1]
+    count = power_sums[..., :1]
+    index = xp.arange(terms)
+    return (power_sums / count)[..., index[:, None] + index[None, :]], cross_sums / count, square_sum / count[..., 0]
+
+
+def iterate_bound(gram: Any, lr: float, steps: int, xp: ModuleType) -> Any:
+    """Per fit, a bound on the relative error of T = ``steps`` float64 steps on the statistics:
+    ``0.5 eps_64 (kappa_eff + n_eff)`` with
+
+        kappa_eff = lambda_max min(1 / lambda_min, 2 lr T)    n_eff = min(T, 1 / (2 lr lambda_min))
+
+    for the eigenvalues of A. The sums are rounded once and that error acts at every step, so it grows with
+    kappa_eff where the data pass's grows with its square root; directions of A that T steps do not move
+    (``2 lr lambda T << 1``) do not count, which is why cond(A) itself is not the measure (1e128 at degree 14 on
+    [100, 101], where the iterates were still exact to 1e-14). n_eff: the float64 update's own rounding, which the
+    data pass has too. inf where A is not finite."""
+    flat = gram.reshape(*gram.shape[:-2], -1)
+    finite = xp.isfinite(flat).all(-1)
+    eye = xp.eye(gram.shape[-1], dtype=xp.float64)
+    eigenvalues = xp.linalg.eigvalsh(xp.where(finite[..., None, None], gram, eye))
+    largest = eigenvalues[..., -1].clip(min=0.0)
+    smallest = xp.maximum(eigenvalues[..., 0], EPS64 * largest)  # rounding hides what lies below
+    kappa = largest * (1.0 / smallest).clip(max=2.0 * lr * steps)  # lr = 0 or A = 0: nothing moves, nothing lost
+    reach = (1.0 / (smallest * (2.0 * lr))).clip(max=float(steps))
+    return xp.where(finite, 0.5 * EPS64 * (kappa + reach), float("inf"))
+
+
+def loss_bound(gram: Any, offset: Any, coeffs: Any, loss: Any) -> Any:
+    """Per fit, a bound on the relative error of a loss computed from the statistics, ``c.A c - 2 c.b + s``: its
+    terms are as large as ``M = (sqrt(s) + sum_k |c_k| sqrt(A_kk))^2`` and cancel down to the loss, so the rounding of
+    the sums leaves ``eps_64 M / |loss|``. Large only for fits that are nearly exact (loss / s below ~1e-9)."""
+    index = list(range(gram.shape[-1]))
+    scale = offset**0.5 + (abs(coeffs) * gram[..., index, index] ** 0.5).sum(-1)
+    return EPS64 * scale * scale / abs(loss)
