@@ -433,6 +433,156 @@ def _fit_batched(x, y, coeffs, lr, steps, record_every, chunk, trace):
 _fit_batched_serial, _fit_batched_parallel = _serial_and_parallel(_fit_batched)
 
 
+# --- poly_moments: power_sums[p] = sum x^p, cross_sums[k] = sum y x^k, square_sum = sum y^2 --------------------------
+
+
+@njit(**_SUM_JIT)
+def _poly_moments_chunk(x, y, powers, cross):
+    """One chunk's float64 sums, in L1 blocks: powers[p] = sum x^p (p < powers.shape[0]), cross[0] = sum y^2 and
+    cross[1 + k] = sum y x^k (k < cross.shape[0] - 1); an empty powers or cross skips those sums (y is then not
+    read). Powers are running products 1 x x ..., y x x ..., in memory (one multiply per element and power), so
+    fast-math reassociates only the sums, never the products (which would change where they overflow)."""
+    powers[:] = 0.0
+    cross[:] = 0.0
+    xs = np.empty(BLOCK)
+    weights = np.empty(BLOCK)
+    term = np.empty(BLOCK)
+    for i in range(0, x.shape[0], BLOCK):
+        _load_block(x, i, 0.0, xs)
+        if cross.shape[0] > 0:
+            _load_block(y, i, 0.0, weights)  # padding weighs 0
+            total = 0.0
+            for j in range(BLOCK):
+                total += weights[j] * weights[j]
+            cross[0] += total
+            _accumulate_power_block(cross[1:], 0, xs, weights, term)
+        if powers.shape[0] > 0:
+            valid = min(BLOCK, x.shape[0] - i)
+            for j in range(BLOCK):
+                weights[j] = 1.0 if j < valid else 0.0
+            _accumulate_power_block(powers, 0, xs, weights, term)
+
+
+def _poly_moments_chunks(x, y, degree, chunk, power_sums, cross_sums, square_sum):
+    """x (Bx, N) with Bx = B (each series its own x) or 1 (shared), y (B, N); power_sums (Bx, 2D+1), cross_sums
+    (B, D+1), square_sum (B,). Tasks: (series, chunk) pairs, each summing both its x powers and y sums (own x), plus
+    one powers-only task per chunk of a shared x; then each sum's chunks combined in order."""
+    series, n = y.shape
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    fused = x.shape[0] == series  # (a (N,) x with a (1, N) y too)
+    power_partials = np.empty((x.shape[0], num_chunks, 2 * degree + 1))
+    cross_partials = np.empty((series, num_chunks, degree + 2))
+    skip = np.empty(0)
+    data_tasks = series * num_chunks
+    for task in prange(data_tasks + (0 if fused else num_chunks)):
+        b, c = task // num_chunks, task % num_chunks
+        if task >= data_tasks:  # a shared x's powers
+            xs = x[0, c * chunk : (c + 1) * chunk]
+            _poly_moments_chunk(xs, xs, power_partials[0, c], skip)
+        else:
+            xs = x[b if fused else 0, c * chunk : (c + 1) * chunk]
+            powers = power_partials[b, c] if fused else skip
+            _poly_moments_chunk(xs, y[b, c * chunk : (c + 1) * chunk], powers, cross_partials[b, c])
+    for b in prange(series):
+        totals = np.empty(degree + 2)
+        _combine_chunks(cross_partials[b], totals)
+        square_sum[b] = totals[0]
+        cross_sums[b, :] = totals[1:]
+        if b < x.shape[0]:
+            _combine_chunks(power_partials[b], power_sums[b])
+
+
+_poly_moments_serial, _poly_moments_parallel = _serial_and_parallel(_poly_moments_chunks)
+
+
+# --- fit_poly_moments: gradient descent on c.A c - 2 c.b + s, from the sums alone -------------------------------------
+
+
+@njit(**_JIT)
+def _descend_moments(hankel, target, offset, c, step_size, steps, record_every, trace):
+    """Any degree: `steps` times u = A c (A[j, k] = hankel[j + k]), c -= step_size (u - target), with
+    trace[s // record_every] = c.u - 2 c.target + offset at step s (before its update)."""
+    terms = c.shape[0]
+    u = np.empty(terms)
+    until_record = 1  # a countdown: an integer division per step would cost as much as the step
+    record = 0
+    for _ in range(steps):
+        for j in range(terms):
+            total = hankel[j] * c[0]
+            for k in range(1, terms):
+                total += hankel[j + k] * c[k]
+            u[j] = total
+        until_record -= 1
+        if until_record == 0:
+            quadratic = c[0] * u[0]
+            linear = c[0] * target[0]
+            for k in range(1, terms):
+                quadratic += c[k] * u[k]
+                linear += c[k] * target[k]
+            trace[record] = quadratic - 2.0 * linear + offset
+            record += 1
+            until_record = record_every
+        for k in range(terms):
+            c[k] -= step_size * (u[k] - target[k])
+
+
+@njit(**_JIT)
+def _descend_moments_degree4(hankel, target, offset, c, step_size, steps, record_every, trace):
+    """_descend_moments for degree 4 (the write-ups' fit), every value a scalar: numba keeps them in registers,
+    about five times faster than the loops over arrays. The same operations in the same order."""
+    h0, h1, h2, h3, h4 = hankel[0], hankel[1], hankel[2], hankel[3], hankel[4]
+    h5, h6, h7, h8 = hankel[5], hankel[6], hankel[7], hankel[8]
+    b0, b1, b2, b3, b4 = target[0], target[1], target[2], target[3], target[4]
+    c0, c1, c2, c3, c4 = c[0], c[1], c[2], c[3], c[4]
+    until_record = 1
+    record = 0
+    for _ in range(steps):
+        u0 = h0 * c0 + h1 * c1 + h2 * c2 + h3 * c3 + h4 * c4
+        u1 = h1 * c0 + h2 * c1 + h3 * c2 + h4 * c3 + h5 * c4
+        u2 = h2 * c0 + h3 * c1 + h4 * c2 + h5 * c3 + h6 * c4
+        u3 = h3 * c0 + h4 * c1 + h5 * c2 + h6 * c3 + h7 * c4
+        u4 = h4 * c0 + h5 * c1 + h6 * c2 + h7 * c3 + h8 * c4
+        until_record -= 1
+        if until_record == 0:
+            quadratic = c0 * u0 + c1 * u1 + c2 * u2 + c3 * u3 + c4 * u4
+            linear = c0 * b0 + c1 * b1 + c2 * b2 + c3 * b3 + c4 * b4
+            trace[record] = quadratic - 2.0 * linear + offset
+            record += 1
+            until_record = record_every
+        c0 -= step_size * (u0 - b0)
+        c1 -= step_size * (u1 - b1)
+        c2 -= step_size * (u2 - b2)
+        c3 -= step_size * (u3 - b3)
+        c4 -= step_size * (u4 - b4)
+    c[0], c[1], c[2], c[3], c[4] = c0, c1, c2, c3, c4
+
+
+@njit(**_JIT)
+def _fit_moments_one(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every, trace):
+    """coeffs (float64, updated in place): `steps` times u = A c, c -= 2 lr (u - b), A[j, k] = power_sums[j + k] / N,
+    b = cross_sums / N, N = power_sums[0]; trace[s // record_every] = c.u - 2 c.b + s at step s (before its update),
+    s = square_sum / N. No fast-math: the reference's operations, up to the order of the sums in A c."""
+    count = power_sums[0]
+    hankel = power_sums / count
+    target = cross_sums / count
+    if coeffs.shape[0] == 5:
+        _descend_moments_degree4(hankel, target, square_sum / count, coeffs, 2.0 * lr, steps, record_every, trace)
+    else:
+        _descend_moments(hankel, target, square_sum / count, coeffs, 2.0 * lr, steps, record_every, trace)
+
+
+def _fit_moments_batched(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every, trace):
+    """Independent fits of series b (power_sums[b], or power_sums[0] shared), in parallel in the parallel variant."""
+    power_stride = min(power_sums.shape[0] - 1, 1)  # 0: one row of power sums shared by every series
+    for b in prange(cross_sums.shape[0]):
+        _fit_moments_one(
+            power_sums[b * power_stride], cross_sums[b], square_sum[b], coeffs[b], lr, steps, record_every, trace[b]
+        )
+
+
+_fit_moments_batched_serial, _fit_moments_batched_parallel = _serial_and_parallel(_fit_moments_batched)
+
+
 @njit(**_JIT)
 def _scale_into(grad, source, out):
     """out = grad * source (elementwise, in the input dtype)."""
@@ -496,6 +646,27 @@ def fit_poly_into(x, y, coeffs, lr: float, steps: int, record_every: int, trace)
         )
 
 
+def poly_moments_into(x, y, degree: int, power_sums, cross_sums, square_sum) -> None:
+    """x (Bx, N) with Bx = B or 1 (shared), y (B, N), float32/float64; float64 outputs power_sums (Bx, 2D+1),
+    cross_sums (B, D+1), square_sum (B,)."""
+    _variant((_poly_moments_serial, _poly_moments_parallel), y.size)(
+        x, y, degree, _config.REDUCE_CHUNK, power_sums, cross_sums, square_sum
+    )
+
+
+def fit_poly_moments_into(power_sums, cross_sums, square_sum, coeffs, lr: float, steps: int, record_every: int, trace):
+    """In place on the float64 coeffs (B, D+1) from the float64 sums power_sums (1 or B, 2D+1), cross_sums
+    (B, D+1), square_sum (B,); trace (B, T) float64."""
+    series, terms = cross_sums.shape
+    if series == 1:
+        _fit_moments_one(power_sums[0], cross_sums[0], square_sum[0], coeffs[0], lr, steps, record_every, trace[0])
+    else:
+        # parallel over series once the work (steps x (D+1)^2, summed over the batch) pays for the threads
+        _variant((_fit_moments_batched_serial, _fit_moments_batched_parallel), series * terms * terms * max(steps, 1))(
+            power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every, trace
+        )
+
+
 def dot_backward_into(grad, a, b, grad_a, grad_b) -> None:
     """grad_a = grad * b; grad_b = grad * a."""
     _scale_into(grad, b, grad_a)
@@ -555,7 +726,56 @@ def fit_poly(
     (B, N) for B fits, in parallel; x (N,) shared or like y."""
     y = np.ascontiguousarray(y)
     x = np.ascontiguousarray(x, dtype=y.dtype)
-    fitted = np.array(np.broadcast_to(coeffs, (*y.shape[:-1], np.shape(coeffs)[-1])), dtype=y.dtype)
+    fitted = np.array(np.broadcast_to(coeffs, (*y.shape[:-1], np.shape(coeffs)[-1])), dtype=y.dtype, order="C")
     trace = np.empty((*y.shape[:-1], -(-steps // record_every)), y.dtype)
     fit_poly_into(x, y, fitted, lr, steps, record_every, trace)
     return fitted, trace
+
+
+def poly_moments(x: np.ndarray, y: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(power_sums, cross_sums, square_sum): sum x^p (p = 0..2D), sum y x^k (k = 0..D) and sum y^2 in float64, over
+    the last dimension; y (N,) or (B, N), x (N,) shared (one power_sums) or like y."""
+    y = np.ascontiguousarray(y)
+    x = np.ascontiguousarray(x, dtype=y.dtype)
+    x2, y2 = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+    power_sums = np.empty((x2.shape[0], 2 * degree + 1))
+    cross_sums, square_sum = np.empty((y2.shape[0], degree + 1)), np.empty(y2.shape[0])
+    poly_moments_into(x2, y2, degree, power_sums, cross_sums, square_sum)
+    return (
+        power_sums.reshape(*x.shape[:-1], -1),
+        cross_sums.reshape(*y.shape[:-1], -1),
+        square_sum.reshape(y.shape[:-1]),
+    )
+
+
+def fit_poly_moments(
+    power_sums: np.ndarray,
+    cross_sums: np.ndarray,
+    square_sum,
+    coeffs: np.ndarray,
+    lr: float,
+    steps: int,
+    record_every: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient descent on c.A c - 2 c.b + s (A[j, k] = power_sums[j + k] / N, b = cross_sums / N, s = square_sum / N,
+    N = power_sums[..., 0]) in float64 from the initial coeffs; returns (coeffs, loss trace) in coeffs' dtype.
+    Batched when cross_sums is (B, D+1): power_sums (2D+1,) shared or (B, 2D+1), square_sum (B,)."""
+    cross_sums = np.asarray(cross_sums, np.float64)
+    dtype = np.asarray(coeffs).dtype
+    batch = cross_sums.shape[:-1]
+    terms = cross_sums.shape[-1]
+    fitted = np.array(np.broadcast_to(coeffs, (*batch, terms)), dtype=np.float64, order="C").reshape(-1, terms)
+    records = -(-steps // record_every)
+    trace = np.empty((fitted.shape[0], records))
+    fit_poly_moments_into(
+        np.ascontiguousarray(power_sums, np.float64).reshape(-1, 2 * terms - 1),
+        np.ascontiguousarray(cross_sums).reshape(-1, terms),
+        np.ascontiguousarray(square_sum, np.float64).reshape(-1),
+        fitted,
+        lr,
+        steps,
+        record_every,
+        trace,
+    )
+    with np.errstate(over="ignore"):  # (float64 beyond the float32 range is inf, as in torch's casts)
+        return fitted.reshape(*batch, terms).astype(dtype), trace.reshape(*batch, records).astype(dtype)

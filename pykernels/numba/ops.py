@@ -130,6 +130,22 @@ def _fit_poly_cpu(x, y, coeffs, lr, steps, record_every):
     return torch.from_numpy(fitted), torch.from_numpy(trace)
 
 
+def _poly_moments_cpu(x, y, degree):
+    _checks.check_poly_moments_inputs(x, y, degree)
+    power_sums, cross_sums, square_sum = _kernels("cpu").poly_moments(
+        x.detach().contiguous().numpy(), y.detach().contiguous().numpy(), degree
+    )
+    return torch.from_numpy(power_sums), torch.from_numpy(cross_sums), torch.from_numpy(square_sum)
+
+
+def _fit_poly_moments_cpu(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every):
+    _checks.check_fit_poly_moments_inputs(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every)
+    fitted, trace = _kernels("cpu").fit_poly_moments(
+        *(t.detach().numpy() for t in (power_sums, cross_sums, square_sum, coeffs)), lr, steps, record_every
+    )
+    return torch.from_numpy(fitted), torch.from_numpy(trace)
+
+
 _CPU_IMPLS = {
     "poly": _poly_cpu,
     "poly_backward": _poly_backward_cpu,
@@ -137,6 +153,8 @@ _CPU_IMPLS = {
     "dot": _dot_cpu,
     "dot_backward": _dot_backward_cpu,
     "fit_poly": _fit_poly_cpu,
+    "poly_moments": _poly_moments_cpu,
+    "fit_poly_moments": _fit_poly_moments_cpu,
 }
 
 
