@@ -171,9 +171,17 @@ def test_arguments_sharing_memory_with_a_written_one_are_refused():
 # --- not differentiable ------------------------------------------------------------------------------------------
 
 
-def _fit(backend):
-    x = torch.linspace(-1, 1, 20, dtype=torch.float64)
-    return lambda init: pykernels.fit_poly(x, torch.cos(x), 2, lr=0.1, steps=5, init=init, backend=backend).coeffs
+def _fit(method):
+    def make(backend):
+        x = torch.linspace(-1, 1, 20, dtype=torch.float64)
+        fit = pykernels.fit_poly
+        return lambda init: fit(x, torch.cos(x), 2, lr=0.1, steps=5, init=init, method=method, backend=backend).coeffs
+
+    return make
+
+
+def _moments(backend):
+    return lambda x: pykernels.poly_moments(x, torch.cos(x).detach(), 2, backend=backend).cross_sums
 
 
 def _written_w(_backend):
@@ -187,11 +195,19 @@ def _written_w(_backend):
     return call
 
 
-NOT_DIFFERENTIABLE = [("fit_poly", _fit, KERNEL_BACKENDS), ("linear_sgd_step", _written_w, ["cpp"])]
+NOT_DIFFERENTIABLE = [
+    ("fit_poly", _fit("data"), KERNEL_BACKENDS),
+    ("fit_poly_moments", _fit("gram"), KERNEL_BACKENDS),
+    ("fit_poly(_moments)?", _fit("auto"), KERNEL_BACKENDS),  # torch.func routes take the data pass
+    ("poly_moments", _moments, KERNEL_BACKENDS),
+    ("linear_sgd_step", _written_w, ["cpp"]),
+]
 CASES = [(name, make, backend) for name, make, backends in NOT_DIFFERENTIABLE for backend in backends]
 
 
-@pytest.mark.parametrize(("name", "make", "backend"), CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "make", "backend"), CASES, ids=[f"{c[0].replace('(_moments)?', '-auto')}-{c[2]}" for c in CASES]
+)
 def test_differentiating_a_non_differentiable_op_raises_on_every_route(name, make, backend):
     fn = make(backend)
     start = torch.zeros(3, dtype=torch.float64)

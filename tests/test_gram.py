@@ -1,0 +1,418 @@
+"""Fits on sufficient statistics: poly_moments and fit_poly_moments against their references on every backend,
+fit_poly(method="gram") against the data pass and float64 gradient descent, special values, errors, the torch
+routes (opcheck, compile, vmap) and the choice fit_poly(method="auto") makes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES, DTYPES, KERNEL_BACKENDS, make_tensor
+
+import pykernels
+from pykernels import reference
+
+# (name, x shape, y shape, degree, steps, record_every): single fits take 8-step jumps (degrees <= 8) with a stepwise
+# tail, or step one at a time (higher degrees, fewer than 8 steps); batched fits share x or have their own
+MOMENT_CASES = [
+    ("seed", (100,), (100,), 4, 203, 1),
+    ("few_steps", (30,), (30,), 3, 7, 1),
+    ("record_every_3", (50,), (50,), 2, 100, 3),
+    ("record_every_past_a_jump", (50,), (50,), 5, 333, 11),
+    ("degree0", (20,), (20,), 0, 64, 1),
+    ("degree8", (40,), (40,), 8, 80, 1),
+    ("high_degree", (40,), (40,), 10, 50, 2),
+    ("one_point", (1,), (1,), 2, 16, 1),
+    ("many_points", (100_003,), (100_003,), 3, 40, 1),  # several chunks: the threaded pass
+    ("batched_shared_x", (40,), (37, 40), 4, 50, 1),  # 37 series: a partial group of lanes
+    ("batched_own_x", (5, 40), (5, 40), 3, 50, 4),
+    ("batched_high_degree", (40,), (9, 40), 9, 20, 1),
+]
+LR = 0.05
+
+
+def _data(x_shape, y_shape, degree, dtype, device, seed=0):
+    x = make_tensor(x_shape, dtype, device, low=-1, high=1, seed=seed + 1)
+    y = make_tensor(y_shape, dtype, device, low=-1, high=1, seed=seed + 2)
+    init = make_tensor(((y_shape[0],) if len(y_shape) == 2 else ()) + (degree + 1,), dtype, device, seed=seed + 3)
+    return x, y, init
+
+
+def _lr(degree):
+    return LR / (degree + 1)  # stable for x in [-1, 1]: lambda_max(A) <= D + 1
+
+
+def _skip_numba_on_cuda(backend, device):
+    if device == "cuda" and backend == "numba":
+        pytest.skip("the numba backend's fits run on the CPU")
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    ("name", "x_shape", "y_shape", "degree", "steps", "every"), MOMENT_CASES, ids=[c[0] for c in MOMENT_CASES]
+)
+def test_moments_and_their_fit_match_the_references(
+    backend, dtype, device, name, x_shape, y_shape, degree, steps, every
+):
+    x, y, init = _data(x_shape, y_shape, degree, dtype, device)
+    moments = pykernels.poly_moments(x, y, degree, backend=backend)
+    expected = reference.poly_moments_torch(x, y, degree)
+    for got, want in zip(moments, expected, strict=True):
+        assert got.dtype == torch.float64 and got.shape == want.shape and got.device == x.device
+        torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13 * x.shape[-1])
+    fit = pykernels.fit_poly_moments(
+        moments, lr=_lr(degree), steps=steps, record_every=every, init=init, backend=backend
+    )
+    want_coeffs, want_trace = reference.fit_poly_moments_torch(*expected, init.double(), _lr(degree), steps, every)
+    assert fit.coeffs.dtype == dtype and fit.trace.dtype == dtype
+    assert fit.coeffs.shape == want_coeffs.shape and fit.trace.shape == want_trace.shape
+    rtol = 1e-11 if dtype == torch.float64 else 2e-7  # float64 iterates; float32 results rounded once
+    torch.testing.assert_close(fit.coeffs.double(), want_coeffs.double(), rtol=rtol, atol=rtol)
+    torch.testing.assert_close(fit.trace.double(), want_trace.double(), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("backend", [*KERNEL_BACKENDS, "torch"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("x_shape", "y_shape"), [((60,), (60,)), ((60,), (3, 60)), ((3, 60), (3, 60))])
+def test_gram_fit_is_the_data_fit(backend, dtype, x_shape, y_shape):
+    """The same iterates in exact arithmetic: fit_poly's two methods agree to the data pass's rounding."""
+    x, y, init = _data(x_shape, y_shape, 3, dtype, "cpu")
+    gram = pykernels.fit_poly(x, y, 3, lr=0.1, steps=120, init=init, method="gram", backend=backend)
+    exact = reference.fit_poly_torch(x.double(), y.double(), init.double(), 0.1, 120)
+    rtol = 1e-11 if dtype == torch.float64 else 1e-4  # float32: the data pass's own rounding is compared with
+    data = pykernels.fit_poly(x, y, 3, lr=0.1, steps=120, init=init, method="data", backend=backend)
+    for got in (gram, data):
+        torch.testing.assert_close(got.coeffs.double(), exact[0], rtol=rtol, atol=rtol)
+        torch.testing.assert_close(got.trace.double(), exact[1], rtol=rtol, atol=rtol)
+
+
+def test_the_seed_fit_by_gram_is_float64_gradient_descent():
+    """The write-up's fit, 200,000 steps from float32 data: gram's coefficients are float64 gradient descent's
+    on the same points to rtol 1e-6 (the float32 data pass is off by its rounding), and the final MSE too."""
+    x = torch.linspace(0, 5, 100)
+    y = torch.sin(x)
+    exact = pykernels.fit_poly(x.double(), y.double(), 4, lr=1e-5, steps=200_000, method="data")
+    gram = pykernels.fit_poly(x, y, 4, lr=1e-5, steps=200_000, method="gram")
+    assert gram.coeffs.dtype == torch.float32
+    torch.testing.assert_close(gram.coeffs.double(), exact.coeffs, rtol=1e-6, atol=0)
+    torch.testing.assert_close(gram.trace.double(), exact.trace, rtol=1e-6, atol=0)
+    assert abs(exact.trace[-1].item() - 0.00790251) < 5e-9
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_diverging_fit_overflows_as_the_stepwise_reference(backend, batched):
+    """lr far too large: the iterates grow x(1 + 2 lr lambda) per step until inf, then NaN. The jumps of 8 steps
+    hand such a stretch to the stepwise loop: the same steps overflow, with the same special values."""
+    x = torch.linspace(-1, 1, 50, dtype=torch.float64)
+    y = torch.stack([torch.cos(x), torch.sin(x)]) if batched else torch.cos(x)
+    moments = pykernels.poly_moments(x, y, 3, backend=backend)
+    fit = pykernels.fit_poly_moments(moments, lr=40.0, steps=400, backend=backend)
+    want = reference.fit_poly_moments_torch(*moments, torch.zeros(4, dtype=torch.float64), 40.0, 400)
+    for got, expected in zip(fit, want, strict=True):
+        assert not torch.isfinite(expected).all()  # the case overflows
+        assert torch.equal(torch.isnan(got), torch.isnan(expected))
+        assert torch.equal(torch.isposinf(got), torch.isposinf(expected))
+        assert torch.equal(torch.isneginf(got), torch.isneginf(expected))
+        finite = torch.isfinite(expected)
+        torch.testing.assert_close(got[finite], expected[finite], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("special", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("where", ["x", "y"])
+def test_special_values_in_the_data_propagate_as_in_the_reference(backend, special, where):
+    x = torch.linspace(-1, 1, 30, dtype=torch.float64)
+    y = torch.cos(x)
+    (x if where == "x" else y)[7] = special
+    moments = pykernels.poly_moments(x, y, 2, backend=backend)
+    want = reference.poly_moments_torch(x, y, 2)
+    for got, expected in zip(moments, want, strict=True):
+        torch.testing.assert_close(got, expected, equal_nan=True)
+    fit = pykernels.fit_poly_moments(moments, lr=0.1, steps=20, backend=backend)
+    want_fit = reference.fit_poly_moments_torch(*want, torch.zeros(3, dtype=torch.float64), 0.1, 20)
+    for got, expected in zip(fit, want_fit, strict=True):
+        torch.testing.assert_close(got, expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_sums_over_shards_add_up_to_the_whole(backend):
+    """What pykernels.distributed all-reduces: the moments of disjoint shards sum to those of all the data."""
+    x, y, _ = _data((1000,), (1000,), 4, torch.float32, "cpu")
+    whole = pykernels.poly_moments(x, y, 4, backend=backend)
+    parts = [pykernels.poly_moments(x[i::3], y[i::3], 4, backend=backend) for i in range(3)]
+    for index, total in enumerate(whole):
+        torch.testing.assert_close(sum(p[index] for p in parts), total, rtol=1e-13, atol=0)
+
+
+# --- errors --------------------------------------------------------------------------------------------------------
+
+
+def _sums(degree=2, batch=()):
+    return (
+        torch.ones((*batch, 2 * degree + 1), dtype=torch.float64),
+        torch.ones((*batch, degree + 1), dtype=torch.float64),
+        torch.ones(batch, dtype=torch.float64),
+    )
+
+
+BAD_MOMENT_FITS = [
+    (
+        "float32_sums",
+        lambda: (_sums()[0].float(), *_sums()[1:], torch.zeros(3)),
+        TypeError,
+        r"^power_sums must be a float64 tensor \(as poly_moments returns it\), got torch.float32",
+    ),
+    (
+        "integer_coeffs",
+        lambda: (*_sums(), torch.zeros(3, dtype=torch.int64)),
+        TypeError,
+        r"^coeffs must be a floating-point tensor",
+    ),
+    (
+        "wrong_cross_length",
+        lambda: (*_sums(), torch.zeros(4)),
+        ValueError,
+        r"^cross_sums must be \(D\+1,\) or \(B, D\+1\) with D\+1 = coeffs.shape\[-1\] = 4, got \[3\]",
+    ),
+    (
+        "wrong_power_length",
+        lambda: (torch.ones(4, dtype=torch.float64), *_sums()[1:], torch.zeros(3)),
+        ValueError,
+        r"^power_sums must be \(2D\+1,\) or \(B, 2D\+1\) with 2D\+1 = 5, got \[4\]",
+    ),
+    (
+        "batched_square_sum",
+        lambda: (*_sums(batch=(2,))[:2], torch.ones((), dtype=torch.float64), torch.zeros(3)),
+        ValueError,
+        r"^square_sum must be \(B,\) with B = cross_sums.shape\[0\], got shape \[\]",
+    ),
+    (
+        "coeffs_batch_mismatch",
+        lambda: (*_sums(batch=(2,)), torch.zeros(3, 3)),
+        ValueError,
+        r"^coeffs must be \(D\+1,\) or \(B, D\+1\) with B = cross_sums.shape\[0\], got \[3, 3\]",
+    ),
+    (
+        "batched_powers_for_one_fit",
+        lambda: (_sums(batch=(2,))[0], *_sums()[1:], torch.zeros(3)),
+        ValueError,
+        r"^power_sums must be \(2D\+1,\) or \(B, 2D\+1\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", [*KERNEL_BACKENDS, "torch"])
+@pytest.mark.parametrize(("name", "make", "error", "pattern"), BAD_MOMENT_FITS, ids=[c[0] for c in BAD_MOMENT_FITS])
+def test_bad_moments_are_named(backend, name, make, error, pattern):
+    with pytest.raises(error, match=pattern):
+        pykernels.get_backend(backend).fit_poly_moments(*make(), 0.1, 3, 1)
+
+
+@pytest.mark.parametrize("backend", [*KERNEL_BACKENDS, "torch"])
+def test_bad_moments_input_is_named(backend):
+    ops = pykernels.get_backend(backend)
+    with pytest.raises(ValueError, match=r"^degree must be in \[0, 2\^62\), got -1"):
+        ops.poly_moments(torch.ones(3), torch.ones(3), -1)
+    with pytest.raises(ValueError, match=r"^x must have shape \(N,\) or the shape of y"):
+        ops.poly_moments(torch.ones(4), torch.ones(3), 2)
+    with pytest.raises(TypeError, match=r"^y must have the same dtype as x"):
+        ops.poly_moments(torch.ones(3), torch.ones(3, dtype=torch.float64), 2)
+    with pytest.raises(ValueError, match=r"^y must not be empty"):
+        ops.poly_moments(torch.ones(0), torch.ones(0), 2)
+
+
+def test_bad_method_and_moments_arguments_are_named():
+    x = torch.ones(4)
+    with pytest.raises(ValueError, match=r"^method must be one of 'auto', 'gram', 'data', got 'normal'"):
+        pykernels.fit_poly(x, x, 2, lr=0.1, steps=3, method="normal")
+    with pytest.raises(TypeError, match=r"^moments must be a PolyMoments"):
+        pykernels.fit_poly_moments(torch.ones(5), lr=0.1, steps=3)
+    moments = pykernels.poly_moments(x, x, 2)
+    with pytest.raises(ValueError, match=r"^give dtype or init, not both"):
+        pykernels.fit_poly_moments(moments, lr=0.1, steps=3, init=torch.zeros(3), dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"^dtype must be torch.float32, torch.float64 or None"):
+        pykernels.fit_poly_moments(moments, lr=0.1, steps=3, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"^x must have shape \(N,\) or the shape of y"):  # before the moments' pass
+        pykernels.fit_poly(torch.ones(5), x, 2, lr=0.1, steps=3, method="gram")
+
+
+def test_fit_poly_moments_defaults():
+    x = torch.linspace(-1, 1, 20)
+    moments = pykernels.poly_moments(x, x * x, 2)
+    fit = pykernels.fit_poly_moments(moments, lr=0.2, steps=300)
+    assert fit.coeffs.dtype == torch.float64 and fit.trace.shape == (300,)
+    torch.testing.assert_close(fit.coeffs, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), atol=2e-2, rtol=0)
+    assert pykernels.fit_poly_moments(moments, lr=0.2, steps=3, dtype=torch.float32).coeffs.dtype == torch.float32
+
+
+# --- the torch routes ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_opcheck(backend, dtype):
+    ops = pykernels.get_backend(backend)
+    for _name, x_shape, y_shape, degree, _steps, _every in (MOMENT_CASES[0], MOMENT_CASES[-3], MOMENT_CASES[-2]):
+        x, y, init = _data(x_shape, y_shape, degree, dtype, "cpu")
+        torch.library.opcheck(ops.poly_moments, (x, y, degree))
+        moments = ops.poly_moments(x, y, degree)
+        torch.library.opcheck(ops.fit_poly_moments, (*moments, init, 0.01, 11, 3))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_gram_fit_compiles_in_one_graph(backend):
+    def fit_then_predict(x, y):
+        coeffs, trace = pykernels.fit_poly(x, y, 3, lr=0.05, steps=20, method="gram", backend=backend)
+        return pykernels.poly(x, coeffs, backend=backend), trace
+
+    x = torch.linspace(-1, 1, 30, dtype=torch.float64)
+    y = torch.cos(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(fit_then_predict, fullgraph=True)
+    for got, want in zip(compiled(x, y), fit_then_predict(x, y), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+AUTO_CASES = [  # (x, y, degree, lr, steps): the choice fit_poly(method="auto") makes, then its check of the loss
+    ("statistics", torch.linspace(-1, 1, 30, dtype=torch.float64), lambda x: torch.cos(x), 3, 0.05, 20),
+    (
+        "data_pass_ill_conditioned",
+        torch.linspace(1, 2, 200, dtype=torch.float64),
+        lambda x: torch.sin(3 * x),
+        6,
+        4e-4,
+        1_000_000,
+    ),
+    (
+        "data_pass_nearly_exact",
+        torch.linspace(-1, 1, 100, dtype=torch.float64),
+        lambda x: 0.5 - x + 2 * x**3,
+        3,
+        0.225,
+        20_000,
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize(("name", "x", "f", "degree", "lr", "steps"), AUTO_CASES, ids=[c[0] for c in AUTO_CASES])
+def test_auto_fit_compiles_in_one_graph_and_chooses_as_eager(backend, name, x, f, degree, lr, steps):
+    """Under torch.compile the data-dependent choice is a torch.cond of the graph: no break, the same result."""
+
+    def fit(x, y):
+        return pykernels.fit_poly(x, y, degree, lr=lr, steps=steps, record_every=1000, backend=backend)
+
+    y = f(x)
+    expected_method = "gram" if name == "statistics" else "data"
+    eager = fit(x, y)
+    chosen = pykernels.fit_poly(
+        x, y, degree, lr=lr, steps=steps, record_every=1000, method=expected_method, backend=backend
+    )
+    assert torch.equal(eager.coeffs, chosen.coeffs) and torch.equal(eager.trace, chosen.trace)
+    torch._dynamo.reset()
+    compiled = torch.compile(fit, fullgraph=True)(x, y)
+    torch.testing.assert_close(compiled.coeffs, eager.coeffs, rtol=0, atol=0)
+    torch.testing.assert_close(compiled.trace, eager.trace, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_moments_under_vmap(backend):
+    x = torch.linspace(-1, 1, 20, dtype=torch.float64)
+    ys = torch.stack([torch.cos(x), torch.sin(x), x**2])
+    mapped = torch.func.vmap(lambda y: pykernels.poly_moments(x, y, 2, backend=backend))(ys)
+    batched = pykernels.poly_moments(x, ys, 2, backend=backend)
+    torch.testing.assert_close(mapped[1:], batched[1:])
+    torch.testing.assert_close(mapped[0], batched[0].expand(3, -1))
+    fits = torch.func.vmap(lambda m1, m2: pykernels.fit_poly_moments((batched[0], m1, m2), lr=0.1, steps=5).coeffs)(
+        batched[1], batched[2]
+    )
+    torch.testing.assert_close(fits, pykernels.fit_poly_moments(batched, lr=0.1, steps=5).coeffs)
+
+
+# --- the choice of fit_poly(method="auto") ---------------------------------------------------------------------------
+
+
+def test_auto_steps_on_the_statistics_for_the_seed_fit():
+    x = torch.linspace(0, 5, 100)
+    moments = pykernels.poly_moments(x, torch.sin(x), 4)
+    assert pykernels.choose_fit_method(moments, lr=1e-5, steps=200_000, dtype=torch.float32) == "gram"
+    # one step: the statistics' pass costs more than the step it saves
+    assert pykernels.choose_fit_method(moments, lr=1e-5, steps=1, dtype=torch.float32) == "data"
+
+
+def test_auto_gives_the_method_it_chose():
+    x = torch.linspace(0, 5, 100, dtype=torch.float64)
+    y = torch.sin(x)
+    auto = pykernels.fit_poly(x, y, 4, lr=1e-5, steps=2000)
+    gram = pykernels.fit_poly(x, y, 4, lr=1e-5, steps=2000, method="gram")
+    assert torch.equal(auto.coeffs, gram.coeffs) and torch.equal(auto.trace, gram.trace)
+
+
+def _stable_problem(low, high, degree, dtype=torch.float64):
+    """200 points on [low, high], y = sin of them mapped to [0, 3], lr = 0.45 / lambda_max(A)."""
+    x = torch.linspace(low, high, 200, dtype=dtype)
+    y = torch.sin(3 * (x - low) / (high - low))
+    moments = pykernels.poly_moments(x, y, degree)
+    largest = np.linalg.eigvalsh(pykernels.reference.gram_system_torch(*moments)[0].numpy())[-1]
+    return x, y, moments, 0.45 / largest
+
+
+@pytest.mark.parametrize(("low", "high", "degree"), [(1, 2, 6), (0, 5, 4), (-1, 1, 10)])
+def test_auto_switches_to_the_data_pass_where_the_bound_passes_the_tolerance(low, high, degree):
+    """cond(A) of 1e7-1e14: the statistics' rounding acts at every step, and after T steps its bound is about
+    eps_64 T at a stable lr; float64 data switches to the data pass between 10^5 and 10^6 steps (bound 1e-10),
+    float32 data only past 10^8 (float32's own rounding)."""
+    x, y, moments, lr = _stable_problem(low, high, degree)
+    choose = pykernels.choose_fit_method
+    assert choose(moments, lr=lr, steps=100_000, dtype=torch.float64) == "gram"
+    assert choose(moments, lr=lr, steps=1_000_000, dtype=torch.float64) == "data"
+    assert choose(moments, lr=lr, steps=1_000_000, dtype=torch.float32) == "gram"
+    bound = pykernels.ops.gram_error_bound(moments, lr=lr, steps=20_000)
+    assert 1e-13 < bound < 1e-10
+    # under it, the statistics' iterates are the data pass's to the bound (the data pass is exact to ~1e-15 here)
+    gram = pykernels.fit_poly(x, y, degree, lr=lr, steps=20_000, record_every=1000, method="gram")
+    data = pykernels.fit_poly(x, y, degree, lr=lr, steps=20_000, record_every=1000, method="data")
+    error = ((gram.coeffs - data.coeffs).norm() / data.coeffs.norm()).item()
+    assert error <= bound
+
+
+def test_a_well_conditioned_fit_stays_on_the_statistics():
+    _, _, moments, lr = _stable_problem(-1, 1, 2)
+    assert pykernels.ops.gram_error_bound(moments, lr=lr, steps=10**7) < 1e-14
+    assert pykernels.choose_fit_method(moments, lr=lr, steps=10**7, dtype=torch.float64) == "gram"
+
+
+def test_choose_fit_method_reads_the_worst_series_of_a_batch():
+    x = torch.stack([torch.linspace(-1, 1, 200, dtype=torch.float64), torch.linspace(1, 2, 200, dtype=torch.float64)])
+    moments = pykernels.poly_moments(x, torch.cos(x), 6)
+    lr = 0.45 / 7
+    first = pykernels.PolyMoments(moments.power_sums[0], moments.cross_sums[0], moments.square_sum[0])
+    assert pykernels.choose_fit_method(first, lr=lr, steps=10**6, dtype=torch.float64) == "gram"
+    assert pykernels.choose_fit_method(moments, lr=lr, steps=10**6, dtype=torch.float64) == "data"
+
+
+def test_sums_that_are_not_finite_choose_the_data_pass():
+    moments = pykernels.poly_moments(torch.tensor([1.0, math.inf]), torch.ones(2), 1)
+    assert pykernels.ops.gram_error_bound(moments, lr=0.1, steps=10) == math.inf
+    assert pykernels.choose_fit_method(moments, lr=0.1, steps=10, dtype=torch.float32) == "data"
+
+
+def test_auto_measures_the_loss_of_a_nearly_exact_fit_on_the_data():
+    """y a cubic, fitted by a cubic: the loss falls to ~1e-25 of y^T y / N, where the quadratic form c.A c - 2 c.b + s
+    (terms of size s) is rounding noise. method="gram" returns that noise; auto sees it
+    (gram_loss_error_bound > 1e-10) and runs the data pass."""
+    x = torch.linspace(-1, 1, 100, dtype=torch.float64)
+    y = 0.5 - x + 2 * x**3
+    steps, lr = 20_000, 0.45 / 2
+    gram = pykernels.fit_poly(x, y, 3, lr=lr, steps=steps, method="gram")
+    data = pykernels.fit_poly(x, y, 3, lr=lr, steps=steps, method="data")
+    assert data.trace[-1] < 1e-20
+    assert (gram.trace[-1] - data.trace[-1]).abs() > data.trace[-1]  # the noise, by more than the loss itself
+    assert pykernels.ops.gram_loss_error_bound(pykernels.poly_moments(x, y, 3), gram.coeffs, gram.trace[-1]) > 1e-10
+    auto = pykernels.fit_poly(x, y, 3, lr=lr, steps=steps)
+    assert torch.equal(auto.coeffs, data.coeffs) and torch.equal(auto.trace, data.trace)
