@@ -1,5 +1,6 @@
 """pykernels ops inside DistributedDataParallel (gloo, 2 processes on loopback) train exactly like one process on
-the full data, and batched fits sharded across ranks equal one process fitting every series."""
+the full data, batched fits sharded across ranks equal one process fitting every series, and a fit of sharded data
+from its all-reduced sufficient statistics equals one process's fit of all the data."""
 
 from __future__ import annotations
 
@@ -74,3 +75,58 @@ def test_ddp_training_and_sharded_fits_match_one_process(tmp_path):
     for rank in ranks:
         torch.testing.assert_close(torch.tensor(rank["coeffs"], dtype=x.dtype), expected.coeffs, rtol=0, atol=0)
         torch.testing.assert_close(torch.tensor(rank["trace"], dtype=x.dtype), expected.trace, rtol=0, atol=0)
+
+
+def _gram_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        x, y = distributed.demo_data(401)  # uneven shards: 201 and 200 points
+        series = torch.stack([torch.sin(3 * x + phase) for phase in torch.linspace(0, 1, 3, dtype=x.dtype)])
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            fit = distributed.fit_poly_distributed(x[rank::world], y[rank::world], DEGREE, lr=LR, steps=STEPS)
+        collectives = [event.name for event in profile.events() if event.name.startswith("gloo:")]
+        batched = distributed.fit_poly_distributed(
+            x[rank::world].float(), series[:, rank::world].float(), DEGREE, lr=LR, steps=STEPS
+        )
+        empty = distributed.fit_poly_distributed(  # rank 1 holds no points: it adds zeros
+            x[:0] if rank else x, y[:0] if rank else y, DEGREE, lr=LR, steps=STEPS
+        )
+        Path(out_dir, f"gram{rank}.json").write_text(
+            json.dumps(
+                {
+                    "collectives": collectives,
+                    **{
+                        name: {"coeffs": result.coeffs.tolist(), "trace": result.trace.tolist()}
+                        for name, result in (("single", fit), ("batched", batched), ("empty", empty))
+                    },
+                }
+            )
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_fit_of_sharded_data_is_the_fit_of_all_the_data_after_one_collective(tmp_path):
+    """fit_poly_distributed on 2 gloo processes, each holding every other point: one all_reduce for the whole fit,
+    and every rank gets one process's gram fit of all the points (the sums add in another order: to 1e-12)."""
+    context = mp.start_processes(
+        _gram_rank_main, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=5):
+        assert time.monotonic() < deadline, "the processes did not finish in 300 s"
+    ranks = [json.loads((tmp_path / f"gram{r}.json").read_text()) for r in range(2)]
+    x, y = distributed.demo_data(401)
+    series = torch.stack([torch.sin(3 * x + phase) for phase in torch.linspace(0, 1, 3, dtype=x.dtype)])
+    expected = {
+        "single": pykernels.fit_poly(x, y, DEGREE, lr=LR, steps=STEPS, method="gram"),
+        "batched": pykernels.fit_poly(x.float(), series.float(), DEGREE, lr=LR, steps=STEPS, method="gram"),
+        "empty": pykernels.fit_poly(x, y, DEGREE, lr=LR, steps=STEPS, method="gram"),
+    }
+    for rank in ranks:
+        assert rank["collectives"] == ["gloo:all_reduce"]
+        for name, want in expected.items():
+            for got, wanted in zip((rank[name]["coeffs"], rank[name]["trace"]), want, strict=True):
+                rtol = 1e-12 if wanted.dtype == torch.float64 else 1e-6
+                torch.testing.assert_close(torch.tensor(got, dtype=wanted.dtype), wanted, rtol=rtol, atol=rtol)
