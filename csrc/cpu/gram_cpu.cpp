@@ -29,47 +29,57 @@ namespace {
 
 // --- poly_moments -------------------------------------------------------------------------------------------------
 
-// sums[k] += weight x^k for k = 0..degree over [begin, end) of x (float64 lanes), weight = 1 (weights == nullptr)
-// or weights[i]. Running products from the weight, as the reference forms them, so inf and NaN match.
-template <int kDegree, typename scalar_t>
-void weighted_power_sums(const scalar_t* x, const scalar_t* weights, int64_t degree, int64_t begin, int64_t end,
-                         double* out) {
+// The sums of one row over [begin, end), in one pass (x and y widened to float64, kLanes at a time): with
+// kPowers, out[p] = sum x^p (p = 0..2D) first; then out[k] = sum y x^k (k = 0..D) and sum y^2. Running products
+// from 1 and from y, as the reference forms them, so inf and NaN come out as there.
+template <int kDegree, bool kPowers, typename scalar_t>
+void moment_sums(const scalar_t* x, const scalar_t* y, int64_t degree, int64_t begin, int64_t end, double* out) {
   const int64_t deg = effective_degree<kDegree>(degree);
-  LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : kDegree + 1> sums(deg + 1);
-  LaneVector* acc = sums.data();
+  const int64_t powers = kPowers ? 2 * deg + 1 : 0;
+  LaneSums<kDegree == kDynamicDegree ? kDynamicDegree : (kPowers ? 2 * kDegree + 1 : 0) + kDegree + 2> sums(
+      powers + deg + 2);
+  LaneVector* power_acc = sums.data();
+  LaneVector* cross_acc = power_acc + powers;
   for (int64_t i = begin; i < end; i += kLanes) {
     const int64_t count = std::min<int64_t>(kLanes, end - i);
     const LaneVector xs = load_group(x, i, end, 0.0);
-    LaneVector term = weights ? load_group(weights, i, end, 0.0) : zero_padding(splat<LaneVector>(1.0), count);
-    for (int64_t k = 0; k <= deg; ++k) {
-      acc[k] += zero_padding(term, count);  // the padding's x^k, 0^0 = 1 for k = 0, must not count
-      term *= xs;
+    const LaneVector ys = load_group(y, i, end, 0.0);  // padding 0: adds 0 to the cross and square sums
+    LaneVector cross = ys;
+    for (int64_t k = 0; k <= deg; ++k, cross *= xs) cross_acc[k] += zero_padding(cross, count);
+    cross_acc[deg + 1] += ys * ys;
+    if constexpr (kPowers) {
+      LaneVector term = zero_padding(splat<LaneVector>(1.0), count);  // the padding's 0^0 = 1 must not count
+      for (int64_t p = 0; p < powers; ++p, term *= xs) power_acc[p] += term;
     }
   }
-  fold_lanes(acc, deg + 1, out);
+  fold_lanes(power_acc, powers + deg + 2, out);
 }
 
-template <typename scalar_t>
-void power_sums_of(const scalar_t* x, const scalar_t* weights, int64_t n, int64_t degree, double* out) {
+// One row's sums over all its points, in fixed chunks (in parallel when the caller is not already).
+template <bool kPowers, typename scalar_t>
+void row_moments(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, double* out) {
+  const int64_t num_sums = (kPowers ? 2 * degree + 1 : 0) + degree + 2;
   dispatch_degree(degree, [&](auto kDegree) {
-    reduce_in_chunks(n, degree + 1, out, [&](int64_t begin, int64_t end, double* partial) {
-      weighted_power_sums<decltype(kDegree)::value>(x, weights, degree, begin, end, partial);
+    reduce_in_chunks(n, num_sums, out, [&](int64_t begin, int64_t end, double* partial) {
+      moment_sums<decltype(kDegree)::value, kPowers>(x, y, degree, begin, end, partial);
     });
   });
 }
 
+// sum x^p (p = 0..2D) of a shared x (the y-independent half of moment_sums).
 template <typename scalar_t>
-double square_sum_of(const scalar_t* y, int64_t n) {
-  double total = 0.0;
-  reduce_in_chunks(n, 1, &total, [&](int64_t begin, int64_t end, double* partial) {
-    LaneVector acc{};
+void power_sums_of(const scalar_t* x, int64_t n, int64_t degree, double* out) {
+  reduce_in_chunks(n, 2 * degree + 1, out, [&](int64_t begin, int64_t end, double* partial) {
+    LaneSums<kDynamicDegree> sums(2 * degree + 1);
+    LaneVector* acc = sums.data();
     for (int64_t i = begin; i < end; i += kLanes) {
-      const LaneVector v = load_group(y, i, end, 0.0);
-      acc += v * v;
+      const int64_t count = std::min<int64_t>(kLanes, end - i);
+      const LaneVector xs = load_group(x, i, end, 0.0);
+      LaneVector term = zero_padding(splat<LaneVector>(1.0), count);
+      for (int64_t p = 0; p <= 2 * degree; ++p, term *= xs) acc[p] += term;
     }
-    fold_lanes(&acc, 1, partial);
+    fold_lanes(acc, 2 * degree + 1, partial);
   });
-  return total;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> poly_moments_cpu(const at::Tensor& x_in, const at::Tensor& y_in,
@@ -91,17 +101,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> poly_moments_cpu(const at::Tensor
     double* power_data = power_sums.mutable_data_ptr<double>();
     double* cross_data = cross_sums.mutable_data_ptr<double>();
     double* square_data = square_sum.mutable_data_ptr<double>();
+    // each row's sums land in a scratch row (powers, then cross, then square), then in the outputs
+    const bool shared_x = x_rows == 1 && y_rows > 1;
+    if (shared_x) power_sums_of<scalar_t>(x_data, n, degree, power_data);
+    const int64_t num_sums = (shared_x ? 0 : 2 * degree + 1) + degree + 2;
     const auto sums_of_row = [&](int64_t row) {
-      if (row < x_rows) {
-        power_sums_of<scalar_t>(x_data + row * n, nullptr, n, 2 * degree, power_data + row * (2 * degree + 1));
+      std::vector<double> sums(num_sums);
+      const scalar_t* y_row = y_data + row * n;
+      if (shared_x) {
+        row_moments<false>(x_data, y_row, n, degree, sums.data());
+      } else {
+        row_moments<true>(x_data + row * n, y_row, n, degree, sums.data());
+        std::copy(sums.begin(), sums.begin() + 2 * degree + 1, power_data + row * (2 * degree + 1));
       }
-      if (row < y_rows) {
-        const scalar_t* x_row = x_data + (x_rows == 1 ? 0 : row * n);
-        power_sums_of<scalar_t>(x_row, y_data + row * n, n, degree, cross_data + row * (degree + 1));
-        square_data[row] = square_sum_of(y_data + row * n, n);
-      }
+      const double* rest = sums.data() + (shared_x ? 0 : 2 * degree + 1);
+      std::copy(rest, rest + degree + 1, cross_data + row * (degree + 1));
+      square_data[row] = rest[degree + 1];
     };
-    const int64_t rows = std::max(x_rows, y_rows);
+    const int64_t rows = y_rows;
     if (rows == 1) {
       sums_of_row(0);  // its chunks in parallel
       return;
