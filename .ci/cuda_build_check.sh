@@ -33,8 +33,8 @@ cd /tmp  # import the installed package, not the source folder
 "$venv/bin/python" - <<'EOF'
 import json, torch, pykernels
 info = pykernels.build_info()
-kernels = [op for op in ("poly", "poly_backward", "poly_mse", "dot", "dot_backward", "fit_poly", "linear_sgd_step",
-                         "philox_normal_", "linear_sgd_philox")
+kernels = [op for op in ("poly", "poly_backward", "poly_mse", "dot", "dot_backward", "fit_poly", "poly_moments",
+                         "fit_poly_moments", "linear_sgd_step", "philox_normal_", "linear_sgd_philox")
            if torch._C._dispatch_has_kernel_for_dispatch_key(f"pykernels::{op}", "CUDA")]
 print(json.dumps({"torch": torch.__version__, "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
                   "compiled_backends": info["compiled_backends"], "ops_with_cuda_kernels": kernels}, indent=1))

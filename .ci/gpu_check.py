@@ -12,7 +12,7 @@ Steps, each timed and logged to DIR/steps.md:
    device (pytest.log, the summary line in steps.md);
 4. benchmarks (gpu_benchmarks.md / .json): dot and poly_mse on 10^8 float32 against a device-to-device copy timed in
    the same run (goal >= 85% of its bandwidth), linear_sgd_step's passes,
-   and batched fits of 1024 and 65536 series (fit_poly, batched torch);
+   and batched fits of 1024 and 65536 series (fit_poly on the data and on its statistics, batched torch);
 5. the study on the GPU rows (--device cuda, 20,000 seed-fit steps to fit the lease): the seed fit's loops
    (torch-gpu, torch-autograd-gpu, pykernels, the CUDA-graph loop, fit_poly), the 10^7-weight epoch (torch autograd,
    Dot, linear_sgd_step, linear_sgd_philox), batched fits; the goals read off this run's numbers into goals.md.
@@ -182,7 +182,8 @@ def batched_fits(device: str, steps: int, samples: int = 100, degree: int = 4) -
                 w -= 1e-5 * 2.0 / samples * (residual @ powers)
 
         runs = {
-            "fit_poly (cpp)": lambda y=y: pykernels.fit_poly(x, y, degree, lr=1e-5, steps=steps),
+            "fit_poly (cpp)": lambda y=y: pykernels.fit_poly(x, y, degree, lr=1e-5, steps=steps, method="data"),
+            "fit_poly, gram (cpp)": lambda y=y: pykernels.fit_poly(x, y, degree, lr=1e-5, steps=steps, method="gram"),
             "torch batched, manual gradient": torch_manual,
         }
         for name, fn in runs.items():

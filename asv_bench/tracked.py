@@ -40,6 +40,9 @@ TRACKED = {
     r"^bench_training\.LargeProblemInKernelSpeedup\.track_speedup": "in-kernel-sample epoch over the write-up's",
     r"^bench_ops\.Speedup\.track_speedup": "poly_mse and dot over NumPy and torch, side by side",
     r"^bench_ops\.Bandwidth\.track_gbytes_per_second": "GB/s of the bandwidth-bound ops at 10^7 float32",
+    r"^bench_training\.SeedFitMethods\.track_ns_per_step": "the seed fit by fit_poly, on the data or its statistics",
+    r"^bench_training\.GramManyPoints\.track_fit_over_poly_mse_calls": "a gram fit of 10^6 points / 20 poly_mse",
+    r"^bench_training\.BatchedGramFits\.track_ns_per_series_step": "batched fits on the statistics, ns",
 }
 
 

@@ -6,7 +6,11 @@
 - LargeProblemWholeEpochs: ten epochs with their samples (torch.randn, or drawn in-kernel by linear_sgd_philox),
   and the in-kernel epoch's speedup over the write-up's, measured side by side.
 - BatchedFits: 1,024 series x 100 points, 200 steps.
-- FusedFitRecording: fit_poly on the seed problem recording its loss every step or rarely, and the ratio of the two.
+- FusedFitRecording: fit_poly on the seed problem recording its loss every step or rarely, and the ratio of the two,
+  per method.
+- SeedFitMethods: ns per step of the seed fit by fit_poly, stepping on the data or on the sufficient statistics.
+- GramManyPoints: a 20,000-step gram fit of 10^6 points over 20 poly_mse calls on them (one data-pass step each).
+- BatchedGramFits: BatchedFits' problem on the sufficient statistics (one shared A).
 """
 
 from __future__ import annotations
@@ -173,31 +177,31 @@ class FusedFitRecording(Benchmark):
     should cost next to nothing (track_recording_cost: time with record_every=1 over time with it off, best of 5
     runs each, side by side)."""
 
-    params = [["cpp", "numba"], [1, 100, 20_000]]
-    param_names = ["backend", "record_every"]
+    params = [["cpp", "numba"], ["data", "gram"], [1, 100, 20_000]]
+    param_names = ["backend", "method", "record_every"]
     steps = 20_000
 
-    def setup(self, backend, record_every):
+    def setup(self, backend, method, record_every):
         require("pykernels-numba" if backend == "numba" else "pykernels", "cpu")
         x, y = polyfit.seed_data()
         self.x = torch.from_numpy(x.ravel()).float()
         self.y = torch.from_numpy(y.ravel()).float()
-        self.fit(backend, record_every)
+        self.fit(backend, method, record_every)
 
-    def fit(self, backend, record_every):
+    def fit(self, backend, method, record_every):
         return pykernels.fit_poly(
-            self.x, self.y, 4, lr=1e-5, steps=self.steps, record_every=record_every, backend=backend
+            self.x, self.y, 4, lr=1e-5, steps=self.steps, record_every=record_every, method=method, backend=backend
         )
 
-    def time_fit(self, backend, record_every):
-        self.fit(backend, record_every)
+    def time_fit(self, backend, method, record_every):
+        self.fit(backend, method, record_every)
 
-    def track_recording_cost(self, backend, record_every):
+    def track_recording_cost(self, backend, method, record_every):
         def best(every):
             times = []
             for _ in range(5):
                 start = time.perf_counter()
-                self.fit(backend, every)
+                self.fit(backend, method, every)
                 times.append(time.perf_counter() - start)
             return min(times)
 
@@ -224,6 +228,83 @@ class BatchedFits(Benchmark):
 
     def time_fit(self, implementation):
         batched.run_row(implementation, "cpu", self.config, lambda _: None)
+
+    def track_ns_per_series_step(self, implementation):
+        return batched.run_row(implementation, "cpu", self.config, lambda _: None)["ns_per_series_step"]
+
+    track_ns_per_series_step.unit = "ns"
+
+
+def _best_seconds(work, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+class SeedFitMethods(Benchmark):
+    """The seed fit (x = linspace(0, 5, 100), degree 4, lr 1e-5, float32, every loss recorded), 20,000 steps by
+    fit_poly on the data or on the sufficient statistics (their pass included); ns per step, best of 5."""
+
+    params = [["cpp", "numba"], ["data", "gram"]]
+    param_names = ["backend", "method"]
+    steps = 20_000
+
+    def setup(self, backend, method):
+        require("pykernels-numba" if backend == "numba" else "pykernels", "cpu")
+        x, y = polyfit.seed_data()
+        self.x, self.y = torch.from_numpy(x.ravel()).float(), torch.from_numpy(y.ravel()).float()
+        self.fit(backend, method)
+
+    def fit(self, backend, method):
+        return pykernels.fit_poly(self.x, self.y, 4, lr=1e-5, steps=self.steps, method=method, backend=backend)
+
+    def track_ns_per_step(self, backend, method):
+        return _best_seconds(lambda: self.fit(backend, method)) / self.steps * 1e9
+
+    track_ns_per_step.unit = "ns"
+
+
+class GramManyPoints(Benchmark):
+    """10^6 points of sin(3x) on [-1, 1], float32, degree 4: a whole 20,000-step fit on the statistics (their pass
+    included) over 20 poly_mse calls on the same data, best of 5 each, side by side (goal: at most 1)."""
+
+    params = [["cpp", "numba"]]
+    param_names = ["backend"]
+    points, steps = 1_000_000, 20_000
+
+    def setup(self, backend):
+        require("pykernels-numba" if backend == "numba" else "pykernels", "cpu")
+        self.x = torch.linspace(-1, 1, self.points)
+        self.y = torch.sin(3 * self.x)
+        self.coeffs = torch.zeros(5)
+        self.fit(backend)
+        self.calls(backend)
+
+    def fit(self, backend):
+        return pykernels.fit_poly(self.x, self.y, 4, lr=0.1, steps=self.steps, method="gram", backend=backend)
+
+    def calls(self, backend):
+        for _ in range(self.steps // 1000):
+            pykernels.poly_mse(self.x, self.y, self.coeffs, backend=backend)
+
+    def track_fit_over_poly_mse_calls(self, backend):
+        return _best_seconds(lambda: self.fit(backend)) / _best_seconds(lambda: self.calls(backend))
+
+    track_fit_over_poly_mse_calls.unit = "x"
+
+
+class BatchedGramFits(Benchmark):
+    """BatchedFits' 1,024 series x 100 points, 200 steps, on the sufficient statistics (one shared A)."""
+
+    params = [["fit_poly batched, gram (cpp)", "fit_poly batched, gram (numba)"]]
+    param_names = ["implementation"]
+    config = batched.BatchedConfig(series=1024, steps=200)
+
+    def setup(self, implementation):
+        batched.run_row(implementation, "cpu", batched.BatchedConfig(series=16, steps=2), lambda _: None)
 
     def track_ns_per_series_step(self, implementation):
         return batched.run_row(implementation, "cpu", self.config, lambda _: None)["ns_per_series_step"]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import batched, large, polyfit, report, speed
+from . import batched, gram, large, polyfit, report, speed
 from ._common import machine_info
 
-SECTIONS = ("poly", "speed", "large", "batched")
+SECTIONS = ("poly", "speed", "large", "batched", "gram")
 
 
 def _positive(text: str) -> int:
@@ -76,8 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         "speed": speed.SpeedConfig(add_size=1_000 if quick else 10_000, devices=devices, repeat=args.repeat),
         "large": large.LargeConfig(n=100_000 if quick else 10_000_000, epochs=20 if quick else 200, devices=devices),
         "batched": batched.BatchedConfig(series=64 if quick else 1024, steps=200 if quick else 2000, devices=devices),
+        "gram": gram.GramConfig(
+            points=100_000 if quick else 1_000_000,
+            steps=2_000 if quick else 20_000,
+            boundary_steps=(2_000, 20_000) if quick else (20_000, 1_000_000),
+            sharded_points=10_000 if quick else 100_000,
+            sharded_steps=200 if quick else 2_000,
+            repeat=args.repeat if quick else max(3, args.repeat),
+        ),
     }
-    runners = {"poly": polyfit.run, "speed": speed.run, "large": large.run, "batched": batched.run}
+    runners = {"poly": polyfit.run, "speed": speed.run, "large": large.run, "batched": batched.run, "gram": gram.run}
     started, load_at_start = time.perf_counter(), _load_averages()
     sections = {name: runners[name](configs[name]) for name in SECTIONS if name in args.only}
     machine = {**machine_info(), "load_average_start": load_at_start, "load_average_end": _load_averages()}

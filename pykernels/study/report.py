@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from ._common import BUSY_CPUS, SectionResult, load_cell
 from .polyfit import write_up_says
@@ -69,6 +70,12 @@ matrix) has condition number {optimum["hessian_condition_number"]:.3g}: lr must 
 ~{optimum["slowest_mode_steps_at_lr"]:.3g} steps."""
 
 
+def _mse_reference(section: SectionResult) -> dict:
+    """The row every fit's final MSE is compared with: exact (float64) gradient descent where it ran."""
+    name = section.extra.get("mse_reference_row", section.extra["reference_row"])
+    return next(r for r in section.rows if r["name"] == name)
+
+
 def poly_markdown(section: SectionResult) -> str:
     config = section.extra["config"]
     reference = next(r for r in section.rows if r["name"] == section.extra["reference_row"])
@@ -109,12 +116,13 @@ def poly_markdown(section: SectionResult) -> str:
 x = linspace(0, 5, {config["samples"]}), y = sin x, degree {config["degree"]}, zeros init, {config["steps"]:,} steps
 at lr {config["lr"]:g}, float32, MSE recorded every step; median of {config["repeat"]} timed run(s) after a
 warm-up of {config["warmup_steps"]:,} steps. "same MSE": final MSE within {config["mse_rtol"]:.0e} (relative) of the
-{reference["name"]} row's (the floor row trains nothing: not a fit, not counted). "others' CPU share": the share of the
+{section.extra.get("mse_reference_row", reference["name"])} row's (the floor row trains nothing: not a fit, not
+counted). "others' CPU share": the share of the
 CPUs other processes used while the row's process ran (its set-up, warm-up and timed steps).
 
 {table}{_skipped(section)}
 
-{_conditioning(section, reference)}
+{_conditioning(section, _mse_reference(section))}
 {"".join(chr(10) + "- " + note for note in section.notes)}
 
 ![MSE traces](poly_mse_traces.png)
@@ -257,9 +265,9 @@ def _plotted(trace: list | np.ndarray, every: int) -> tuple[np.ndarray, np.ndarr
 def plot_poly(section: SectionResult, out: Path) -> None:
     optimum = section.extra["optimum"]
     fits = [r for r in section.rows if r["group"] != "floor"]  # the floor trains nothing
-    reference = next((r for r in fits if r["name"] == "numpy"), fits[0] if fits else None)
-    if reference is None:
+    if not fits:
         return
+    reference = _mse_reference(section)
     reference_trace = np.asarray(reference["trace"], dtype=float)
     colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, height_ratios=(1, 1.2))
@@ -437,7 +445,105 @@ def plot_large(section: SectionResult, out: Path) -> None:
     plt.close(fig)
 
 
-MARKDOWN = {"poly": poly_markdown, "speed": speed_markdown, "large": large_markdown, "batched": batched_markdown}
+def gram_markdown(section: SectionResult) -> str:
+    config = section.extra["config"]
+    many = [r for r in section.rows if r["kind"] == "many"]
+    many_table = _table(
+        ["workload", "seconds", "fit / poly_mse calls", "others' CPU"],
+        [
+            [f"`{r['name']}`", _fmt(r["seconds"], ".4g"), _fmt(r.get("vs_poly_mse_calls"), ".3g"), load_cell(r)]
+            for r in many
+        ],
+    )
+    boundary_rows = []
+    for r in (r for r in section.rows if r["kind"] == "boundary"):
+        for result in r["results"]:
+            boundary_rows.append(
+                [
+                    r["name"],
+                    _fmt(r["condition"], ".2g") if r["condition"] is not None else "> 1e15",
+                    f"{result['steps']:,}",
+                    _fmt(result["bound"], ".2g"),
+                    f"{result['auto']} / {result['auto_float32']}",
+                    _fmt(result["gram_error"], ".2g"),
+                    _fmt(result["data_error"], ".2g"),
+                ]
+            )
+    boundary_table = _table(
+        [
+            "x, degree",
+            "cond(A)",
+            "steps T",
+            "gram error bound",
+            "auto picks (float64 / float32 data)",
+            "gram error",
+            "data pass error",
+        ],
+        boundary_rows,
+    )
+    sharded = section.extra["sharded"]
+    sharded_table = _table(
+        ["route", "seconds (slower rank)", "collectives issued (rank 0)", "last loss", "coeffs vs one process"],
+        [
+            [
+                f"`{r['name']}`",
+                _fmt(r["seconds"], ".3g"),
+                ", ".join(f"{count} {name.removeprefix('gloo:')}" for name, count in sorted(r["collectives"].items())),
+                _fmt(r["last_loss"], ".6g"),
+                _fmt(r.get("coeffs_vs_one_process"), ".2g"),
+            ]
+            for r in sharded["rows"]
+        ],
+    )
+    notes = "".join("\n- " + n for n in section.notes)
+    return f"""## {section.title}
+
+`fit_poly(method="gram")` makes one float64 pass for A = VᵀV/N, b = Vᵀy/N, s = yᵀy/N (`poly_moments`) and then steps
+on them, (D+1)² work per step whatever N is (`fit_poly_moments`); the seed fit's rows are in the first section.
+
+**Many points**: N = {config["points"]:,} points of sin(3x) on [-1, 1], float32, degree 4; the whole gram fit
+of {config["steps"]:,} steps (its pass over the data included) against {config["steps"] // 1000} calls of `poly_mse`
+on the same data (one data-pass step each); median of {config["repeat"]}.
+
+{many_table}
+
+**The accuracy boundary**: {BOUNDARY_POINTS_TEXT},
+lr = 0.45 / λmax(A), from zeros, float64. Errors: relative (2-norm) distance of the coefficients after T steps from
+exact gradient descent (its closed form in 80-digit arithmetic). The statistics are rounded once and their error
+acts at every step, so it grows with the steps (bound ≈ eps T at a stable lr once cond(A) > T), where the data pass's
+grows with their square root; `auto` keeps the statistics while the bound is at most {pykernels_tolerance_text()}.
+
+{boundary_table}
+
+**Sharded data**: {config["sharded_points"]:,} points of sin(3x) on [0, 1], float64, degree 4, every other point
+on each of 2 gloo processes (one thread each), {config["sharded_steps"]:,} steps at lr 0.5 by each route (DDP
+all-reduces the gradient at every step, and `train_ddp` the loss it reports). One process's gram fit of all the
+points ends at loss {_fmt(sharded["one_process_last_loss"], ".6g")}.
+
+{sharded_table}
+{notes}
+"""
+
+
+BOUNDARY_POINTS_TEXT = "200 points of y = sin(3 (x - a) / (b - a)) on each [a, b]"
+
+
+def pykernels_tolerance_text() -> str:
+    from pykernels.ops import GRAM_TOLERANCE
+
+    return (
+        f"{GRAM_TOLERANCE[torch.float64]:.2g} for float64 data and {GRAM_TOLERANCE[torch.float32]:.2g} (float32's "
+        "rounding) for float32 data"
+    )
+
+
+MARKDOWN = {
+    "poly": poly_markdown,
+    "speed": speed_markdown,
+    "large": large_markdown,
+    "batched": batched_markdown,
+    "gram": gram_markdown,
+}
 PLOTS = {"poly": plot_poly, "speed": plot_speed, "large": plot_large}
 
 
