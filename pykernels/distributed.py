@@ -120,9 +120,10 @@ def fit_poly_distributed(
     on them, so every rank returns the same result, the fit of all the data, after ONE collective -- where data
     parallel training (:func:`train_ddp`) all-reduces a gradient at every step. Results in y's dtype."""
     moments = all_reduced_moments(x, y, degree, group=group, backend=backend)
-    if init is None:
-        init = torch.zeros(moments.cross_sums.shape, dtype=y.dtype, device=y.device)
-    return fit_poly_moments(moments, lr=lr, steps=steps, record_every=record_every, init=init, backend=backend)
+    dtype = y.dtype if init is None else None
+    return fit_poly_moments(
+        moments, lr=lr, steps=steps, record_every=record_every, init=init, dtype=dtype, backend=backend
+    )
 
 
 def demo_data(samples: int = 2000, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
