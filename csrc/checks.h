@@ -92,6 +92,11 @@ inline void check_fit_data(const at::Tensor& x, const at::Tensor& y) {
                     "x must have shape (N,) or the shape of y ", y.sizes(), ", got ", x.sizes());
 }
 
+// The number of recorded losses, ceil(steps / record_every), without overflowing for steps near 2^63.
+inline int64_t fit_records(int64_t steps, int64_t record_every) {
+  return steps / record_every + (steps % record_every != 0 ? 1 : 0);
+}
+
 inline void check_fit_steps(int64_t steps, int64_t record_every) {
   TORCH_CHECK_VALUE(steps >= 0, "steps must be >= 0, got ", steps);
   TORCH_CHECK_VALUE(record_every >= 1, "record_every must be >= 1, got ", record_every);

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.utils._pytree as pytree
+from torch.fx.experimental.symbolic_shapes import guard_scalar
 
 from . import _auto, _checks
 from ._backends import get_backend
@@ -189,11 +190,9 @@ def choose_fit_method(
     ``"gram"`` where it is faster (``pykernels._auto.gram_is_faster``) and its iterates accurate:
     :func:`gram_error_bound` at most ``GRAM_TOLERANCE[dtype]`` (2^-24 for float32 data, 1e-10 for float64). fit_poly
     then also checks the last loss (:func:`gram_loss_error_bound`)."""
-    points = (
-        int(moments.power_sums[..., 0].min()) if isinstance(moments, PolyMoments) else int(moments[0][..., 0].min())
-    )
-    degree = moments[1].shape[-1] - 1
-    if not _auto.gram_is_faster(points, degree, steps):
+    if dtype not in GRAM_TOLERANCE:
+        raise TypeError(f"dtype must be torch.float32 or torch.float64 (the data's dtype), got {dtype}")
+    if not _auto.gram_is_faster(int(moments[0][..., 0].min()), moments[1].shape[-1] - 1, steps):
         return "data"
     bound = gram_error_bound(moments, lr=lr, steps=steps, _system=_system)
     return "gram" if bound <= GRAM_TOLERANCE[dtype] else "data"
@@ -204,33 +203,38 @@ def _transformed(*tensors: torch.Tensor) -> bool:
     return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
-def _auto_fit_traced(ops, x, y, init, moments, lr: float, steps: int, record_every: int) -> FitResult:
-    """fit_poly(method="auto") under torch.compile: the same choice, as torch.cond's of the graph (one graph, no
-    break on the data-dependent choice)."""
+def _auto_fit_traced(ops, x, y, init, degree: int, lr: float, steps: int, record_every: int) -> FitResult:
+    """fit_poly(method="auto") under torch.compile and torch.export: the same choices as eager, as torch.cond's of
+    the graph (one graph, no break on the data-dependent choice; the speed test stays symbolic in a dynamic N)."""
     tolerance = GRAM_TOLERANCE[x.dtype]
-    if not _auto.gram_is_faster(y.shape[-1], moments[1].shape[-1] - 1, steps):
-        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    lr = guard_scalar(lr)  # torch.cond's branches take no symbolic float: a recompile may make lr one; its value
 
-    def on_data(power_sums, cross_sums, square_sum, x, y, init):
+    def on_data(x, y, init, *_):
         return ops.fit_poly(x, y, init, lr, steps, record_every)
 
-    def keep(coeffs, trace, x, y, init):
+    def keep(coeffs, trace, *_):
         return coeffs.clone(), trace.clone()
 
-    def refit(coeffs, trace, x, y, init):
-        return ops.fit_poly(x, y, init, lr, steps, record_every)
-
-    def on_statistics(power_sums, cross_sums, square_sum, x, y, init):
+    def on_statistics(x, y, init, power_sums, cross_sums, square_sum):
         coeffs, trace = ops.fit_poly_moments(power_sums, cross_sums, square_sum, init, lr, steps, record_every)
         if trace.shape[-1] == 0:
             return coeffs, trace
         gram, _, offset = _auto.gram_system(power_sums, cross_sums, square_sum, torch)
-        resolved = ~(_auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double()) > tolerance).any()
-        return torch.cond(resolved, keep, refit, (coeffs, trace, x, y, init))
+        bound = _auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double())
+        kept = torch.isfinite(coeffs).all() & torch.isfinite(trace).all() & ~(bound > tolerance).any()
+        return torch.cond(
+            kept, keep, lambda coeffs, trace, x, y, init: on_data(x, y, init), (coeffs, trace, x, y, init)
+        )
 
-    gram = _auto.gram_system(*moments, torch)[0]
-    accurate = (_auto.iterate_bound(gram, lr, steps, torch) <= tolerance).all()
-    return FitResult(*torch.cond(accurate, on_statistics, on_data, (*moments, x, y, init)))
+    def on_faster(x, y, init):
+        moments = ops.poly_moments(x, y, degree)
+        accurate = (_auto.iterate_bound(_auto.gram_system(*moments, torch)[0], lr, steps, torch) <= tolerance).all()
+        return torch.cond(accurate, on_statistics, on_data, (x, y, init, *moments))
+
+    faster = _auto.gram_is_faster(y.shape[-1], degree, steps)
+    if isinstance(faster, torch.SymBool):  # a dynamic N: the speed test stays in the graph
+        return FitResult(*torch.cond(faster, on_faster, on_data, (x, y, init)))
+    return FitResult(*(on_faster if faster else on_data)(x, y, init))
 
 
 def fit_poly(
@@ -285,25 +289,30 @@ def fit_poly(
             f"init must have shape (degree + 1,) or (B, degree + 1) with degree + 1 = {degree + 1}, got "
             f"{list(init.shape)}"
         )
+    elif init.dtype != y.dtype and y.is_floating_point() and not torch.compiler.is_compiling():
+        raise TypeError(f"init must have the dtype of x and y ({y.dtype}), got {init.dtype}")
     if method == "data" or (method == "auto" and not torch.compiler.is_compiling() and _transformed(x, y, init)):
         # under torch.func transforms (vmap, grad, ...) the values auto's choice reads are not there: the data pass
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     _checks.check_fit_poly_inputs(x, y, init, lr, steps, record_every)  # before the moments' pass over the data
+    if method == "auto" and torch.compiler.is_compiling():
+        return _auto_fit_traced(ops, x, y, init, degree, lr, steps, record_every)
+    if method == "auto" and not _auto.gram_is_faster(y.shape[-1], degree, steps):
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))  # before anything of size (D+1)^2
     moments = PolyMoments(*ops.poly_moments(x, y, degree))
     if method == "gram":
         return FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
-    if torch.compiler.is_compiling():
-        return _auto_fit_traced(ops, x, y, init, moments, lr, steps, record_every)
     system = _numpy_system(moments)
     if choose_fit_method(moments, lr=lr, steps=steps, dtype=x.dtype, _system=system) == "data":
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
-    if (
-        fit.trace.shape[-1] > 0
-        and gram_loss_error_bound(moments, fit.coeffs, fit.trace[..., -1], _system=system) > GRAM_TOLERANCE[x.dtype]
-    ):  # a fit so close to exact that the quadratic form cannot resolve its loss
-        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
-    return fit
+    kept = bool(torch.isfinite(fit.coeffs).all() and torch.isfinite(fit.trace).all()) and (
+        fit.trace.shape[-1] == 0
+        or gram_loss_error_bound(moments, fit.coeffs, fit.trace[..., -1], _system=system) <= GRAM_TOLERANCE[x.dtype]
+    )
+    # not kept: the statistics overflowed (y^2 beyond float64), or the fit is so close to exact that the quadratic
+    # form cannot resolve its loss; the data pass computes both as their definition does
+    return fit if kept else FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
 
 
 def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:

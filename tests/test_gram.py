@@ -237,6 +237,8 @@ def test_bad_method_and_moments_arguments_are_named():
         pykernels.fit_poly_moments(moments, lr=0.1, steps=3, init=torch.zeros(3), dtype=torch.float32)
     with pytest.raises(TypeError, match=r"^dtype must be torch.float32, torch.float64 or None"):
         pykernels.fit_poly_moments(moments, lr=0.1, steps=3, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"^init must have the dtype of x and y \(torch.float32\), got torch.float64"):
+        pykernels.fit_poly(x, x, 2, lr=0.1, steps=3, init=torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"^x must have shape \(N,\) or the shape of y"):  # before the moments' pass
         pykernels.fit_poly(torch.ones(5), x, 2, lr=0.1, steps=3, method="gram")
 
@@ -416,3 +418,106 @@ def test_auto_measures_the_loss_of_a_nearly_exact_fit_on_the_data():
     assert pykernels.ops.gram_loss_error_bound(pykernels.poly_moments(x, y, 3), gram.coeffs, gram.trace[-1]) > 1e-10
     auto = pykernels.fit_poly(x, y, 3, lr=lr, steps=steps)
     assert torch.equal(auto.coeffs, data.coeffs) and torch.equal(auto.trace, data.trace)
+
+
+# --- found by a hostile review ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_jumps_stop_before_a_step_could_overflow(backend):
+    """Huge A (x up to 1000), lr past stability, no loss recorded: the stepwise loop overflows in u = A c (then NaN)
+    while M^8 c does not; the jumps must hand those steps to the stepwise loop."""
+    x = torch.linspace(0, 1000, 50, dtype=torch.float64)
+    moments = reference.poly_moments_torch(x, torch.sin(x / 100), 2)
+    lr = 1.5 / np.linalg.eigvalsh(reference.gram_system_torch(*moments)[0].numpy())[-1]
+    for steps in (1016, 1024, 1040):
+        got = pykernels.get_backend(backend).fit_poly_moments(
+            *moments, torch.zeros(3, dtype=torch.float64), lr, steps, 10**9
+        )
+        want = reference.fit_poly_moments_torch(*moments, torch.zeros(3, dtype=torch.float64), lr, steps, 10**9)
+        torch.testing.assert_close(got[0], want[0], equal_nan=True, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("batch", [None, 3, 33])
+def test_the_update_is_rounded_as_the_reference_rounds_it(backend, batch):
+    """c -= 2 lr (u - b) overflows in the product first (inf, then NaN) in the reference; a fused multiply-add
+    would keep it finite one step longer."""
+    x = torch.linspace(-1, -0.99, 35, dtype=torch.float64)
+    y = torch.randn((batch, 35) if batch else 35, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    moments = reference.poly_moments_torch(x, y, 0)
+    init = torch.zeros(1, dtype=torch.float64)
+    got = pykernels.get_backend(backend).fit_poly_moments(*moments, init, 1.5, 1031, 1)
+    want = reference.fit_poly_moments_torch(*moments, init, 1.5, 1031, 1)
+    for g, w in zip(got, want, strict=True):
+        assert not torch.isfinite(w).all()
+        torch.testing.assert_close(g, w, equal_nan=True, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e154, 1e200])
+def test_auto_takes_the_data_pass_where_the_statistics_overflow(scale):
+    """y^2 beyond float64: the statistics' losses are inf or NaN where the data pass's are finite (or inf): auto
+    returns the data pass's."""
+    x = torch.linspace(0, 1, 200, dtype=torch.float64)
+    y = scale * torch.sin(3 * x)
+    auto = pykernels.fit_poly(x, y, 4, lr=0.5, steps=200)
+    data = pykernels.fit_poly(x, y, 4, lr=0.5, steps=200, method="data")
+    torch.testing.assert_close(auto.trace, data.trace, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(auto.coeffs, data.coeffs, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["auto", "gram", "data"])
+def test_a_trace_length_near_2_63_does_not_overflow(method):
+    """ceil(steps / record_every) computed as (steps + record_every - 1) / record_every wrapped to 0: the first
+    recorded loss then went past an empty trace (a segfault). One step past 2^63 / 2 records two losses."""
+    x = torch.linspace(-1, 1, 10, dtype=torch.float64)
+    moments = pykernels.poly_moments(x, x, 1)
+    fit = pykernels.fit_poly_moments(moments, lr=0.1, steps=0, record_every=2**63 - 1)
+    assert fit.trace.shape == (0,)
+    trace_length = torch.ops.pykernels.fit_poly_moments(*moments, torch.zeros(2, dtype=torch.float64), 0.1, 3, 2**62)
+    assert trace_length[1].shape == (1,)
+    assert pykernels.fit_poly(x, x, 1, lr=0.1, steps=3, record_every=2**63 - 1, method=method).trace.shape == (1,)
+
+
+def test_auto_compiles_again_for_another_lr_and_n():
+    """After recompiles (a new N, then a new lr) torch.compile makes lr a symbolic float, which torch.cond's
+    branches cannot take: auto specializes on it."""
+
+    def fit(x, y, lr):
+        return pykernels.fit_poly(x, y, 4, lr=lr, steps=100)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fit, backend="aot_eager", fullgraph=True)
+    for n, lr in ((200, 0.5), (300, 0.5), (300, 0.4), (400, 0.3)):
+        x = torch.linspace(0, 1, n, dtype=torch.float64)
+        y = torch.sin(3 * x)
+        torch.testing.assert_close(compiled(x, y, lr).coeffs, fit(x, y, lr).coeffs, rtol=0, atol=0)
+
+
+def test_auto_exports_with_a_dynamic_number_of_points():
+    class Fit(torch.nn.Module):
+        def forward(self, x, y):
+            fit = pykernels.fit_poly(x, y, 4, lr=0.5, steps=100)
+            return fit.coeffs, fit.trace
+
+    x = torch.linspace(0, 1, 300, dtype=torch.float64)
+    y = torch.sin(3 * x)
+    points = torch.export.Dim("points")
+    program = torch.export.export(Fit(), (x, y), dynamic_shapes=({0: points}, {0: points}))
+    for n in (3, 100, 300):  # the speed test is part of the graph: few points take the data pass, as eager does
+        for got, want in zip(program.module()(x[:n], y[:n]), Fit()(x[:n], y[:n]), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_auto_never_builds_a_huge_gram_matrix_for_a_data_pass():
+    """degree 100,000 on 10 points: the data pass is faster, and auto must not allocate the (D+1)^2 matrix first."""
+    x = torch.linspace(0, 1, 10, dtype=torch.float64)
+    auto = pykernels.fit_poly(x, x, 100_000, lr=0.01, steps=2)
+    data = pykernels.fit_poly(x, x, 100_000, lr=0.01, steps=2, method="data")
+    assert torch.equal(auto.coeffs, data.coeffs)
+
+
+def test_choose_fit_method_names_a_bad_dtype():
+    moments = pykernels.poly_moments(torch.linspace(0, 1, 10), torch.ones(10), 2)
+    with pytest.raises(TypeError, match=r"^dtype must be torch.float32 or torch.float64 \(the data's dtype\)"):
+        pykernels.choose_fit_method(moments, lr=0.1, steps=10_000, dtype=torch.float16)

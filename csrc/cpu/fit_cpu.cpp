@@ -374,7 +374,7 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at
   const int64_t series = batched ? y_in.size(0) : 1;
   const int64_t n = y_in.size(-1);
   const int64_t degree = coeffs_in.size(-1) - 1;
-  const int64_t records = (steps + record_every - 1) / record_every;
+  const int64_t records = fit_records(steps, record_every);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor y = y_in.contiguous();
   at::Tensor coeffs = (batched ? coeffs_in.expand({series, degree + 1}) : coeffs_in).contiguous().clone();

@@ -133,23 +133,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> poly_moments_cpu(const at::Tensor
 
 // --- fit_poly_moments ---------------------------------------------------------------------------------------------
 
-// One fit's quadratic form: A ((D+1)^2, row-major), b (D+1), s.
+// One fit's quadratic form: the Hankel matrix A[j][k] = moments[j + k] (2D+1 numbers), b (D+1), s.
 struct GramSystem {
-  std::vector<double> gram, target;
+  std::vector<double> moments, target;
   double offset = 0.0;
+  double gram(int64_t j, int64_t k) const { return moments[j + k]; }
 };
 
 GramSystem gram_system(const double* power_sums, const double* cross_sums, double square_sum, int64_t terms) {
   GramSystem system;
   const double count = power_sums[0];
-  system.gram.resize(terms * terms);
+  system.moments.resize(2 * terms - 1);
   system.target.resize(terms);
-  for (int64_t j = 0; j < terms; ++j) {
-    for (int64_t k = 0; k < terms; ++k) system.gram[j * terms + k] = power_sums[j + k] / count;
-    system.target[j] = cross_sums[j] / count;
-  }
+  for (int64_t p = 0; p < 2 * terms - 1; ++p) system.moments[p] = power_sums[p] / count;
+  for (int64_t j = 0; j < terms; ++j) system.target[j] = cross_sums[j] / count;
   system.offset = square_sum / count;
   return system;
+}
+
+// v, rounded on its own: the compiler may not fuse the product it holds into the next add (an FMA), which would
+// keep a product that overflows in the reference (2 lr (u - b) -> inf) finite. Costs no instruction.
+template <typename T>
+inline T rounded(T v) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+  asm("" : "+v"(v));
+#elif defined(__x86_64__)
+  if constexpr (sizeof(T) <= 32) {
+    asm("" : "+x"(v));
+  } else {
+    asm("" : "+m"(v));
+  }
+#else
+  asm("" : "+m"(v));
+#endif
+  return v;
 }
 
 template <typename T>
@@ -174,7 +191,7 @@ void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int
   for (int64_t step = 0; step < steps; ++step) {
     for (int64_t j = 0; j < terms; ++j) {
       double sum = 0.0;
-      for (int64_t k = 0; k < terms; ++k) sum += system.gram[j * terms + k] * c[k];
+      for (int64_t k = 0; k < terms; ++k) sum += system.gram(j, k) * c[k];
       u[j] = sum;
     }
     if (until_record == 1) {
@@ -187,7 +204,7 @@ void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int
     } else {
       --until_record;
     }
-    for (int64_t j = 0; j < terms; ++j) c[j] -= 2.0 * lr * (u[j] - system.target[j]);
+    for (int64_t j = 0; j < terms; ++j) c[j] -= rounded(2.0 * lr * (u[j] - system.target[j]));
   }
 }
 
@@ -203,12 +220,16 @@ struct JumpTables {
   LaneVector offsets[kTerms];
   double jump[kTerms][kTerms];
   double jump_offset[kTerms];
+  // |c| at any step of a block from c_t is at most reach * |c_t| + drift (max norms), and |u - b| at most
+  // gram_norm |c| + target_norm: while these products stay far below the float64 range, no intermediate of the
+  // stepwise recurrence overflows (what the jumps would skip over).
+  double reach = 1.0, drift = 0.0, gram_norm = 0.0, target_norm = 0.0;
 
   JumpTables(const GramSystem& system, double lr) {
     double step_matrix[kTerms][kTerms], power[kTerms][kTerms], offset[kTerms];
     for (int a = 0; a < kTerms; ++a) {
       for (int b = 0; b < kTerms; ++b) {
-        step_matrix[a][b] = (a == b ? 1.0 : 0.0) - 2.0 * lr * system.gram[a * kTerms + b];
+        step_matrix[a][b] = (a == b ? 1.0 : 0.0) - 2.0 * lr * system.gram(a, b);
         power[a][b] = a == b ? 1.0 : 0.0;
       }
       offset[a] = 0.0;
@@ -220,8 +241,14 @@ struct JumpTables {
         break;
       }
       for (int a = 0; a < kTerms; ++a) {
-        for (int b = 0; b < kTerms; ++b) powers[a][b][j] = power[a][b];
+        double row = 0.0;
+        for (int b = 0; b < kTerms; ++b) {
+          powers[a][b][j] = power[a][b];
+          row += std::fabs(power[a][b]);
+        }
         offsets[a][j] = offset[a];
+        reach = std::max(reach, row);
+        drift = std::max(drift, std::fabs(offset[a]));
       }
       double next_power[kTerms][kTerms], next_offset[kTerms];
       for (int a = 0; a < kTerms; ++a) {
@@ -236,25 +263,43 @@ struct JumpTables {
       std::copy(&next_power[0][0], &next_power[0][0] + kTerms * kTerms, &power[0][0]);
       std::copy(next_offset, next_offset + kTerms, offset);
     }
+    for (int a = 0; a < kTerms; ++a) {
+      double row = 0.0;
+      for (int b = 0; b < kTerms; ++b) row += std::fabs(system.gram(a, b));
+      gram_norm = std::max(gram_norm, row);
+      target_norm = std::max(target_norm, std::fabs(system.target[a]));
+    }
+  }
+
+  // Whether steps from coefficients of at most `largest` (max norm) can be jumped over: every intermediate value
+  // of the stepwise loop (c, u - b, c.u, the update) stays below 1e300.
+  bool safe(double largest) const {
+    const double c_bound = reach * largest + drift;
+    const double u_bound = gram_norm * c_bound + target_norm;
+    return c_bound * (u_bound + 1.0) < 1e300;
   }
 };
 
 // `blocks` jumps of 8 steps from c, recording the losses of the steps the countdown marks. Returns false (c and
-// trace then unspecified) when a coefficient or a recorded loss is not finite: the caller redoes those steps one
-// at a time, so that inf and NaN come out as the stepwise loop makes them.
+// trace then unspecified) when a coefficient or a recorded loss is not finite, or the coefficients grew to where a
+// step of the stepwise loop could overflow: the caller redoes those steps one at a time, so that inf and NaN come
+// out as the stepwise loop makes them.
 template <int D, typename scalar_t>
 bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int64_t blocks, int64_t record_every,
                       int64_t& until_record, double* c_io, scalar_t*& trace) {
   constexpr int kTerms = D + 1;
   double gram[kTerms][kTerms], target[kTerms];
   for (int a = 0; a < kTerms; ++a) {
-    for (int b = 0; b < kTerms; ++b) gram[a][b] = system.gram[a * kTerms + b];
+    for (int b = 0; b < kTerms; ++b) gram[a][b] = system.gram(a, b);
     target[a] = system.target[a];
   }
   double c[kTerms];
   std::copy(c_io, c_io + kTerms, c);
   LaneVector finite_losses = splat<LaneVector>(0.0);  // stays 0 while every recorded loss is finite (x - x = 0)
+  double largest = 0.0;  // max |c| at the blocks' starts (and the end)
   for (int64_t block = 0; block < blocks; ++block) {
+#pragma GCC unroll 16
+    for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
     if (until_record <= kJump) {  // a recorded step in this block: the 8 iterates and their losses, lane per step
       LaneVector iterate[kTerms];
 #pragma GCC unroll 16
@@ -300,7 +345,8 @@ bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int
     std::copy(next, next + kTerms, c);
   }
   std::copy(c, c + kTerms, c_io);
-  bool ok = all_finite(c, kTerms);
+  for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
+  bool ok = all_finite(c, kTerms) && tables.safe(largest);  // a NaN c stays NaN to the end: all_finite sees it
   for (int j = 0; j < kJump; ++j) ok = ok && finite_losses[j] == 0.0;
   return ok;
 }
@@ -314,7 +360,7 @@ void fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
   int64_t until_record = 1;  // step 0 is recorded
   int64_t done = 0;
   if constexpr (kDegree != kDynamicDegree) {
-    const bool finite_system = all_finite(system.gram.data(), terms * terms) &&
+    const bool finite_system = all_finite(system.moments.data(), 2 * terms - 1) &&
                                all_finite(system.target.data(), terms) && std::isfinite(system.offset) &&
                                all_finite(c, terms);
     if (finite_system && steps >= kJump) {
@@ -390,7 +436,7 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
         pending[pending_count][g] = quadratic - 2.0 * linear + offset[g];
       }
 #pragma GCC unroll 16
-      for (int64_t a = 0; a <= deg; ++a) cg[a] -= two_lr * (u[a] - bg[a]);
+      for (int64_t a = 0; a <= deg; ++a) cg[a] -= rounded(two_lr * (u[a] - bg[a]));
     }
     if (recorded) {
       until_record = record_every;
@@ -409,7 +455,7 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_
   const int64_t series = batched ? cross_sums_in.size(0) : 1;
   const int64_t terms = coeffs_in.size(-1);
   const int64_t degree = terms - 1;
-  const int64_t records = (steps + record_every - 1) / record_every;
+  const int64_t records = fit_records(steps, record_every);
   const at::Tensor power_sums = power_sums_in.contiguous();
   const at::Tensor cross_sums = cross_sums_in.contiguous();
   const at::Tensor square_sum = square_sum_in.contiguous();

@@ -154,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cuda(const at::Tensor& power
   const int64_t series = batched ? cross_sums_in.size(0) : 1;
   const int64_t terms = coeffs_in.size(-1);
   const int64_t degree = terms - 1;
-  const int64_t records = (steps + record_every - 1) / record_every;
+  const int64_t records = fit_records(steps, record_every);
   const at::Tensor power_sums = power_sums_in.contiguous();
   const at::Tensor cross_sums = cross_sums_in.contiguous();
   const at::Tensor square_sum = square_sum_in.contiguous();
