@@ -79,15 +79,56 @@ def fit_poly_sharded(x: torch.Tensor, y: torch.Tensor, degree: int, **fit_kwargs
     return FitResult(gather(local.coeffs), gather(local.trace))
 
 
+def _layout(x: torch.Tensor, y: torch.Tensor, degree: int) -> tuple[int, ...]:
+    """What every rank's shard must share for the sums to add: the degree, y's batch (-1 for one fit), whether x is
+    shared by a batch, and the dtype."""
+    return (degree, y.shape[0] if y.dim() == 2 else -1, int(x.dim() == 2), int(y.dtype == torch.float64))
+
+
+def _check_layouts(x: torch.Tensor, y: torch.Tensor, degree: int, group: dist.ProcessGroup | None) -> None:
+    """All ranks' layouts gathered (one collective of 4 integers each) and compared, so that a mismatch is a
+    ValueError on every rank, never a collective of mismatched sizes (gloo aborts the process) nor sums of
+    different things added together (silent garbage)."""
+    mine = torch.tensor(_layout(x, y, degree), dtype=torch.int64, device=y.device)
+    layouts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(layouts, mine, group=group)
+    names = ("degree", "batch of series (B, or -1 for one fit)", "x per series (1) or shared (0)", "float64 (1/0)")
+    for rank, layout in enumerate(layouts):
+        differ = [
+            f"{name}: {first} on rank 0, {other} on rank {rank}"
+            for name, first, other in zip(names, layouts[0].tolist(), layout.tolist(), strict=True)
+            if first != other
+        ]
+        if differ:
+            raise ValueError("every rank's shard must have the same layout; they differ in " + "; ".join(differ))
+
+
 def all_reduced_moments(
-    x: torch.Tensor, y: torch.Tensor, degree: int, *, group: dist.ProcessGroup | None = None, backend: str = "cpp"
+    x: torch.Tensor,
+    y: torch.Tensor,
+    degree: int,
+    *,
+    group: dist.ProcessGroup | None = None,
+    check_layout: bool = True,
+    backend: str = "cpp",
 ) -> PolyMoments:
     """The sufficient statistics of the data of every rank of ``group``: this rank's shard's :func:`poly_moments`,
     summed over the ranks by one all_reduce of their ``(2D+1) + (D+1) + 1`` float64 numbers per fit (15 for a
-    degree-4 fit). A rank whose shard is empty (y with no points) adds zeros."""
+    degree-4 fit). A rank whose shard is empty (y with no points) adds zeros; no point on any rank is a
+    ValueError. ``check_layout`` first gathers each rank's degree, batch, x layout and dtype (4 integers) and raises
+    a ValueError on every rank if they differ; without it a mismatch aborts the collective or adds unlike sums."""
     x, y = _checks.tensor(x, "x"), _checks.tensor(y, "y")
     degree = _checks.integer(degree, "degree", maximum=_checks.MAX_MOMENTS_DEGREE)
-    if y.numel() == 0 and y.dim() in (1, 2) and x.shape[-1:] == y.shape[-1:]:
+    _checks.check_floating(x, "x")
+    _checks.check_same_dtype_and_device((x, "x"), (y, "y"))
+    if y.dim() not in (1, 2) or not (x.dim() == 1 or x.shape == y.shape) or x.shape[-1] != y.shape[-1]:
+        raise ValueError(
+            f"y must be (N,) or (B, N) and x (N,) or y's shape, got x {_checks.shape_text(x)} and y "
+            f"{_checks.shape_text(y)}"
+        )
+    if check_layout:
+        _check_layouts(x, y, degree, group)
+    if y.shape[-1] == 0:
         wide = {"dtype": torch.float64, "device": y.device}
         local = PolyMoments(
             torch.zeros((*x.shape[:-1], 2 * degree + 1), **wide),
@@ -99,7 +140,10 @@ def all_reduced_moments(
     flat = torch.cat([t.reshape(-1) for t in local])
     dist.all_reduce(flat, group=group)
     sizes = [t.numel() for t in local]
-    return PolyMoments(*(part.view(t.shape) for part, t in zip(flat.split(sizes), local, strict=True)))
+    total = PolyMoments(*(part.view(t.shape) for part, t in zip(flat.split(sizes), local, strict=True)))
+    if not bool((total.power_sums[..., 0] > 0).all()):
+        raise ValueError("no rank holds any points: every shard of y is empty")
+    return total
 
 
 def fit_poly_distributed(
@@ -112,14 +156,16 @@ def fit_poly_distributed(
     record_every: int = 1,
     init: torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
+    check_layout: bool = True,
     backend: str = "cpp",
 ) -> FitResult:
     """``fit_poly(method="gram")`` of the data split across the ranks of ``group``, each rank holding a shard of
     the points (x, y as :func:`fit_poly` takes them; (B, N_rank) shards for B fits): the shards' sufficient
     statistics are all-reduced once (:func:`all_reduced_moments`) and every rank then runs the same float64 steps
-    on them, so every rank returns the same result, the fit of all the data, after ONE collective -- where data
-    parallel training (:func:`train_ddp`) all-reduces a gradient at every step. Results in y's dtype."""
-    moments = all_reduced_moments(x, y, degree, group=group, backend=backend)
+    on them, so every rank returns the same result, the fit of all the data, after one all_reduce (and the layout
+    check's all_gather of 4 integers, unless ``check_layout=False``) -- where data parallel training
+    (:func:`train_ddp`) all-reduces a gradient at every step. Results in y's dtype."""
+    moments = all_reduced_moments(x, y, degree, group=group, check_layout=check_layout, backend=backend)
     dtype = y.dtype if init is None else None
     return fit_poly_moments(
         moments, lr=lr, steps=steps, record_every=record_every, init=init, dtype=dtype, backend=backend

@@ -83,9 +83,25 @@ def _gram_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None
     try:
         x, y = distributed.demo_data(401)  # uneven shards: 201 and 200 points
         series = torch.stack([torch.sin(3 * x + phase) for phase in torch.linspace(0, 1, 3, dtype=x.dtype)])
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-            fit = distributed.fit_poly_distributed(x[rank::world], y[rank::world], DEGREE, lr=LR, steps=STEPS)
-        collectives = [event.name for event in profile.events() if event.name.startswith("gloo:")]
+        collectives = {}
+        for check in (True, False):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+                fit = distributed.fit_poly_distributed(
+                    x[rank::world], y[rank::world], DEGREE, lr=LR, steps=STEPS, check_layout=check
+                )
+            collectives[str(check)] = sorted(e.name for e in profile.events() if e.name.startswith("gloo:"))
+        errors = {}
+        for name, shard in {  # layouts that differ between the ranks, and no point anywhere
+            "degree": (x, y, DEGREE + rank),
+            "batch": (x, y if rank else series, DEGREE),
+            "dtype": (x.float() if rank else x, y.float() if rank else y, DEGREE),
+            "empty": (x[:0], y[:0], DEGREE),
+        }.items():
+            try:
+                distributed.fit_poly_distributed(*shard, lr=LR, steps=STEPS)
+                errors[name] = None
+            except ValueError as error:
+                errors[name] = str(error)
         batched = distributed.fit_poly_distributed(
             x[rank::world].float(), series[:, rank::world].float(), DEGREE, lr=LR, steps=STEPS
         )
@@ -96,6 +112,7 @@ def _gram_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None
             json.dumps(
                 {
                     "collectives": collectives,
+                    "errors": errors,
                     **{
                         name: {"coeffs": result.coeffs.tolist(), "trace": result.trace.tolist()}
                         for name, result in (("single", fit), ("batched", batched), ("empty", empty))
@@ -108,8 +125,9 @@ def _gram_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None
 
 
 def test_a_fit_of_sharded_data_is_the_fit_of_all_the_data_after_one_collective(tmp_path):
-    """fit_poly_distributed on 2 gloo processes, each holding every other point: one all_reduce for the whole fit,
-    and every rank gets one process's gram fit of all the points (the sums add in another order: to 1e-12)."""
+    """fit_poly_distributed on 2 gloo processes, each holding every other point: one all_reduce for the whole fit
+    (after a 4-integer layout check), and every rank gets one process's gram fit of all the points (the sums add in
+    another order: to 1e-12); layouts that differ between ranks are a ValueError on every rank, not an abort."""
     context = mp.start_processes(
         _gram_rank_main, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
     )
@@ -125,7 +143,12 @@ def test_a_fit_of_sharded_data_is_the_fit_of_all_the_data_after_one_collective(t
         "empty": pykernels.fit_poly(x, y, DEGREE, lr=LR, steps=STEPS, method="gram"),
     }
     for rank in ranks:
-        assert rank["collectives"] == ["gloo:all_reduce"]
+        # the layout check's all_gather of 4 integers, then the sums' one all_reduce; without the check, that alone
+        assert rank["collectives"] == {"True": ["gloo:all_gather", "gloo:all_reduce"], "False": ["gloo:all_reduce"]}
+        assert "differ in degree: 4 on rank 0, 5 on rank 1" in rank["errors"]["degree"]
+        assert "batch of series (B, or -1 for one fit): 3 on rank 0, -1 on rank 1" in rank["errors"]["batch"]
+        assert "float64 (1/0): 1 on rank 0, 0 on rank 1" in rank["errors"]["dtype"]
+        assert rank["errors"]["empty"] == "no rank holds any points: every shard of y is empty"
         for name, want in expected.items():
             for got, wanted in zip((rank[name]["coeffs"], rank[name]["trace"]), want, strict=True):
                 rtol = 1e-12 if wanted.dtype == torch.float64 else 1e-6

@@ -105,8 +105,8 @@ def test_quick_report_says_what_ran_and_what_it_measured(quick_study):
 
 def test_quick_study_fits_on_statistics(quick_study):
     """The gram rows reach exact gradient descent's MSE, every fit is checked against that float64 row, the
-    boundary table's errors stay under their bounds and auto's choice follows them, and the sharded fit issues one
-    collective where DDP issues one per step."""
+    boundary table's errors stay under their bounds and auto's choice follows them, and the sharded fit issues two
+    collectives (a layout check, the sums) where DDP issues one per step."""
     out, _ = quick_study
     results = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()
@@ -130,6 +130,6 @@ def test_quick_study_fits_on_statistics(quick_study):
             assert result["data_error"] < 1e-12, row["name"]
     gram_route, ddp_route = section["extra"]["sharded"]["rows"]
     steps = section["extra"]["config"]["sharded_steps"]
-    assert gram_route["collectives"] == {"gloo:all_reduce": 1}
+    assert gram_route["collectives"] == {"gloo:all_gather": 1, "gloo:all_reduce": 1}  # the layout check, the sums
     assert ddp_route["collectives"]["gloo:all_reduce"] >= steps  # a gradient all-reduce per step
     assert gram_route["coeffs_vs_one_process"] < 1e-12

@@ -517,8 +517,9 @@ grows with their square root; `auto` keeps the statistics while the bound is at 
 
 **Sharded data**: {config["sharded_points"]:,} points of sin(3x) on [0, 1], float64, degree 4, every other point
 on each of 2 gloo processes (one thread each), {config["sharded_steps"]:,} steps at lr 0.5 by each route (DDP
-all-reduces the gradient at every step, and `train_ddp` the loss it reports). One process's gram fit of all the
-points ends at loss {_fmt(sharded["one_process_last_loss"], ".6g")}.
+all-reduces the gradient at every step, and `train_ddp` the loss it reports; `fit_poly_distributed` gathers each
+rank's layout, 4 integers, then all-reduces the statistics once). One process's gram fit of all the points ends at
+loss {_fmt(sharded["one_process_last_loss"], ".6g")}.
 
 {sharded_table}
 {notes}
