@@ -275,7 +275,8 @@ def plot_poly(section: SectionResult, out: Path) -> None:
     colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, height_ratios=(1, 1.2))
     steps, values = _plotted(reference_trace, reference.get("trace_every", 1))
-    top.plot(steps, values, color="k", lw=2, label=f"{reference['name']} (every row's trace, to the width of the line)")
+    label = "exact gradient descent (float64)" if reference["group"] == "reference" else reference["name"]
+    top.plot(steps, values, color="k", lw=2, label=f"{label} (every row's trace, to the width of the line)")
     top.axhline(optimum["mse"], color="k", ls="--", lw=1, label=f"least-squares optimum ({optimum['mse']:.2g})")
     top.set(yscale="log", ylabel="MSE", title="Polynomial fit: MSE per step")
     top.legend(fontsize=8, loc="center left")
@@ -294,8 +295,8 @@ def plot_poly(section: SectionResult, out: Path) -> None:
         yscale="log",
         xlabel="gradient-descent step",
         ylabel="largest relative difference so far",
-        title=f"How far each row's MSE trace has been from {reference['name']}'s up to each step (largest: "
-        f"{largest:.2g}; 0 drawn at 1e-10)",
+        title=f"How far each row's MSE trace has been from the {label} row's, up to each step\n(largest: "
+        f"{largest:.2g}; 0 drawn at 1e-10; float32 rows stall ~1e-3 above exact gradient descent)",
     )
     bottom.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
@@ -307,7 +308,7 @@ def plot_poly(section: SectionResult, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(x, y, "o", ms=3, color="tab:blue", label="data: sin(x)")
     reference_curve = np.polynomial.polynomial.polyval(grid, reference["coeffs"])
-    ax.plot(grid, reference_curve, color="tab:gray", lw=6, alpha=0.5, label=f"{reference['name']} (GD)")
+    ax.plot(grid, reference_curve, color="tab:gray", lw=6, alpha=0.5, label=f"{label} (GD)")
     ours = next((r for r in fits if r["group"] == "pykernels"), None)
     if ours is not None:
         curve = np.polynomial.polynomial.polyval(grid, ours["coeffs"])
@@ -318,7 +319,7 @@ def plot_poly(section: SectionResult, out: Path) -> None:
             color="tab:orange",
             lw=1.5,
             ls="--",
-            label=f"{ours['name']} (GD): on the {reference['name']} curve, at most {apart:.1g} apart",
+            label=f"{ours['name']} (GD): on the {label} curve, at most {apart:.1g} apart",
         )
     ax.plot(grid, np.polynomial.polynomial.polyval(grid, optimum["coeffs"]), "k:", label="least-squares optimum")
     ax.set(xlabel="x", ylabel="y", title="Degree-4 fit after gradient descent vs the optimum")
