@@ -38,7 +38,7 @@ def gram_system(power_sums: Any, cross_sums: Any, square_sum: Any, xp: ModuleTyp
     return (power_sums / count)[..., index[:, None] + index[None, :]], cross_sums / count, square_sum / count[..., 0]
 
 
-def iterate_bound(gram: Any, lr: float, steps: int, xp: ModuleType) -> Any:
+def iterate_bound(gram: Any, lr: float, steps: int, xp: ModuleType, eps: float = EPS64) -> Any:
     """Per fit, a bound on the relative error of T = ``steps`` float64 steps on the statistics:
     ``0.5 eps_64 (kappa_eff + n_eff)`` with
 
@@ -48,22 +48,23 @@ def iterate_bound(gram: Any, lr: float, steps: int, xp: ModuleType) -> Any:
     kappa_eff where the data pass's grows with its square root; directions of A that T steps do not move
     (``2 lr lambda T << 1``) do not count, which is why cond(A) itself is not the measure (1e128 at degree 14 on
     [100, 101], where the iterates were still exact to 1e-14). n_eff: the float64 update's own rounding, which the
-    data pass has too. inf where A is not finite."""
+    data pass has too. inf where A is not finite. (``eps``: a parameter so that a traced graph can hold it as a
+    constant.)"""
     flat = gram.reshape(*gram.shape[:-2], -1)
     finite = xp.isfinite(flat).all(-1)
     eye = xp.eye(gram.shape[-1], dtype=xp.float64)
     eigenvalues = xp.linalg.eigvalsh(xp.where(finite[..., None, None], gram, eye))
     largest = eigenvalues[..., -1].clip(min=0.0)
-    smallest = xp.maximum(eigenvalues[..., 0], EPS64 * largest)  # rounding hides what lies below
+    smallest = xp.maximum(eigenvalues[..., 0], eps * largest)  # rounding hides what lies below
     kappa = largest * (1.0 / smallest).clip(max=2.0 * lr * steps)  # lr = 0 or A = 0: nothing moves, nothing lost
     reach = (1.0 / (smallest * (2.0 * lr))).clip(max=float(steps))
-    return xp.where(finite, 0.5 * EPS64 * (kappa + reach), float("inf"))
+    return xp.where(finite, 0.5 * eps * (kappa + reach), float("inf"))
 
 
-def loss_bound(gram: Any, offset: Any, coeffs: Any, loss: Any) -> Any:
+def loss_bound(gram: Any, offset: Any, coeffs: Any, loss: Any, eps: float = EPS64) -> Any:
     """Per fit, a bound on the relative error of a loss computed from the statistics, ``c.A c - 2 c.b + s``: its
     terms are as large as ``M = (sqrt(s) + sum_k |c_k| sqrt(A_kk))^2`` and cancel down to the loss, so the rounding of
     the sums leaves ``eps_64 M / |loss|``. Large only for fits that are nearly exact (loss / s below ~1e-9)."""
     index = list(range(gram.shape[-1]))
     scale = offset**0.5 + (abs(coeffs) * gram[..., index, index] ** 0.5).sum(-1)
-    return EPS64 * scale * scale / abs(loss)
+    return eps * scale * scale / abs(loss)

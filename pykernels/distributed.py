@@ -85,22 +85,47 @@ def _layout(x: torch.Tensor, y: torch.Tensor, degree: int) -> tuple[int, ...]:
     return (degree, y.shape[0] if y.dim() == 2 else -1, int(x.dim() == 2), int(y.dtype == torch.float64))
 
 
-def _check_layouts(x: torch.Tensor, y: torch.Tensor, degree: int, group: dist.ProcessGroup | None) -> None:
-    """All ranks' layouts gathered (one collective of 4 integers each) and compared, so that a mismatch is a
-    ValueError on every rank, never a collective of mismatched sizes (gloo aborts the process) nor sums of
-    different things added together (silent garbage)."""
-    mine = torch.tensor(_layout(x, y, degree), dtype=torch.int64, device=y.device)
+_INVALID = (-2, -2, -2, -2)  # the layout a rank whose own shard failed its checks sends
+
+
+def _gather_layouts(layout: tuple[int, ...], device: torch.device, group: dist.ProcessGroup | None) -> list:
+    mine = torch.tensor(layout, dtype=torch.int64, device=device)
     layouts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(layouts, mine, group=group)
+    return layouts
+
+
+def _check_layouts(layout: tuple[int, ...], device: torch.device, group: dist.ProcessGroup | None) -> None:
+    """All ranks' layouts gathered (one collective of 4 integers each) and compared, so that a mismatch -- or a rank
+    whose shard failed its own checks -- is a ValueError on every rank, never a collective of mismatched sizes (gloo
+    aborts the process), ranks left waiting in one, nor sums of different things added together (silent garbage)."""
+    layouts = _gather_layouts(layout, device, group)
+    invalid = [rank for rank, other in enumerate(layouts) if tuple(other.tolist()) == _INVALID]
+    if invalid:
+        raise ValueError(f"the shard of rank(s) {invalid} failed its checks (that rank's error says why)")
     names = ("degree", "batch of series (B, or -1 for one fit)", "x per series (1) or shared (0)", "float64 (1/0)")
-    for rank, layout in enumerate(layouts):
+    for rank, other in enumerate(layouts):
         differ = [
-            f"{name}: {first} on rank 0, {other} on rank {rank}"
-            for name, first, other in zip(names, layouts[0].tolist(), layout.tolist(), strict=True)
-            if first != other
+            f"{name}: {first} on rank 0, {value} on rank {rank}"
+            for name, first, value in zip(names, layouts[0].tolist(), other.tolist(), strict=True)
+            if first != value
         ]
         if differ:
             raise ValueError("every rank's shard must have the same layout; they differ in " + "; ".join(differ))
+
+
+def _checked_shard(x: object, y: object, degree: object) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """This rank's shard, checked before any collective."""
+    x, y = _checks.tensor(x, "x"), _checks.tensor(y, "y")
+    degree = _checks.integer(degree, "degree", maximum=_checks.MAX_MOMENTS_DEGREE)
+    _checks.check_floating(x, "x")
+    _checks.check_same_dtype_and_device((x, "x"), (y, "y"))
+    if y.dim() not in (1, 2) or not (x.dim() == 1 or x.shape == y.shape) or x.shape[-1] != y.shape[-1]:
+        raise ValueError(
+            f"y must be (N,) or (B, N) and x (N,) or y's shape, got x {_checks.shape_text(x)} and y "
+            f"{_checks.shape_text(y)}"
+        )
+    return x, y, degree
 
 
 def all_reduced_moments(
@@ -116,18 +141,17 @@ def all_reduced_moments(
     summed over the ranks by one all_reduce of their ``(2D+1) + (D+1) + 1`` float64 numbers per fit (15 for a
     degree-4 fit). A rank whose shard is empty (y with no points) adds zeros; no point on any rank is a
     ValueError. ``check_layout`` first gathers each rank's degree, batch, x layout and dtype (4 integers) and raises
-    a ValueError on every rank if they differ; without it a mismatch aborts the collective or adds unlike sums."""
-    x, y = _checks.tensor(x, "x"), _checks.tensor(y, "y")
-    degree = _checks.integer(degree, "degree", maximum=_checks.MAX_MOMENTS_DEGREE)
-    _checks.check_floating(x, "x")
-    _checks.check_same_dtype_and_device((x, "x"), (y, "y"))
-    if y.dim() not in (1, 2) or not (x.dim() == 1 or x.shape == y.shape) or x.shape[-1] != y.shape[-1]:
-        raise ValueError(
-            f"y must be (N,) or (B, N) and x (N,) or y's shape, got x {_checks.shape_text(x)} and y "
-            f"{_checks.shape_text(y)}"
-        )
+    a ValueError on every rank if they differ or a rank's shard failed its own checks; without it a mismatch aborts
+    the collective or adds unlike sums, and a bad shard leaves the other ranks waiting in the all_reduce."""
+    try:
+        x, y, degree = _checked_shard(x, y, degree)
+    except (TypeError, ValueError):
+        if check_layout:  # the other ranks must not wait for this one in the collectives: they raise too
+            device = y.device if isinstance(y, torch.Tensor) else torch.device("cpu")
+            _gather_layouts(_INVALID, device, group)
+        raise
     if check_layout:
-        _check_layouts(x, y, degree, group)
+        _check_layouts(_layout(x, y, degree), y.device, group)
     if y.shape[-1] == 0:
         wide = {"dtype": torch.float64, "device": y.device}
         local = PolyMoments(

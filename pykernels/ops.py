@@ -205,36 +205,43 @@ def _transformed(*tensors: torch.Tensor) -> bool:
 
 def _auto_fit_traced(ops, x, y, init, degree: int, lr: float, steps: int, record_every: int) -> FitResult:
     """fit_poly(method="auto") under torch.compile and torch.export: the same choices as eager, as torch.cond's of
-    the graph (one graph, no break on the data-dependent choice; the speed test stays symbolic in a dynamic N)."""
-    tolerance = GRAM_TOLERANCE[x.dtype]
-    lr = guard_scalar(lr)  # torch.cond's branches take no symbolic float: a recompile may make lr one; its value
+    the graph (one graph, no break on the data-dependent choice; the speed test stays symbolic in a dynamic N).
+    Each cond returns one tensor, the coefficients and the trace side by side (a two-output cond fails under vmap)."""
+    # torch.cond's branches take no symbolic float; with dynamic=True even these constants would be one
+    lr, eps = guard_scalar(lr), guard_scalar(_auto.EPS64)
+    tolerance = guard_scalar(GRAM_TOLERANCE[x.dtype])
+    terms = degree + 1
+
+    def packed(coeffs, trace):
+        return torch.cat([coeffs.expand(*trace.shape[:-1], terms), trace], dim=-1)
 
     def on_data(x, y, init, *_):
-        return ops.fit_poly(x, y, init, lr, steps, record_every)
-
-    def keep(coeffs, trace, *_):
-        return coeffs.clone(), trace.clone()
+        return packed(*ops.fit_poly(x, y, init, lr, steps, record_every))
 
     def on_statistics(x, y, init, power_sums, cross_sums, square_sum):
         coeffs, trace = ops.fit_poly_moments(power_sums, cross_sums, square_sum, init, lr, steps, record_every)
         if trace.shape[-1] == 0:
-            return coeffs, trace
+            return packed(coeffs, trace)
         gram, _, offset = _auto.gram_system(power_sums, cross_sums, square_sum, torch)
-        bound = _auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double())
+        bound = _auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double(), eps)
         kept = torch.isfinite(coeffs).all() & torch.isfinite(trace).all() & ~(bound > tolerance).any()
+        result = packed(coeffs, trace)
         return torch.cond(
-            kept, keep, lambda coeffs, trace, x, y, init: on_data(x, y, init), (coeffs, trace, x, y, init)
+            kept, lambda result, *_: result.clone(), lambda _, *data: on_data(*data), (result, x, y, init)
         )
 
     def on_faster(x, y, init):
         moments = ops.poly_moments(x, y, degree)
-        accurate = (_auto.iterate_bound(_auto.gram_system(*moments, torch)[0], lr, steps, torch) <= tolerance).all()
+        gram = _auto.gram_system(*moments, torch)[0]
+        accurate = (_auto.iterate_bound(gram, lr, steps, torch, eps) <= tolerance).all()
         return torch.cond(accurate, on_statistics, on_data, (x, y, init, *moments))
 
     faster = _auto.gram_is_faster(y.shape[-1], degree, steps)
     if isinstance(faster, torch.SymBool):  # a dynamic N: the speed test stays in the graph
-        return FitResult(*torch.cond(faster, on_faster, on_data, (x, y, init)))
-    return FitResult(*(on_faster if faster else on_data)(x, y, init))
+        result = torch.cond(faster, on_faster, on_data, (x, y, init))
+    else:
+        result = (on_faster if faster else on_data)(x, y, init)
+    return FitResult(result[..., :terms].contiguous(), result[..., terms:].contiguous())
 
 
 def fit_poly(
@@ -311,7 +318,8 @@ def fit_poly(
         or gram_loss_error_bound(moments, fit.coeffs, fit.trace[..., -1], _system=system) <= GRAM_TOLERANCE[x.dtype]
     )
     # not kept: the statistics overflowed (y^2 beyond float64), or the fit is so close to exact that the quadratic
-    # form cannot resolve its loss; the data pass computes both as their definition does
+    # form cannot resolve its loss: the data pass's values (for float32 data, a float32 sum of squares may overflow
+    # where the kept float64 statistics do not: auto then returns the finite MSE)
     return fit if kept else FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
 
 

@@ -96,12 +96,14 @@ def _gram_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None
             "batch": (x, y if rank else series, DEGREE),
             "dtype": (x.float() if rank else x, y.float() if rank else y, DEGREE),
             "empty": (x[:0], y[:0], DEGREE),
+            "bad_shard_on_rank_1": (x[:-1] if rank else x, y, DEGREE),  # rank 0 must not wait for rank 1
+            "float16_on_rank_1": (x.half() if rank else x, y.half() if rank else y, DEGREE),
         }.items():
             try:
                 distributed.fit_poly_distributed(*shard, lr=LR, steps=STEPS)
                 errors[name] = None
-            except ValueError as error:
-                errors[name] = str(error)
+            except (TypeError, ValueError) as error:
+                errors[name] = f"{type(error).__name__}: {error}"
         batched = distributed.fit_poly_distributed(
             x[rank::world].float(), series[:, rank::world].float(), DEGREE, lr=LR, steps=STEPS
         )
@@ -148,8 +150,12 @@ def test_a_fit_of_sharded_data_is_the_fit_of_all_the_data_after_one_collective(t
         assert "differ in degree: 4 on rank 0, 5 on rank 1" in rank["errors"]["degree"]
         assert "batch of series (B, or -1 for one fit): 3 on rank 0, -1 on rank 1" in rank["errors"]["batch"]
         assert "float64 (1/0): 1 on rank 0, 0 on rank 1" in rank["errors"]["dtype"]
-        assert rank["errors"]["empty"] == "no rank holds any points: every shard of y is empty"
+        assert rank["errors"]["empty"] == "ValueError: no rank holds any points: every shard of y is empty"
         for name, want in expected.items():
             for got, wanted in zip((rank[name]["coeffs"], rank[name]["trace"]), want, strict=True):
                 rtol = 1e-12 if wanted.dtype == torch.float64 else 1e-6
                 torch.testing.assert_close(torch.tensor(got, dtype=wanted.dtype), wanted, rtol=rtol, atol=rtol)
+    failed = "ValueError: the shard of rank(s) [1] failed its checks (that rank's error says why)"
+    assert ranks[0]["errors"]["bad_shard_on_rank_1"] == ranks[0]["errors"]["float16_on_rank_1"] == failed
+    assert ranks[1]["errors"]["bad_shard_on_rank_1"].startswith("ValueError: y must be (N,) or (B, N) and x (N,)")
+    assert ranks[1]["errors"]["float16_on_rank_1"].startswith("TypeError: x must be a floating-point tensor")

@@ -521,3 +521,34 @@ def test_choose_fit_method_names_a_bad_dtype():
     moments = pykernels.poly_moments(torch.linspace(0, 1, 10), torch.ones(10), 2)
     with pytest.raises(TypeError, match=r"^dtype must be torch.float32 or torch.float64 \(the data's dtype\)"):
         pykernels.choose_fit_method(moments, lr=0.1, steps=10_000, dtype=torch.float16)
+
+
+def test_auto_compiles_with_dynamic_shapes_and_under_vmap():
+    """dynamic=True makes even module-level floats symbolic (torch.cond's operands take none); a two-output
+    torch.cond fails under vmap: auto's graph holds its constants as values and packs its outputs in one tensor."""
+    x = torch.linspace(0, 1, 300, dtype=torch.float64)
+    ys = torch.sin(torch.arange(1, 5, dtype=torch.float64)[:, None] * x)
+
+    def fit(x, y):
+        return tuple(pykernels.fit_poly(x, y, 4, lr=0.5, steps=100, record_every=7))
+
+    torch._dynamo.reset()
+    for got, want in zip(torch.compile(fit, fullgraph=True, dynamic=True)(x, ys[0]), fit(x, ys[0]), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch._dynamo.reset()
+    mapped = torch.compile(torch.func.vmap(lambda y: fit(x, y)))(ys)
+    expected = reference.fit_poly_torch(x, ys, torch.zeros(5, dtype=torch.float64), 0.5, 100, 7)
+    for got, want in zip(mapped, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+def test_a_recorded_loss_overflows_as_the_reference_computes_it(batch):
+    """c.u - 2 c.b + s at coefficients near 1e154: products and 2 c.b are rounded on their own, as the reference
+    rounds them (a fused 2 c.b could not overflow: -inf where the reference says NaN)."""
+    y = torch.full((batch, 4) if batch else (4,), 1e154, dtype=torch.float64)
+    moments = reference.poly_moments_torch(torch.arange(4.0, dtype=torch.float64), y, 0)
+    init = torch.full((1,), 1e154, dtype=torch.float64)
+    got = torch.ops.pykernels.fit_poly_moments(*moments, init, 0.01, 3, 1)
+    want = reference.fit_poly_moments_torch(*moments, init, 0.01, 3, 1)
+    torch.testing.assert_close(got[1], want[1], equal_nan=True, rtol=1e-12, atol=0)

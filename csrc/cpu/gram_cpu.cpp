@@ -152,7 +152,9 @@ GramSystem gram_system(const double* power_sums, const double* cross_sums, doubl
 }
 
 // v, rounded on its own: the compiler may not fuse the product it holds into the next add (an FMA), which would
-// keep a product that overflows in the reference (2 lr (u - b) -> inf) finite. Costs no instruction.
+// keep a product that overflows in the reference (2 lr (u - b) -> inf) finite. Costs no instruction. Used where
+// special values must come out as the reference's: the updates, the recorded losses, A c (the single fit's jumps
+// keep their FMAs: they hand every stretch that could overflow to the stepwise loop).
 template <typename T>
 inline T rounded(T v) {
 #if defined(__x86_64__) && defined(__AVX512F__)
@@ -191,16 +193,16 @@ void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int
   for (int64_t step = 0; step < steps; ++step) {
     for (int64_t j = 0; j < terms; ++j) {
       double sum = 0.0;
-      for (int64_t k = 0; k < terms; ++k) sum += system.gram(j, k) * c[k];
+      for (int64_t k = 0; k < terms; ++k) sum += rounded(system.gram(j, k) * c[k]);
       u[j] = sum;
     }
     if (until_record == 1) {
       double quadratic = 0.0, linear = 0.0;
       for (int64_t j = 0; j < terms; ++j) {
-        quadratic += c[j] * u[j];
-        linear += c[j] * system.target[j];
+        quadratic += rounded(c[j] * u[j]);
+        linear += rounded(c[j] * system.target[j]);
       }
-      record(quadratic - 2.0 * linear + system.offset, record_every, until_record, trace);
+      record(quadratic - rounded(2.0 * linear) + system.offset, record_every, until_record, trace);
     } else {
       --until_record;
     }
@@ -423,17 +425,17 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
       for (int64_t a = 0; a <= deg; ++a) {
         LaneVector sum = mg[a] * cg[0];
 #pragma GCC unroll 16
-        for (int64_t k = 1; k <= deg; ++k) sum += mg[a + k] * cg[k];
+        for (int64_t k = 1; k <= deg; ++k) sum += rounded(mg[a + k] * cg[k]);
         u[a] = sum;
       }
       if (recorded) {  // c.u - 2 c.b + s, in the reference's order (where terms overflow, the order decides)
         LaneVector quadratic = cg[0] * u[0], linear = cg[0] * bg[0];
 #pragma GCC unroll 16
         for (int64_t a = 1; a <= deg; ++a) {
-          quadratic += cg[a] * u[a];
-          linear += cg[a] * bg[a];
+          quadratic += rounded(cg[a] * u[a]);
+          linear += rounded(cg[a] * bg[a]);
         }
-        pending[pending_count][g] = quadratic - 2.0 * linear + offset[g];
+        pending[pending_count][g] = quadratic - rounded(2.0 * linear) + offset[g];
       }
 #pragma GCC unroll 16
       for (int64_t a = 0; a <= deg; ++a) cg[a] -= rounded(two_lr * (u[a] - bg[a]));
