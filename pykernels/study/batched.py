@@ -91,7 +91,7 @@ def run_row(name: str, device: str, config: BatchedConfig, progress) -> dict:
                 1
             ]
 
-    fit(2)  # warm-up: numba compiles, caches warm
+    fit(config.steps)  # warm-up at full size: numba compiles the variant this size takes (parallel or not)
     seconds, trace = [], None
     while not seconds or (sum(seconds) < TIMING_SECONDS and len(seconds) < MAX_RUNS):
         trace = None  # the last run's output freed first, as a loop of fits frees it: its memory is reused
