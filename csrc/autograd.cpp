@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "compat.h"
 #include "op_handles.h"
 
 namespace pykernels {
@@ -124,9 +125,9 @@ struct PykernelsNode : Node {
 // The node of one call of an op, or none where no graph is recorded (grad mode off, or no input requires grad):
 // building one costs about 1 us, a third of a small op's call.
 template <typename NodeT, typename... Inputs>
-c10::intrusive_ptr<NodeT> record(const OpFamily& ops, const Inputs&... inputs) {
+compat::NodePtr<NodeT> record(const OpFamily& ops, const Inputs&... inputs) {
   if (!compute_requires_grad(inputs...)) return {};
-  auto node = c10::make_intrusive<NodeT>(ops);
+  auto node = compat::make_node<NodeT>(ops);
   node->set_next_edges(collect_next_edges(inputs...));
   node->inputs = {SavedVariable(inputs, false)...};
   return node;
@@ -398,11 +399,11 @@ TensorPair dot_backward_autograd(const at::Tensor& grad, const at::Tensor& a, co
 std::string not_differentiable_message(const c10::OperatorHandle& op) {
   const std::string& name = op.schema().name();
   std::string why;
-  if (name.ends_with("fit_poly") || name.ends_with("fit_poly_moments")) {
+  if (compat::ends_with(name, "fit_poly") || compat::ends_with(name, "fit_poly_moments")) {
     why = "it runs a whole gradient-descent loop in one kernel; differentiate poly_mse (or a loop of it) instead";
-  } else if (name.ends_with("poly_moments")) {
+  } else if (compat::ends_with(name, "poly_moments")) {
     why = "it sums the fit's sufficient statistics in float64 for fit_poly_moments; differentiate poly_mse instead";
-  } else if (name.ends_with("philox_normal_")) {
+  } else if (compat::ends_with(name, "philox_normal_")) {
     why = "it fills `out` with random samples";
   } else {
     why = "it is a training step that updates w and b in place; run it under torch.no_grad(), on tensors that "
@@ -447,7 +448,7 @@ void not_differentiable_autograd(const c10::OperatorHandle& op, c10::DispatchKey
     op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);  // through ADInplaceOrView: versions bump
   }
   if (requiring_grad.empty()) return;
-  const auto make_node = [&] { return c10::make_intrusive<NotDifferentiable>(op, collect_next_edges(requiring_grad)); };
+  const auto make_node = [&] { return compat::make_node<NotDifferentiable>(op, collect_next_edges(requiring_grad)); };
   const auto returns_node = make_node();
   const size_t num_returns = schema.returns().size();
   for (size_t i = stack->size() - num_returns; i < stack->size(); ++i) {
