@@ -29,6 +29,7 @@ def load_build_description():
     """pykernels/_build.py alone (importing the package would import torch and the extension)."""
     spec = importlib.util.spec_from_file_location("pykernels_build", ROOT / "pykernels" / "_build.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
@@ -54,28 +55,31 @@ class BuildPy(build_py):
             (Path(self.build_lib) / "pykernels" / "_build_info.json").unlink(missing_ok=True)
 
 
-def build_extension():
-    use_cuda = build.want_cuda(torch, cpp_extension)
-    sources = [str(path.relative_to(ROOT)) for path in build.sources(ROOT / CSRC, use_cuda)]
+def build_extension(plan: build.CudaPlan) -> cpp_extension.CppExtension:
+    """The extension module pykernels._C, with the CUDA half where `plan` says so."""
+    sources = [str(path.relative_to(ROOT)) for path in build.sources(ROOT / CSRC, plan.build)]
     extra_compile_args = {"cxx": build.cxx_flags()}  # (cpp_extension adds -DPy_LIMITED_API for py_limited_api=True)
     extension = cpp_extension.CppExtension
-    if use_cuda:
+    if plan.build:
         os.environ["TORCH_CUDA_ARCH_LIST"] = build.cuda_arch_list(torch)
         extension = cpp_extension.CUDAExtension
-        extra_compile_args["nvcc"] = build.nvcc_flags()
+        extra_compile_args["nvcc"] = build.nvcc_flags(plan.include_dirs)
     print(
-        f"pykernels: building the {'CPU + CUDA' if use_cuda else 'CPU-only'} extension against torch "
-        f"{torch.__version__}",
+        f"pykernels: building the {'CPU + CUDA' if plan.build else 'CPU-only'} extension against torch "
+        f"{torch.__version__}: {plan.reason}",
         file=sys.stderr,
     )
-    ext = extension("pykernels._C", sources, extra_compile_args=extra_compile_args, py_limited_api=True)
+    with build.cuda_home_for_build(cpp_extension, plan.cuda_home):  # CUDAExtension reads the toolkit's folders
+        ext = extension("pykernels._C", sources, extra_compile_args=extra_compile_args, py_limited_api=True)
+    ext.pykernels_plan = plan
     ext.pykernels_build_info = {
         "torch_version": torch.__version__,
         "torch_git_version": getattr(torch.version, "git_version", None),
         "torch_cuda_version": torch.version.cuda,
         "sources": build.sources_digest(ROOT / CSRC),
-        "backends": ["cpu", "cuda"] if use_cuda else ["cpu"],
-        "cuda_arch_list": os.environ["TORCH_CUDA_ARCH_LIST"] if use_cuda else None,
+        "backends": ["cpu", "cuda"] if plan.build else ["cpu"],
+        "cuda_reason": plan.reason,
+        "cuda_arch_list": os.environ["TORCH_CUDA_ARCH_LIST"] if plan.build else None,
         "cpu_arch": build.cpu_arch(),
         "debug": build.debug(),
     }
@@ -100,7 +104,23 @@ else:
                 print(
                     "pykernels: ninja not found, the build will be slow and serial (pip install ninja)", file=sys.stderr
                 )
-            super().run()
+            plan = self.extensions[0].pykernels_plan
+            try:
+                with build.cuda_home_for_build(cpp_extension, plan.cuda_home):
+                    super().run()
+            except Exception as error:
+                if not plan.build or plan.forced:
+                    raise
+                # The CUDA half did not compile (its errors are above): the CPU half alone, rather than no package.
+                reason = (
+                    f"the CUDA kernels failed to compile ({build.first_compile_error(str(error))}; the compiler's "
+                    "output is above): only the CPU kernels are built (PYKERNELS_CUDA=0 skips the CUDA half, "
+                    "PYKERNELS_CUDA=1 makes this an error)"
+                )
+                print(f"pykernels: {reason}", file=sys.stderr)
+                self.extensions = [build_extension(plan.without_cuda(reason))]
+                self.distribution.ext_modules = self.extensions
+                super().run()
             for ext in self.extensions:
                 info = getattr(ext, "pykernels_build_info", None)
                 if info is not None:
@@ -109,7 +129,7 @@ else:
                         json.dump(info, f, indent=2)
 
     setup(
-        ext_modules=[build_extension()],
+        ext_modules=[build_extension(build.plan_cuda(torch, cpp_extension))],
         cmdclass={"build_py": BuildPy, "build_ext": BuildExtension.with_options(use_ninja=True)},
         options={"bdist_wheel": {"py_limited_api": "cp311"}},
     )

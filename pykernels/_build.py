@@ -8,8 +8,13 @@
 Stdlib only at import: setup.py loads this file on its own, before it knows whether torch is there.
 
 Environment switches (both ways):
-    PYKERNELS_CUDA=0/1      force the CPU-only or the CUDA build (default: CUDA when torch has CUDA and nvcc is found
-                            through CUDA_HOME)
+    PYKERNELS_CUDA=0/1      force the CPU-only or the CUDA build. Default: the CUDA half too where torch is a CUDA
+                            build, a CUDA toolkit (nvcc) of the same major version is found, and the cuBLAS/cuSPARSE/
+                            cuSOLVER headers that torch's own headers include are found (in the toolkit, or in the
+                            nvidia-* packages a CUDA torch from the package index brings); otherwise, or where the
+                            CUDA half fails to compile, the CPU half alone, with a message that says why.
+                            PYKERNELS_CUDA=1 makes any of these an error instead.
+    CUDA_HOME               the CUDA toolkit (default: the one nvcc on PATH belongs to, even through a wrapper)
     PYKERNELS_CPU_ARCH=...  gcc's -march (default "native"; e.g. "x86-64-v3" for a portable build)
     PYKERNELS_DEBUG=1       -O0 -g instead of -O3
     TORCH_CUDA_ARCH_LIST    CUDA archs to compile for, e.g. "9.0" for H100/H200. Default: the visible GPU's arch;
@@ -19,8 +24,16 @@ Environment switches (both ways):
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
+import importlib.util
 import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Machine code for Turing, Ampere (and Ada, which runs sm_80 code) and Hopper, and Hopper's PTX, which the driver
@@ -33,11 +46,151 @@ def env_flag(name: str) -> bool | None:
     return None if value is None or value == "" else value not in ("0", "false", "False", "no")
 
 
-def want_cuda(torch, cpp_extension) -> bool:
+# The headers of CUDA's libraries that torch's ATen/cuda headers include: a CUDA toolkit may lack them (a minimal one,
+# as here), and a CUDA torch from the package index brings them in its nvidia-* packages.
+CUDA_LIBRARY_HEADERS = ("cublas_v2.h", "cusparse.h", "cusolverDn.h")
+
+
+@dataclass(frozen=True)
+class CudaPlan:
+    """Whether to compile the CUDA half, and why (or why not); with what it needs to compile."""
+
+    build: bool
+    reason: str
+    forced: bool = False  # PYKERNELS_CUDA=1: a CUDA half that cannot be built is an error, not a CPU-only build
+    cuda_home: str | None = None
+    include_dirs: tuple[str, ...] = field(default=())  # the library headers' folders outside the toolkit
+
+    def without_cuda(self, reason: str) -> CudaPlan:
+        return CudaPlan(build=False, reason=reason)
+
+
+def plan_cuda(torch, cpp_extension) -> CudaPlan:
+    """Decide whether to compile the CUDA half: see PYKERNELS_CUDA in this module's docstring. Raises RuntimeError
+    where PYKERNELS_CUDA=1 asks for a CUDA half that cannot be built."""
     forced = env_flag("PYKERNELS_CUDA")
-    if forced is not None:
-        return forced
-    return bool(torch.version.cuda) and cpp_extension.CUDA_HOME is not None
+    if forced is False:
+        return CudaPlan(False, "PYKERNELS_CUDA=0")
+    problem = _cuda_problem(torch, cpp_extension)
+    if isinstance(problem, str):
+        if forced:
+            raise RuntimeError(f"PYKERNELS_CUDA=1 asks for the CUDA kernels, but {problem}")
+        return CudaPlan(False, f"{problem} (PYKERNELS_CUDA=0 says so quietly)")
+    cuda_home, nvcc_release, include_dirs = problem
+    reason = f"torch {torch.__version__} is a CUDA {torch.version.cuda} build and nvcc {nvcc_release} is in {cuda_home}"
+    return CudaPlan(True, reason, bool(forced), cuda_home, include_dirs)
+
+
+def _cuda_problem(torch, cpp_extension) -> str | tuple[str, str, tuple[str, ...]]:
+    """Why the CUDA half cannot be compiled here, or (CUDA_HOME, nvcc's release, the library headers' folders)."""
+    if not torch.version.cuda:
+        return f"torch {torch.__version__} is a CPU build, so only the CPU kernels are compiled"
+    cuda_home = find_cuda_home(cpp_extension.CUDA_HOME)
+    if cuda_home is None:
+        return (
+            f"torch {torch.__version__} is a CUDA build, but no CUDA toolkit (nvcc) was found: the CUDA kernels "
+            "are not compiled (set CUDA_HOME to a toolkit to compile them)"
+        )
+    nvcc_release = _nvcc_release(cuda_home)
+    if nvcc_release is None or nvcc_release.split(".")[0] != torch.version.cuda.split(".")[0]:
+        return (
+            f"nvcc in {cuda_home} is CUDA {nvcc_release}, but torch {torch.__version__} was built with CUDA "
+            f"{torch.version.cuda}: the CUDA kernels are not compiled (set CUDA_HOME to a CUDA "
+            f"{torch.version.cuda.split('.')[0]}.x toolkit to compile them)"
+        )
+    toolkit_include = os.path.join(cuda_home, "include")
+    include_dirs: list[str] = []
+    missing = []
+    for header in CUDA_LIBRARY_HEADERS:
+        if os.path.exists(os.path.join(toolkit_include, header)):
+            continue
+        found = next((d for d in nvidia_include_dirs() if os.path.exists(os.path.join(d, header))), None)
+        if found is None:
+            missing.append(header)
+        elif found not in include_dirs:
+            include_dirs.append(found)
+    if missing:
+        return (
+            f"the CUDA toolkit in {cuda_home} lacks {', '.join(missing)} (which torch's CUDA headers include), and "
+            "no nvidia-* package of torch's provides them: the CUDA kernels are not compiled (install the toolkit's "
+            "cuBLAS/cuSPARSE/cuSOLVER development headers to compile them)"
+        )
+    return cuda_home, nvcc_release, tuple(include_dirs)
+
+
+def find_cuda_home(torch_guess: str | None) -> str | None:
+    """The CUDA toolkit: CUDA_HOME (or CUDA_PATH) if set, else the folder of the nvcc on PATH (resolved through a
+    wrapper script, which torch's own guess takes at face value), else torch's guess. A toolkit is a folder with
+    bin/nvcc and include/cuda_runtime.h."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    if shutil.which("nvcc"):
+        candidates.append(_nvcc_top(shutil.which("nvcc")))
+    candidates.append(torch_guess)
+    for candidate in candidates:
+        if candidate and os.path.exists(os.path.join(candidate, "bin", "nvcc")):
+            if os.path.exists(os.path.join(candidate, "include", "cuda_runtime.h")):
+                return os.path.realpath(candidate)
+    return None
+
+
+def _nvcc_top(nvcc: str) -> str | None:
+    """The toolkit folder nvcc itself reports (its TOP), which a wrapper script on PATH hides."""
+    try:
+        dryrun = subprocess.run(
+            [nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"^#\$ TOP=(.+)$", dryrun.stdout + dryrun.stderr, re.MULTILINE)
+    return match[1].strip() if match else os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+
+
+def _nvcc_release(cuda_home: str) -> str | None:
+    try:
+        version = subprocess.run(
+            [os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"release (\d+\.\d+)", version)
+    return match[1] if match else None
+
+
+def nvidia_include_dirs() -> list[str]:
+    """Include folders of the nvidia-* packages (a CUDA torch's dependencies): nvidia/cu13/include for CUDA 13's,
+    nvidia/<library>/include for CUDA 12's."""
+    spec = importlib.util.find_spec("nvidia")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    found = []
+    for base in spec.submodule_search_locations:
+        found += sorted(glob.glob(os.path.join(base, "cu[0-9]*", "include")))
+        found += sorted(glob.glob(os.path.join(base, "*", "include")))
+    return list(dict.fromkeys(found))
+
+
+@contextlib.contextmanager
+def cuda_home_for_build(cpp_extension, cuda_home: str | None) -> Iterator[None]:
+    """cpp_extension reads the toolkit from its module-level CUDA_HOME (its own guess, made at import); point it at
+    the toolkit found for the build, for the build only."""
+    if cuda_home is None:
+        yield
+        return
+    saved = cpp_extension.CUDA_HOME
+    cpp_extension.CUDA_HOME = cuda_home
+    try:
+        yield
+    finally:
+        cpp_extension.CUDA_HOME = saved
+
+
+def first_compile_error(output: str) -> str:
+    """The first line of compiler output that says what failed (for the one-line message of a CUDA half that did not
+    compile)."""
+    for line in output.splitlines():
+        if re.search(r"\berror\b", line, re.IGNORECASE) and "ninja" not in line:
+            return line.strip()[:300]
+    return "see the compiler output above"
 
 
 def cuda_arch_list(torch) -> str:
@@ -81,5 +234,7 @@ def cxx_flags() -> list[str]:
     return flags + ([f"-march={cpu_arch()}"] if cpu_arch() else [])
 
 
-def nvcc_flags() -> list[str]:
-    return (["-O0", "-g"] if debug() else ["-O3"]) + ["-lineinfo"]
+def nvcc_flags(include_dirs: tuple[str, ...] = ()) -> list[str]:
+    """nvcc's flags; the library headers' folders go last in the search (-isystem), after the toolkit's own."""
+    flags = (["-O0", "-g"] if debug() else ["-O3"]) + ["-lineinfo"]
+    return flags + [flag for folder in include_dirs for flag in ("-isystem", folder)]

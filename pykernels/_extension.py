@@ -137,11 +137,17 @@ def _cpu_identity() -> str:
     return "|".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
 
 
-def build_config() -> dict[str, Any]:
-    """Everything a build depends on (the cache key is its hash)."""
+def cuda_plan() -> _build.CudaPlan:
+    """Whether this torch and machine can compile the CUDA half, and why (see _build.plan_cuda)."""
     from torch.utils import cpp_extension
 
-    use_cuda = _build.want_cuda(torch, cpp_extension)
+    return _build.plan_cuda(torch, cpp_extension)
+
+
+def build_config(plan: _build.CudaPlan | None = None) -> dict[str, Any]:
+    """Everything a build depends on (the cache key is its hash)."""
+    plan = cuda_plan() if plan is None else plan
+    use_cuda = plan.build
     return {
         "torch_version": torch.__version__,
         "torch_git_version": getattr(torch.version, "git_version", None),
@@ -154,7 +160,8 @@ def build_config() -> dict[str, Any]:
         "cuda": use_cuda,
         "cuda_arch_list": _build.cuda_arch_list(torch) if use_cuda else None,
         "cxx_flags": _build.cxx_flags(),
-        "nvcc_flags": _build.nvcc_flags() if use_cuda else None,
+        "nvcc_flags": _build.nvcc_flags(plan.include_dirs) if use_cuda else None,
+        "cuda_home": plan.cuda_home if use_cuda else None,
     }
 
 
@@ -207,7 +214,7 @@ def compile_into(entry: Path, config: dict[str, Any]) -> Path:
     variables = {"PATH": os.pathsep.join([*bin_folders, os.environ.get("PATH", "")])}
     if config["cuda"]:
         variables["TORCH_CUDA_ARCH_LIST"] = config["cuda_arch_list"]
-    with _environ.scoped(variables):
+    with _environ.scoped(variables), _build.cuda_home_for_build(cpp_extension, config["cuda_home"]):
         cpp_extension.load(
             name=_LIBRARY_NAME,
             sources=[str(path) for path in _build.sources(csrc_dir(), config["cuda"])],
@@ -237,9 +244,21 @@ def _entry_for_another_compiler(root: Path, config: dict[str, Any]) -> Path | No
     return None
 
 
+_CUDA_FAILED = "cuda-failed.txt"  # in the entry of a CUDA build that failed to compile: why (no retry per import)
+
+
+class CudaHalfFailed(Exception):
+    """The CUDA half did not compile where nothing forced it (PYKERNELS_CUDA unset): the CPU half serves instead."""
+
+
 def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
-    """Load the cache's build for this torch and these sources, compiling it first if it is not there."""
-    config = build_config()
+    """Load the cache's build for this torch and these sources, compiling it first if it is not there. Where the CUDA
+    half fails to compile (and PYKERNELS_CUDA=1 did not ask for it), the CPU half alone, with the reason recorded in
+    the CUDA entry so later imports don't try again."""
+    try:
+        plan = cuda_plan()
+    except RuntimeError as error:  # PYKERNELS_CUDA=1 asked for what cannot be built
+        raise ImportError(f"pykernels: {error}") from error
     root = cache_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -247,6 +266,19 @@ def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
         raise ImportError(
             f"pykernels: cannot use {root} as its kernel cache ({error}): set PYKERNELS_CACHE_DIR to a writable folder"
         ) from error
+    if plan.build and not plan.forced:
+        with contextlib.suppress(OSError):
+            earlier = (root / cache_key(build_config(plan)) / _CUDA_FAILED).read_text()
+            plan = plan.without_cuda(earlier)
+    try:
+        return _load_entry(root, build_config(plan), plan, reason, compile_entry)
+    except CudaHalfFailed as failure:
+        _say(str(failure))
+        cpu_only = plan.without_cuda(str(failure))
+        return _load_entry(root, build_config(cpu_only), cpu_only, reason, compile_entry)
+
+
+def _load_entry(root: Path, config: dict[str, Any], plan: _build.CudaPlan, reason: str, compile_entry) -> dict:
     key = cache_key(config)
     entry = root / key
     if config["compiler"] is None and not (entry / _COMPLETE).exists():
@@ -255,6 +287,7 @@ def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
         "torch_version": config["torch_version"],
         "torch_cuda_version": config["torch_cuda_version"],
         "backends": ["cpu", "cuda"] if config["cuda"] else ["cpu"],
+        "cuda_reason": plan.reason,
         "cuda_arch_list": config["cuda_arch_list"],
         "cpu_arch": _build.cpu_arch(),
         "debug": _build.debug(),
@@ -265,7 +298,7 @@ def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
         waiting = f"waiting for another process compiling the kernels into {entry}"
         with _exclusive(root / f"{key}.lock", waiting) as held:
             if not complete.exists():  # (another process may have compiled it while this one waited)
-                _compile_entry_locked(entry, config, reason, compile_entry, held)
+                _compile_entry_locked(entry, config, reason, compile_entry, held, fall_back=not plan.forced)
                 LOADED.update(info)
                 return LOADED
     try:
@@ -278,7 +311,11 @@ def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
     return LOADED
 
 
-def _compile_entry_locked(entry: Path, config: dict[str, Any], reason: str, compile_entry, held: bool) -> None:
+def _compile_entry_locked(
+    entry: Path, config: dict[str, Any], reason: str, compile_entry, held: bool, fall_back: bool = True
+) -> None:
+    """Compile `entry` under its lock. A CUDA build that fails raises CudaHalfFailed where `fall_back` allows the CPU
+    half instead (and records why in the entry), else ImportError."""
     entry.mkdir(parents=True, exist_ok=True)
     if held:
         # cpp_extension's own lock file, left behind by a compile that was killed (SIGKILL, a CI timeout): it would
@@ -293,6 +330,14 @@ def _compile_entry_locked(entry: Path, config: dict[str, Any], reason: str, comp
     try:
         compile_entry(entry, config)
     except Exception as error:
+        if config["cuda"] and fall_back:
+            why = (
+                f"the CUDA kernels failed to compile ({_build.first_compile_error(str(error))}): only the CPU kernels "
+                f"are built (PYKERNELS_CUDA=0 skips the CUDA half quietly; PYKERNELS_CUDA=1 makes this an error and "
+                f"shows the compiler's output; deleting {entry} tries again)"
+            )
+            (entry / _CUDA_FAILED).write_text(why)
+            raise CudaHalfFailed(why) from error
         raise ImportError(
             f"pykernels could not compile its kernels for torch {config['torch_version']} ({reason}): "
             f"{error}. It needs a C++ compiler and ninja (pip install ninja); or build them at "

@@ -42,8 +42,8 @@ def _numba_info() -> dict[str, Any]:
 
 def build_info() -> dict[str, Any]:
     """The torch and CUDA versions the extension was built against (at install, or on first use into the cache),
-    its compiled backends and CUDA archs, the running torch, and numba's version, threading layer, cache folder and
-    CUDA availability."""
+    its compiled backends (the CUDA half: built or not, and why) and CUDA archs, the running torch, and numba's
+    version, threading layer, cache folder and CUDA availability."""
     built = _extension.LOADED
     return {
         "pykernels": importlib.metadata.version("pykernels"),
@@ -52,6 +52,8 @@ def build_info() -> dict[str, Any]:
         "built_with_torch": built.get("torch_version"),
         "built_with_cuda": built.get("torch_cuda_version"),
         "compiled_backends": built.get("backends", []),
+        "cuda_kernels": ("built: " if "cuda" in built.get("backends", []) else "not built: ")
+        + built.get("cuda_reason", "the build recorded no reason (built by an older pykernels)"),
         "cuda_arch_list": built.get("cuda_arch_list"),
         "cpu_arch": built.get("cpu_arch"),
         "torch": torch.__version__,

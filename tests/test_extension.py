@@ -102,7 +102,7 @@ def _fake_build(monkeypatch, tmp_path, config):
         return entry / "pykernels_ops.so"
 
     monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(_extension, "build_config", lambda: dict(config))
+    monkeypatch.setattr(_extension, "build_config", lambda plan=None: dict(config))
     monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
     return compiled, compile_entry
 
@@ -114,7 +114,7 @@ def test_the_cache_compiles_once_per_torch_and_sources(monkeypatch, tmp_path):
     _extension.load_cached("test", compile_entry)  # unchanged: a cache hit
     assert len(compiled) == 1
     for change in ({"torch_version": "2.14.0"}, {"sources": "b"}):
-        monkeypatch.setattr(_extension, "build_config", lambda change=change: {**config, **change})
+        monkeypatch.setattr(_extension, "build_config", lambda plan=None, change=change: {**config, **change})
         _extension.load_cached("test", compile_entry)
     assert len(compiled) == 3 and len(set(compiled)) == 3
 
@@ -196,7 +196,7 @@ def test_a_temp_cache_folder_someone_else_could_write_is_refused(monkeypatch, tm
 def test_a_cache_folder_that_cannot_be_made_names_the_variable(monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "a-file"))
-    monkeypatch.setattr(_extension, "build_config", lambda: dict(FAKE_CONFIG))
+    monkeypatch.setattr(_extension, "build_config", lambda plan=None: dict(FAKE_CONFIG))
     with pytest.raises(ImportError, match=r"cannot use .*a-file as its kernel cache.*PYKERNELS_CACHE_DIR"):
         _extension.load_cached("test", lambda entry, config: pytest.fail("nothing must compile"))
 
@@ -231,7 +231,7 @@ def test_without_a_compiler_the_entry_built_with_one_is_used(monkeypatch, tmp_pa
     """PATH without c++ at run time (cron, a runtime container): the build made where there was one still serves."""
     compiled, compile_entry = _fake_build(monkeypatch, tmp_path, FAKE_CONFIG)
     _extension.load_cached("test", compile_entry)
-    monkeypatch.setattr(_extension, "build_config", lambda: {**FAKE_CONFIG, "compiler": None})
+    monkeypatch.setattr(_extension, "build_config", lambda plan=None: {**FAKE_CONFIG, "compiler": None})
     _extension.load_cached("test", compile_entry)
     assert len(compiled) == 1
 
