@@ -2,7 +2,8 @@
 everything to one folder.
 
     python3 .ci/gpu_check.py --out DIR              # on the GPU machine, from the repository root (~8 minutes)
-    python3 .ci/gpu_check.py --out DIR --dry-run    # here, without a GPU: every step that needs none
+    python3 .ci/gpu_check.py --out DIR --dry-run    # here, without a GPU: every step that needs none (the CUDA
+                                                    # half's build included: it needs nvcc and a CUDA torch)
 
 Steps, each timed and logged to DIR/steps.md:
 1. environment: GPU, driver, torch, CUDA, nvcc, numba (environment.json);
@@ -275,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "environment.json").write_text(json.dumps(environment(), indent=1))
     log.record("environment", time.perf_counter() - begin, "ok")
 
+    # The same build with or without a GPU: the dry run compiles and links exactly what the GPU machine will.
     env = {**os.environ, "MAX_JOBS": str(os.cpu_count() or 1), "PYTHONUNBUFFERED": "1"}
-    if gpu:
-        env.update(PYKERNELS_CUDA="1", TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
+    env.update(PYKERNELS_CUDA="1", TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
     if args.no_build:
         log.record("build", 0.0, "skipped (--no-build)")
     else:

@@ -13,6 +13,15 @@ Fused loops: ``fit_poly`` (whole gradient-descent fits, batched; on the data or 
 
 from __future__ import annotations
 
+import warnings
+
+import torch as _torch
+
+from . import _support
+
+if (_newer_torch := _support.check_torch(_torch.__version__)) is not None:
+    warnings.warn(_newer_torch, stacklevel=2)
+
 from . import _extension
 
 _BUILD_INFO = _extension.load()

@@ -1,0 +1,220 @@
+"""The support matrix's promises: pyproject's bounds are the versions CI tests, an unsupported torch is refused at
+import with the range named, and the CUDA half is built where it can be, found through torch's own nvidia-*
+packages where the toolkit lacks their headers, and otherwise skipped with the reason and the switch named."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pykernels import _build, _extension, _support
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lower_bounds() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["cuda"]
+    bounds = {}
+    for requirement in requirements:
+        match = re.fullmatch(r"([A-Za-z0-9_-]+)>=([0-9.]+)", requirement.split(";")[0].strip())
+        if match:
+            bounds[match[1].lower()] = match[2]
+    return bounds
+
+
+def _tested_versions() -> dict[str, set[str]]:
+    """package -> the versions CI installs exactly: the pinned cell's constraints and the matrix cells' pins."""
+    tested: dict[str, set[str]] = {}
+    pins = [line for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines() if "==" in line]
+    for cell in _load(ROOT / ".ci" / "matrix.py").CELLS:
+        pins += [requirement for requirement in cell.requirements if "==" in requirement]
+    for pin in pins:
+        name, version = pin.split("==")
+        version = version.strip()
+        if not version.endswith("*"):  # (a wildcard pin such as numpy==2.5.* tests no one version)
+            tested.setdefault(name.strip().lower(), set()).add(version)
+    return tested
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = tuple(int(part) for part in version.split("+")[0].split("."))
+    return parts + (0,) * (3 - len(parts))
+
+
+@pytest.mark.parametrize("package", sorted(_lower_bounds()))
+def test_every_lower_bound_is_a_version_ci_installs(package):
+    """torch>=2.11 promises 2.11.0, which a cell installs; numpy>=2.4.6 is the pinned cell's numpy, and so on."""
+    bound = _release(_lower_bounds()[package])
+    tested = {_release(version) for version in _tested_versions().get(package, set())}
+    assert bound in tested, (package, bound, tested)
+
+
+def test_the_named_packages_have_lower_bounds():
+    assert {"torch", "numpy", "numba", "numba-cuda"} <= set(_lower_bounds())
+
+
+def test_the_torch_range_is_the_one_pyproject_and_ci_declare():
+    assert _lower_bounds()["torch"] == _support.dotted(_support.OLDEST_TORCH)
+    assert "torch==2.11.0" in _load(ROOT / ".ci" / "matrix.py").CELLS[0].requirements
+    newest = {r for cell in _load(ROOT / ".ci" / "matrix.py").CELLS for r in cell.requirements if "torch==" in r}
+    assert f"torch=={_support.dotted(_support.NEWEST_TESTED_TORCH)}.0" in newest
+    python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert python == f">={_support.dotted(_support.OLDEST_PYTHON)}"
+
+
+@pytest.mark.parametrize(
+    ("version", "outcome"),
+    [("2.10.2", ImportError), ("1.13.1", ImportError), ("2.11.0+cu130", None), ("2.15.0", None), ("2.16.0", "newer")],
+)
+def test_torch_versions_outside_the_range(version, outcome):
+    if outcome is ImportError:
+        with pytest.raises(ImportError, match=r"needs torch >= 2\.11 \(supported: torch 2\.11 to 2\.15\)"):
+            _support.check_torch(version)
+    elif outcome is None:
+        assert _support.check_torch(version) is None
+    else:
+        assert "tested with torch 2.11 to 2.15" in _support.check_torch(version)
+
+
+def test_importing_with_an_unsupported_torch_names_the_range():
+    code = "import torch; torch.__version__ = '2.10.0'; import pykernels"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "ImportError: pykernels needs torch >= 2.11 (supported: torch 2.11 to 2.15)" in result.stderr
+
+
+# --- the CUDA half: built where it can be, else skipped with the reason -------------------------------------------
+
+
+@pytest.fixture
+def toolkit(tmp_path, monkeypatch):
+    """A fake CUDA 13.0 toolkit (an nvcc that reports its release, cuda_runtime.h, none of the library headers) and
+    a fake nvidia-* package folder; CUDA_HOME points at the toolkit."""
+    home = tmp_path / "cuda-13.0"
+    (home / "bin").mkdir(parents=True)
+    (home / "include").mkdir()
+    (home / "include" / "cuda_runtime.h").write_text("")
+    nvcc = home / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
+    nvcc.chmod(0o755)
+    nvidia = tmp_path / "site-packages" / "nvidia" / "cu13" / "include"
+    nvidia.mkdir(parents=True)
+    monkeypatch.setenv("CUDA_HOME", str(home))
+    monkeypatch.delenv("PYKERNELS_CUDA", raising=False)
+    monkeypatch.setattr(_build, "nvidia_include_dirs", lambda: [str(nvidia)])
+    return SimpleNamespace(home=home, nvidia=nvidia)
+
+
+def _torch(cuda: str | None):
+    return SimpleNamespace(
+        __version__="2.11.0" + (f"+cu{cuda.replace('.', '')}" if cuda else "+cpu"), version=SimpleNamespace(cuda=cuda)
+    )
+
+
+CPP_EXTENSION = SimpleNamespace(CUDA_HOME="/usr/local")  # torch's own guess, from a wrapper nvcc on PATH
+
+
+def test_the_cuda_half_finds_the_headers_of_torchs_nvidia_packages(toolkit):
+    for header in _build.CUDA_LIBRARY_HEADERS:
+        (toolkit.nvidia / header).write_text("")
+    plan = _build.plan_cuda(_torch("13.0"), CPP_EXTENSION)
+    assert plan.build and plan.cuda_home == os.path.realpath(toolkit.home)
+    assert plan.include_dirs == (str(toolkit.nvidia),)
+    assert _build.nvcc_flags(plan.include_dirs)[-2:] == ["-isystem", str(toolkit.nvidia)]
+
+
+@pytest.mark.parametrize(
+    ("torch_cuda", "headers", "why"),
+    [
+        (None, True, r"is a CPU build"),
+        ("12.8", True, r"nvcc in .* is CUDA 13\.0, but torch .* was built with CUDA 12\.8"),
+        ("13.0", False, r"lacks cublas_v2\.h, cusparse\.h, cusolverDn\.h"),
+    ],
+)
+def test_a_cuda_half_that_cannot_build_is_skipped_with_the_reason_or_refused_when_forced(
+    toolkit, monkeypatch, torch_cuda, headers, why
+):
+    if headers:
+        for header in _build.CUDA_LIBRARY_HEADERS:
+            (toolkit.nvidia / header).write_text("")
+    plan = _build.plan_cuda(_torch(torch_cuda), CPP_EXTENSION)
+    assert not plan.build and re.search(why, plan.reason) and "PYKERNELS_CUDA=0" in plan.reason
+    monkeypatch.setenv("PYKERNELS_CUDA", "1")
+    with pytest.raises(RuntimeError, match="PYKERNELS_CUDA=1 asks for the CUDA kernels, but " + why):
+        _build.plan_cuda(_torch(torch_cuda), CPP_EXTENSION)
+    monkeypatch.setenv("PYKERNELS_CUDA", "0")
+    assert _build.plan_cuda(_torch(torch_cuda), CPP_EXTENSION).reason == "PYKERNELS_CUDA=0"
+
+
+def test_a_wrapper_nvcc_on_path_leads_to_its_real_toolkit(toolkit, tmp_path, monkeypatch):
+    """torch guesses CUDA_HOME from nvcc's folder; a wrapper script in /usr/local/bin hides the toolkit."""
+    monkeypatch.delenv("CUDA_HOME")
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    wrapper = tmp_path / "bin" / "nvcc"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\necho '#$ TOP={toolkit.home}' >&2\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    assert _build.find_cuda_home("/usr/local") == os.path.realpath(toolkit.home)
+
+
+def test_a_cuda_half_that_fails_to_compile_leaves_the_cpu_half_once(monkeypatch, tmp_path):
+    """First-import build: the CUDA entry fails, the CPU entry is built and loaded, the reason is recorded, and the
+    next import goes straight to the CPU entry."""
+    plan = _build.CudaPlan(True, "a CUDA torch and nvcc", cuda_home="/cuda")
+    monkeypatch.setattr(_extension, "cuda_plan", lambda: plan)
+    monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        _extension,
+        "build_config",
+        lambda p=None: {
+            "cuda": (p or plan).build,
+            "compiler": "g++",
+            "torch_version": "2.11.0",
+            "cuda_arch_list": None,
+            "torch_cuda_version": "13.0",
+        },
+    )
+    monkeypatch.setattr(_extension.torch.ops, "load_library", lambda path: None)
+    monkeypatch.setattr(_extension, "LOADED", {})
+    attempts = []
+
+    def compile_entry(entry, config):
+        attempts.append(config["cuda"])
+        if config["cuda"]:
+            raise RuntimeError('Error building extension\nmoments_cuda.cu(12): error: identifier "x" is undefined')
+
+    info = _extension.load_cached("test", compile_entry)
+    assert attempts == [True, False] and info["backends"] == ["cpu"]
+    assert 'error: identifier "x" is undefined' in info["cuda_reason"] and "PYKERNELS_CUDA" in info["cuda_reason"]
+    again = _extension.load_cached("test", compile_entry)
+    assert attempts == [True, False] and again["backends"] == ["cpu"] and again["cuda_reason"] == info["cuda_reason"]
+
+
+def test_info_says_which_halves_were_built_and_why():
+    result = subprocess.run(
+        [sys.executable, "-m", "pykernels", "info"], capture_output=True, text=True, timeout=300, check=True
+    )
+    import json
+
+    info = json.loads(result.stdout)
+    assert "cpu" in info["compiled_backends"]
+    built = "cuda" in info["compiled_backends"]
+    assert info["cuda_kernels"].startswith("built: " if built else "not built: ")
