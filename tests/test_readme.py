@@ -1,9 +1,12 @@
-"""The README's two set-up commands: CI runs the test command verbatim, and both build without isolation."""
+"""The README's two set-up commands (CI runs the test command verbatim, and both build without isolation), and its
+Python code, which runs as pasted."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +31,28 @@ def test_ci_runs_the_readme_test_command():
 def test_constraints_pin_torch_and_the_package_keeps_a_range():
     assert "torch==2.13.0" in (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
     assert '"torch>=' in (ROOT / "pyproject.toml").read_text()
+
+
+# The README's step counts and sizes, shortened for the test (the text keeps the real ones).
+SHORTER = {"200_000": "200", "10_000_000": "100_000", "epochs=200": "epochs=3"}
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+
+
+def test_every_python_block_of_the_readme_runs_as_pasted():
+    """Each block as a user pastes it whole, in a fresh namespace; only the step counts are shortened."""
+    blocks = _python_blocks()
+    assert blocks
+    for block in blocks:
+        shortened = block
+        for long, short in SHORTER.items():
+            shortened = shortened.replace(long, short)
+        namespace: dict = {}
+        exec(compile(shortened, "README.md", "exec"), namespace)
+        if "hessian" in namespace:
+            hessian = namespace["hessian"]
+            x = namespace["x"]
+            powers = x.unsqueeze(-1) ** torch.arange(hessian.shape[0])
+            torch.testing.assert_close(hessian, 2 / x.numel() * powers.T @ powers, rtol=1e-4, atol=1e-4)
