@@ -25,16 +25,17 @@ ROOT = Path(__file__).resolve().parent
 CSRC = "csrc"
 
 
-def load_build_description():
-    """pykernels/_build.py alone (importing the package would import torch and the extension)."""
-    spec = importlib.util.spec_from_file_location("pykernels_build", ROOT / "pykernels" / "_build.py")
+def load_alone(name: str):
+    """pykernels/<name>.py alone (importing the package would import torch and the extension)."""
+    spec = importlib.util.spec_from_file_location(f"pykernels_{name.strip('_')}", ROOT / "pykernels" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # (its dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
 
-build = load_build_description()
+build = load_alone("_build")
+support = load_alone("_support")
 
 try:
     import torch
@@ -95,6 +96,8 @@ if torch is None:
     )
     setup(cmdclass={"build_py": BuildPy})
 else:
+    if (newer_torch := support.check_torch(torch.__version__)) is not None:  # (an older one raises, naming the range)
+        print(f"pykernels: {newer_torch}", file=sys.stderr)
 
     class BuildExtension(cpp_extension.BuildExtension):
         """cpp_extension's builder, which also records what the extension was built against."""
@@ -105,6 +108,7 @@ else:
                     "pykernels: ninja not found, the build will be slow and serial (pip install ninja)", file=sys.stderr
                 )
             plan = self.extensions[0].pykernels_plan
+            compiler, inplace = self.compiler, self.inplace  # run() replaces the first and clears the second
             try:
                 with build.cuda_home_for_build(cpp_extension, plan.cuda_home):
                     super().run()
@@ -118,8 +122,10 @@ else:
                     "PYKERNELS_CUDA=1 makes this an error)"
                 )
                 print(f"pykernels: {reason}", file=sys.stderr)
-                self.extensions = [build_extension(plan.without_cuda(reason))]
-                self.distribution.ext_modules = self.extensions
+                self.compiler, self.inplace = compiler, inplace
+                cpu = build_extension(plan.without_cuda(reason))
+                for ext in self.extensions:  # in place: finalize_options gave it setuptools' private attributes
+                    ext.__dict__.update({k: v for k, v in vars(cpu).items() if not k.startswith("_")})
                 super().run()
             for ext in self.extensions:
                 info = getattr(ext, "pykernels_build_info", None)

@@ -13,11 +13,13 @@ tracked files, so its build never touches the checkout's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+REFRESH_DAYS = 7  # how long a cell's downloaded wheels stand for "the newest"
 
 # Every op on every backend against the reference, exact derivatives of every order, torch.func, vmap, compile,
 # export, the numba backend, the install paths (the plain pip install's first-import build included), and the
@@ -78,14 +81,16 @@ CELLS = [
 
 
 def find_python(version: str) -> str:
-    """An interpreter of `version` (major.minor): on PATH, or one of pyenv's."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
-    candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))
-    if not candidates:
-        raise SystemExit(f"matrix: no Python {version} (on PATH or in pyenv)")
-    return candidates[-1]
+    """An interpreter of `version` (major.minor) that runs: pyenv's newest patch release of it, else one on PATH
+    (pyenv's shims are on PATH but refuse versions that are not activated, so each candidate is tried)."""
+    pyenv = glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}"))
+    candidates = sorted(pyenv, key=lambda path: [int(n) for n in re.findall(r"\d+", Path(path).parents[1].name)])
+    candidates = candidates[::-1] + ([found] if (found := shutil.which(f"python{version}")) else [])
+    for candidate in candidates:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if subprocess.run([candidate, "--version"], capture_output=True, timeout=60).returncode == 0:
+                return candidate
+    raise CellFailed(f"no Python {version} found (in pyenv or on PATH)")
 
 
 def wheel_folder() -> Path:
@@ -119,12 +124,18 @@ def copy_tree(target: Path) -> None:
 
 
 def summary_counts(output: str) -> dict[str, int]:
-    """passed/failed/skipped/error counts from pytest's closing line."""
-    last = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
+    """passed/failed/skipped/error counts from pytest's closing line (the last "== ... in 12.3s ==" line)."""
+    closing = [line for line in output.splitlines() if re.search(r"\bin [0-9.]+s\b", line)]
     counts = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
-    for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", last[-1] if last else ""):
-        counts[word.rstrip("s") if word.startswith("error") else word] += int(number)
+    for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", closing[-1] if closing else ""):
+        counts["error" if word.startswith("error") else word] += int(number)
     return counts
+
+
+def failed_steps(steps_md: str) -> list[str]:
+    """The GPU check's steps (its steps.md table) that exited non-zero or timed out."""
+    rows = [line.split("|") for line in steps_md.splitlines() if line.count("|") >= 4]
+    return [row[1].strip() for row in rows[2:] if row[3].strip().startswith(("exit", "timed out"))]
 
 
 def run_cell(cell: Cell, out: Path) -> dict:
@@ -132,43 +143,71 @@ def run_cell(cell: Cell, out: Path) -> dict:
     log_path = out / f"{cell.name}.log"
     row: dict = {"cell": cell.name, "python": cell.python, "description": cell.description}
     env = index_environment() | cell.environment | {"PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryDirectory(prefix=f"pykernels-{cell.name}-") as work, open(log_path, "w") as log:
+    temporary = tempfile.TemporaryDirectory(prefix=f"pykernels-{cell.name}-", ignore_cleanup_errors=True)
+    with temporary as work, open(log_path, "w") as log:
         work_dir = Path(work)
         tree, venv = work_dir / "tree", work_dir / "venv"
         copy_tree(tree)
 
         def step(name: str, command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+            """Run one step (its own process group: a timeout ends its compilers and workers too), logging its
+            output, partial or whole; a step that fails or times out ends the cell."""
             log.write(f"\n$ {' '.join(command)}\n")
             log.flush()
             begin = time.perf_counter()
-            result = subprocess.run(
-                command, cwd=tree, env=kwargs.get("env", env), capture_output=True, text=True, timeout=timeout
+            process = subprocess.Popen(
+                command,
+                cwd=tree,
+                env=kwargs.get("env", env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
-            log.write(result.stdout + result.stderr)
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                stdout, stderr = process.communicate()
+                log.write(stdout + stderr)
+                raise CellFailed(f"{name} timed out after {timeout:.0f} s; see {log_path}") from None
+            log.write(stdout + stderr)
             log.flush()
             row[f"{name}_seconds"] = round(time.perf_counter() - begin)
-            print(f"matrix: {cell.name}: {name} exit {result.returncode} in {row[f'{name}_seconds']} s", flush=True)
-            if result.returncode != 0:
-                raise CellFailed(f"{name} failed (exit {result.returncode}); see {log_path}")
+            print(f"matrix: {cell.name}: {name} exit {process.returncode} in {row[f'{name}_seconds']} s", flush=True)
+            result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+            if name == "tests":
+                row.update(summary_counts(stdout))
+            if process.returncode != 0:
+                raise CellFailed(f"{name} failed (exit {process.returncode}); see {log_path}")
             return result
 
         python = str(venv / "bin" / "python")
         try:
             step("venv", [find_python(cell.python), "-m", "venv", str(venv)], 300)
             # pip's HTTP cache keeps nothing from this index (its answers are not cacheable), so the wheels are kept
-            # here: the first run downloads them (~5 GB a cell), later runs only ask the index what is newest.
+            # here: the first run downloads them (~5 GB a cell); later runs install from the folder, and ask the index
+            # again weekly or when the folder lacks something.
             wheels = str(wheel_folder())
-            step("download", [python, "-m", "pip", "download", "-q", "-d", wheels, *cell.requirements], 3600)
             install = [python, "-m", "pip", "install", "-q", "--no-index", "--find-links", wheels, *cell.requirements]
-            step("install", install, 1800)
+            download = [python, "-m", "pip", "download", "-q", "-d", wheels, *cell.requirements]
+            stamp = Path(wheels) / f".downloaded-{cell.name}"
+            if not stamp.exists() or time.time() - stamp.stat().st_mtime > REFRESH_DAYS * 86400:
+                step("download", download, 3600)  # (weekly: an unpinned "newest" stays the index's newest)
+                stamp.touch()
+            try:
+                step("install", install, 1800)
+            except CellFailed:  # the folder lacks something (a pin changed): fetch it
+                step("download", download, 3600)
+                step("install", install, 1800)
             versions = step("versions", [python, "-c", VERSIONS], 120).stdout.strip().splitlines()[-1]
             row.update(json.loads(versions))
             if cell.gpu_check:
                 dry_run = out / f"{cell.name}-gpu-check"
                 step("build", [python, ".ci/gpu_check.py", "--dry-run", "--out", str(dry_run)], 2400)
                 row["gpu_check_steps"] = (dry_run / "steps.md").read_text()
-                if "| build |" not in row["gpu_check_steps"] or "exit" in row["gpu_check_steps"]:
-                    raise CellFailed(f"a step of the GPU check's dry run failed: see {dry_run}/steps.md")
+                if "| build |" not in row["gpu_check_steps"] or (failed := failed_steps(row["gpu_check_steps"])):
+                    raise CellFailed(f"the GPU check's dry run failed at {failed or 'its build'}: see {dry_run}")
             else:
                 install = [python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "-e", "."]
                 step("build", install, 2400)
@@ -177,13 +216,8 @@ def run_cell(cell: Cell, out: Path) -> dict:
             row["cuda_kernels"] = info["cuda_kernels"]
             if "cuda" not in info["compiled_backends"]:
                 raise CellFailed(f"the CUDA half was not built: {info['cuda_kernels']}")
-            try:
-                pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET]
-                tests = step("tests", pytest, 2400, env=env | cell.test_environment)
-                row.update(summary_counts(tests.stdout))
-            except CellFailed:
-                row.update(summary_counts(log_path.read_text()))
-                raise
+            pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET]
+            step("tests", pytest, 2400, env=env | cell.test_environment)
             row["outcome"] = "ok"
         except (CellFailed, subprocess.TimeoutExpired) as failure:
             row["outcome"] = f"FAILED: {failure}"
@@ -228,9 +262,11 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     names = [cell.name for cell in CELLS]
-    parser.add_argument("cells", nargs="*", choices=[*names, []], default=names, help="cells to run (default all)")
+    parser.add_argument("cells", nargs="*", default=names, help=f"cells to run: {', '.join(names)} (default all)")
     parser.add_argument("--out", type=Path, default=ROOT / "ci-artifacts" / "matrix")
     args = parser.parse_args(argv)
+    if unknown := set(args.cells) - set(names):
+        parser.error(f"unknown cells {sorted(unknown)}: choose from {names}")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [run_cell(cell, args.out) for cell in CELLS if cell.name in args.cells]
     (args.out / "matrix.json").write_text(json.dumps(rows, indent=1))

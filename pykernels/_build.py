@@ -41,9 +41,18 @@ from pathlib import Path
 PORTABLE_CUDA_ARCHS = "7.5;8.0;9.0+PTX"
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def env_flag(name: str) -> bool | None:
-    value = os.environ.get(name)
-    return None if value is None or value == "" else value not in ("0", "false", "False", "no")
+    """A switch from the environment: None when unset or empty; 1/true/yes/on or 0/false/no/off (any case); anything
+    else is a ValueError naming the variable (a typo must not silently mean "on")."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return None
+    if value in _TRUE + _FALSE:
+        return value in _TRUE
+    raise ValueError(f"{name}={os.environ[name]!r}: use 1 (or true/yes/on) or 0 (or false/no/off)")
 
 
 # The headers of CUDA's libraries that torch's ATen/cuda headers include: a CUDA toolkit may lack them (a minimal one,
@@ -84,19 +93,30 @@ def plan_cuda(torch, cpp_extension) -> CudaPlan:
 def _cuda_problem(torch, cpp_extension) -> str | tuple[str, str, tuple[str, ...]]:
     """Why the CUDA half cannot be compiled here, or (CUDA_HOME, nvcc's release, the library headers' folders)."""
     if not torch.version.cuda:
-        return f"torch {torch.__version__} is a CPU build, so only the CPU kernels are compiled"
+        kind = f"a ROCm ({torch.version.hip}) build" if getattr(torch.version, "hip", None) else "a CPU build"
+        return f"torch {torch.__version__} is {kind}, so only the CPU kernels are compiled"
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        chosen = os.environ.get(variable)
+        if chosen and not is_toolkit(chosen):
+            return (
+                f"{variable}={chosen} is not a CUDA toolkit (no bin/nvcc and include/cuda_runtime.h there): the CUDA "
+                f"kernels are not compiled (point {variable} at a toolkit, or unset it to use the nvcc on PATH)"
+            )
     cuda_home = find_cuda_home(cpp_extension.CUDA_HOME)
     if cuda_home is None:
         return (
-            f"torch {torch.__version__} is a CUDA build, but no CUDA toolkit (nvcc) was found: the CUDA kernels "
-            "are not compiled (set CUDA_HOME to a toolkit to compile them)"
+            f"torch {torch.__version__} is a CUDA build, but no CUDA toolkit (nvcc with its cuda_runtime.h) was "
+            "found: the CUDA kernels are not compiled (set CUDA_HOME to a toolkit to compile them)"
         )
+    torch_major = torch.version.cuda.split(".")[0]
     nvcc_release = _nvcc_release(cuda_home)
-    if nvcc_release is None or nvcc_release.split(".")[0] != torch.version.cuda.split(".")[0]:
+    if nvcc_release is None:
+        return f"{cuda_home}/bin/nvcc does not say its release (nvcc --version): the CUDA kernels are not compiled"
+    if nvcc_release.split(".")[0] != torch_major:
         return (
             f"nvcc in {cuda_home} is CUDA {nvcc_release}, but torch {torch.__version__} was built with CUDA "
-            f"{torch.version.cuda}: the CUDA kernels are not compiled (set CUDA_HOME to a CUDA "
-            f"{torch.version.cuda.split('.')[0]}.x toolkit to compile them)"
+            f"{torch.version.cuda}: the CUDA kernels are not compiled (set CUDA_HOME to a CUDA {torch_major}.x "
+            "toolkit to compile them)"
         )
     toolkit_include = os.path.join(cuda_home, "include")
     include_dirs: list[str] = []
@@ -104,7 +124,8 @@ def _cuda_problem(torch, cpp_extension) -> str | tuple[str, str, tuple[str, ...]
     for header in CUDA_LIBRARY_HEADERS:
         if os.path.exists(os.path.join(toolkit_include, header)):
             continue
-        found = next((d for d in nvidia_include_dirs() if os.path.exists(os.path.join(d, header))), None)
+        candidates = nvidia_include_dirs(torch_major)
+        found = next((d for d in candidates if os.path.exists(os.path.join(d, header))), None)
         if found is None:
             missing.append(header)
         elif found not in include_dirs:
@@ -118,18 +139,23 @@ def _cuda_problem(torch, cpp_extension) -> str | tuple[str, str, tuple[str, ...]
     return cuda_home, nvcc_release, tuple(include_dirs)
 
 
+def is_toolkit(folder: str) -> bool:
+    """A CUDA toolkit: bin/nvcc and include/cuda_runtime.h."""
+    return os.path.isfile(os.path.join(folder, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(folder, "include", "cuda_runtime.h")
+    )
+
+
 def find_cuda_home(torch_guess: str | None) -> str | None:
-    """The CUDA toolkit: CUDA_HOME (or CUDA_PATH) if set, else the folder of the nvcc on PATH (resolved through a
-    wrapper script, which torch's own guess takes at face value), else torch's guess. A toolkit is a folder with
-    bin/nvcc and include/cuda_runtime.h."""
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    if shutil.which("nvcc"):
-        candidates.append(_nvcc_top(shutil.which("nvcc")))
-    candidates.append(torch_guess)
-    for candidate in candidates:
-        if candidate and os.path.exists(os.path.join(candidate, "bin", "nvcc")):
-            if os.path.exists(os.path.join(candidate, "include", "cuda_runtime.h")):
-                return os.path.realpath(candidate)
+    """The CUDA toolkit: CUDA_HOME (or CUDA_PATH) where set, else the folder of the nvcc on PATH (resolved through a
+    wrapper script, which torch's own guess takes at face value), else torch's guess."""
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(variable):
+            return os.path.realpath(os.environ[variable]) if is_toolkit(os.environ[variable]) else None
+    nvcc = shutil.which("nvcc")
+    for candidate in ([_nvcc_top(nvcc)] if nvcc else []) + [torch_guess]:
+        if candidate and is_toolkit(candidate):
+            return os.path.realpath(candidate)
     return None
 
 
@@ -156,16 +182,20 @@ def _nvcc_release(cuda_home: str) -> str | None:
     return match[1] if match else None
 
 
-def nvidia_include_dirs() -> list[str]:
-    """Include folders of the nvidia-* packages (a CUDA torch's dependencies): nvidia/cu13/include for CUDA 13's,
-    nvidia/<library>/include for CUDA 12's."""
-    spec = importlib.util.find_spec("nvidia")
+def nvidia_include_dirs(cuda_major: str) -> list[str]:
+    """Include folders of the nvidia-* packages of CUDA `cuda_major` (a CUDA torch's dependencies): nvidia/cu13/include
+    for CUDA 13's, nvidia/<library>/include for CUDA 12's (a leftover of another major is never used)."""
+    try:
+        spec = importlib.util.find_spec("nvidia")
+    except (ImportError, ValueError):  # (a stub "nvidia" module without a spec)
+        return []
     if spec is None or not spec.submodule_search_locations:
         return []
     found = []
     for base in spec.submodule_search_locations:
-        found += sorted(glob.glob(os.path.join(base, "cu[0-9]*", "include")))
-        found += sorted(glob.glob(os.path.join(base, "*", "include")))
+        found += glob.glob(os.path.join(base, f"cu{cuda_major}", "include"))
+        if cuda_major == "12":
+            found += sorted(glob.glob(os.path.join(base, "cu[a-z]*", "include")))  # cublas, cusparse, cusolver, ...
     return list(dict.fromkeys(found))
 
 
@@ -188,9 +218,11 @@ def first_compile_error(output: str) -> str:
     """The first line of compiler output that says what failed (for the one-line message of a CUDA half that did not
     compile)."""
     for line in output.splitlines():
+        if line.startswith(("Error building extension", "Error compiling objects")):
+            continue  # cpp_extension's own header (with ninja's first command line), not the compiler's message
         if re.search(r"\berror\b", line, re.IGNORECASE) and "ninja" not in line:
             return line.strip()[:300]
-    return "see the compiler output above"
+    return "no compiler error line found; PYKERNELS_CUDA=1 shows the compiler's output"
 
 
 def cuda_arch_list(torch) -> str:

@@ -49,6 +49,9 @@ def prebuilt_mismatch(info: dict[str, Any]) -> str | None:
         return f"the extension built at install is for torch {info.get('torch_version')}"
     if info.get("torch_git_version") not in (None, getattr(torch.version, "git_version", None)):
         return f"the extension built at install is for another build of torch {torch.__version__}"
+    with contextlib.suppress(ValueError):  # (a bad value is reported where the cache's build reads it)
+        if _build.env_flag("PYKERNELS_CUDA") and "cuda" not in info.get("backends", []):
+            return "PYKERNELS_CUDA=1 asks for the CUDA kernels, which the extension built at install lacks"
     try:
         sources = _build.sources_digest(csrc_dir())
     except ImportError:  # a package copied without its sources: nothing to compare with, nor to rebuild from
@@ -257,7 +260,7 @@ def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
     the CUDA entry so later imports don't try again."""
     try:
         plan = cuda_plan()
-    except RuntimeError as error:  # PYKERNELS_CUDA=1 asked for what cannot be built
+    except (RuntimeError, ValueError) as error:  # PYKERNELS_CUDA=1 asked for what cannot be built, or a typo
         raise ImportError(f"pykernels: {error}") from error
     root = cache_dir()
     try:
@@ -267,9 +270,10 @@ def load_cached(reason: str, compile_entry=compile_into) -> dict[str, Any]:
             f"pykernels: cannot use {root} as its kernel cache ({error}): set PYKERNELS_CACHE_DIR to a writable folder"
         ) from error
     if plan.build and not plan.forced:
+        entry = root / cache_key(build_config(plan))
         with contextlib.suppress(OSError):
-            earlier = (root / cache_key(build_config(plan)) / _CUDA_FAILED).read_text()
-            plan = plan.without_cuda(earlier)
+            if not (entry / _COMPLETE).exists():
+                plan = plan.without_cuda((entry / _CUDA_FAILED).read_text())
     try:
         return _load_entry(root, build_config(plan), plan, reason, compile_entry)
     except CudaHalfFailed as failure:
@@ -298,7 +302,11 @@ def _load_entry(root: Path, config: dict[str, Any], plan: _build.CudaPlan, reaso
         waiting = f"waiting for another process compiling the kernels into {entry}"
         with _exclusive(root / f"{key}.lock", waiting) as held:
             if not complete.exists():  # (another process may have compiled it while this one waited)
-                _compile_entry_locked(entry, config, reason, compile_entry, held, fall_back=not plan.forced)
+                if config["cuda"] and not plan.forced and (entry / _CUDA_FAILED).exists():
+                    raise CudaHalfFailed((entry / _CUDA_FAILED).read_text())  # (it failed while this one waited)
+                _compile_entry_locked(
+                    entry, config, reason, compile_entry, held, fall_back=not plan.forced, cuda_reason=plan.reason
+                )
                 LOADED.update(info)
                 return LOADED
     try:
@@ -312,7 +320,13 @@ def _load_entry(root: Path, config: dict[str, Any], plan: _build.CudaPlan, reaso
 
 
 def _compile_entry_locked(
-    entry: Path, config: dict[str, Any], reason: str, compile_entry, held: bool, fall_back: bool = True
+    entry: Path,
+    config: dict[str, Any],
+    reason: str,
+    compile_entry,
+    held: bool,
+    fall_back: bool = True,
+    cuda_reason: str = "",
 ) -> None:
     """Compile `entry` under its lock. A CUDA build that fails raises CudaHalfFailed where `fall_back` allows the CPU
     half instead (and records why in the entry), else ImportError."""
@@ -326,11 +340,13 @@ def _compile_entry_locked(
         f"{reason}: compiling the {kind} kernels for torch {config['torch_version']} into {entry} "
         f"(once per torch version and source change; about {'5 minutes' if config['cuda'] else 'a minute'})"
     )
+    if config["torch_cuda_version"] and not config["cuda"] and cuda_reason and cuda_reason != "PYKERNELS_CUDA=0":
+        _say(f"no CUDA kernels: {cuda_reason}")  # a CUDA torch: say why its GPU will not run pykernels' kernels
     start = time.perf_counter()
     try:
         compile_entry(entry, config)
     except Exception as error:
-        if config["cuda"] and fall_back:
+        if config["cuda"] and fall_back and "Ninja is required" not in str(error):
             why = (
                 f"the CUDA kernels failed to compile ({_build.first_compile_error(str(error))}): only the CPU kernels "
                 f"are built (PYKERNELS_CUDA=0 skips the CUDA half quietly; PYKERNELS_CUDA=1 makes this an error and "
@@ -347,4 +363,5 @@ def _compile_entry_locked(
     partial = entry / f"{_COMPLETE}.{os.getpid()}.tmp"
     partial.write_text(json.dumps(config, indent=1))
     os.replace(partial, entry / _COMPLETE)
+    (entry / _CUDA_FAILED).unlink(missing_ok=True)
     _say(f"compiled in {time.perf_counter() - start:.0f} s")

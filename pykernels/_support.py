@@ -35,7 +35,10 @@ def torch_range() -> str:
 def check_torch(version: str) -> str | None:
     """Raise ImportError for a torch older than the supported range; return a warning's text for one newer than the
     newest tested, else None."""
-    found = release(version)
+    try:
+        found = release(version)
+    except ValueError:
+        return f"pykernels cannot read torch's version {version!r}; it is tested with torch {torch_range()}"
     if found < OLDEST_TORCH:
         raise ImportError(
             f"pykernels needs torch >= {dotted(OLDEST_TORCH)} (supported: torch {torch_range()}), but torch {version} "
