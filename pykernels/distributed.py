@@ -87,11 +87,14 @@ def _descriptor(call: str, fields: dict[str, object], error: BaseException | Non
     raise AssertionError(f"the descriptor of {call} does not fit in {_DESCRIPTOR_BYTES} bytes")  # fields are few
 
 
-def _exchange(descriptor: bytes, group: dist.ProcessGroup | None) -> list[dict[str, Any]]:
-    """Every rank's descriptor: one all_gather of _DESCRIPTOR_BYTES bytes each, on the device the group's backend
-    takes (so it does not depend on where this rank's data is)."""
-    nccl = dist.get_backend(group) == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+def _exchange(descriptor: bytes, group: dist.ProcessGroup | None, data: object) -> list[dict[str, Any]]:
+    """Every rank's descriptor: one all_gather of _DESCRIPTOR_BYTES bytes each. On the CPU, except under NCCL,
+    which takes only GPU tensors: there on ``data``'s GPU (this rank's), or the current one where ``data`` is no
+    CUDA tensor (a rank whose data failed its checks still joins)."""
+    device = torch.device("cpu")
+    if dist.get_backend(group) == "nccl":
+        on_gpu = isinstance(data, torch.Tensor) and data.device.type == "cuda"
+        device = data.device if on_gpu else torch.device("cuda", torch.cuda.current_device())
     mine = torch.frombuffer(bytearray(descriptor), dtype=torch.uint8).to(device)
     gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(gathered, mine, group=group)
@@ -126,7 +129,11 @@ T = TypeVar("T")
 
 
 def _agreed(
-    call: str, local: Callable[[], tuple[T, dict[str, object]]], group: dist.ProcessGroup | None, check: bool = True
+    call: str,
+    local: Callable[[], tuple[T, dict[str, object]]],
+    group: dist.ProcessGroup | None,
+    data: object,
+    check: bool = True,
 ) -> T:
     """``local()`` (this rank's checks and share of the work; returns its result and the fields every rank must
     share), then the ranks' agreement on them (one all_gather). A rank whose ``local()`` raises still joins, marked
@@ -138,8 +145,8 @@ def _agreed(
     try:
         result, fields = local()
     except Exception as error:  # whatever stops this rank, the others must not wait for it in a collective
-        raise ValueError(_disagreement(_exchange(_descriptor(call, {}, error), group))) from error
-    problem = _disagreement(_exchange(_descriptor(call, fields, None), group))
+        raise ValueError(_disagreement(_exchange(_descriptor(call, {}, error), group, data))) from error
+    problem = _disagreement(_exchange(_descriptor(call, fields, None), group, data))
     if problem is not None:
         raise ValueError(problem)
     return result
@@ -166,7 +173,7 @@ def train_ddp(x: torch.Tensor, y: torch.Tensor, degree: int, lr: float, steps: i
         fields = {"degree": model.coeffs.numel() - 1, "lr": checked[0], "steps": checked[1], "batch shape": layout}
         return model, {**fields, **_data_fields(checked_y)}
 
-    model = _agreed("train_ddp", local, None)
+    model = _agreed("train_ddp", local, None, y)
     lr, steps = float(lr), int(steps)
     ddp = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
@@ -228,7 +235,7 @@ def fit_poly_sharded(x: torch.Tensor, y: torch.Tensor, degree: int, **fit_kwargs
         }
         return fit, {**fields, **_data_fields(checked_y)}
 
-    local_fit = _agreed("fit_poly_sharded", local, None)
+    local_fit = _agreed("fit_poly_sharded", local, None, y)
     bounds = [len(y) * r // world for r in range(world + 1)]
     largest = max(b - a for a, b in itertools.pairwise(bounds))
 
@@ -299,7 +306,7 @@ def all_reduced_moments(
     (:func:`_agreed`) and raises a ValueError on every rank if they differ or a rank's shard failed its own checks;
     without it a mismatch aborts the collective or adds unlike sums, and a bad shard leaves the other ranks waiting
     in the all_reduce."""
-    local = _agreed("all_reduced_moments", lambda: _local_moments(x, y, degree, backend), group, check=check_layout)
+    local = _agreed("all_reduced_moments", lambda: _local_moments(x, y, degree, backend), group, y, check=check_layout)
     return _summed(local, group)
 
 
@@ -333,7 +340,7 @@ def fit_poly_distributed(
         fit_poly_moments(moments, lr=lr, steps=0, record_every=record_every, init=init, dtype=dtype, backend=backend)
         return moments, {**fields, "lr": float(lr), "steps": steps, "record_every": record_every, "init": init}
 
-    moments = _summed(_agreed("fit_poly_distributed", local, group, check=check_layout), group)
+    moments = _summed(_agreed("fit_poly_distributed", local, group, y, check=check_layout), group)
     dtype = y.dtype if init is None else None
     return fit_poly_moments(
         moments, lr=lr, steps=steps, record_every=record_every, init=init, dtype=dtype, backend=backend
@@ -375,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group("nccl" if use_cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)  # NCCL's collectives run on the current device: this rank's own
     x, y = (t.to(device) for t in demo_data())
     start = time.perf_counter()
     if args.method == "ddp":
