@@ -130,8 +130,10 @@ else:
             for ext in self.extensions:
                 info = getattr(ext, "pykernels_build_info", None)
                 if info is not None:
-                    target = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), "_build_info.json")
-                    with open(target, "w") as f:
+                    library = Path(self.get_ext_fullpath(ext.name))
+                    # its size and sha256, checked before each import: a library cut short would kill it (SIGBUS)
+                    info = {**info, "library": build.library_record(library)}
+                    with open(library.parent / "_build_info.json", "w") as f:
                         json.dump(info, f, indent=2)
 
     setup(

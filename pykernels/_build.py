@@ -250,6 +250,16 @@ def sources_digest(csrc: Path) -> str:
     return digest.hexdigest()
 
 
+def library_record(path: Path) -> dict[str, object]:
+    """A compiled library's file name, size and sha256: recorded when it is built (setup.py's _build_info.json, a
+    cache entry's complete.json) and checked before it is loaded, because loading a library cut short (a full disk,
+    an interrupted copy) kills the process with SIGBUS and no message."""
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+        size = os.fstat(file.fileno()).st_size
+    return {"file": path.name, "size": size, "sha256": digest}
+
+
 def cpu_arch() -> str:
     return os.environ.get("PYKERNELS_CPU_ARCH", "native")
 

@@ -61,6 +61,35 @@ def prebuilt_mismatch(info: dict[str, Any]) -> str | None:
     return None
 
 
+def library_damage(path: Path, recorded: object) -> str | None:
+    """Why the library at ``path`` is not the one recorded when it was built (``_build.library_record``), or None
+    when it is: checked before every load, since loading a library cut short kills the process with SIGBUS."""
+    if not isinstance(recorded, dict) or "size" not in recorded or "sha256" not in recorded:
+        return f"{path} has no recorded size and sha256 to check it against (built by an older pykernels)"
+    try:
+        found = _build.library_record(path)
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror or error})"
+    if found["size"] != recorded["size"]:
+        return (
+            f"{path} is damaged: {found['size']} bytes where {recorded['size']} were built (cut short by a full "
+            "disk or an interrupted copy?)"
+        )
+    if found["sha256"] != recorded["sha256"]:
+        return f"{path} is damaged: its sha256 is not the one recorded when it was built"
+    return None
+
+
+def _prebuilt_damage(info: dict[str, Any]) -> str | None:
+    """Why the extension built at install must not be imported (damaged, or no record to check), or None."""
+    recorded = info.get("library")
+    name = recorded.get("file") if isinstance(recorded, dict) else None
+    if not isinstance(name, str) or "/" in name or not name.startswith("_C"):
+        return "the extension built at install has no recorded size and sha256 to check (reinstall pykernels)"
+    damage = library_damage(PACKAGE / name, recorded)
+    return None if damage is None else f"the extension built at install does not match its record: {damage}"
+
+
 def _import_prebuilt() -> None:
     importlib.import_module("pykernels._C")  # runs the TORCH_LIBRARY registrations
 
@@ -71,7 +100,7 @@ def load(import_prebuilt=_import_prebuilt) -> dict[str, Any]:
     info = recorded_build_info()
     if info is None:
         reason = "no extension was built at install (a plain pip install)"
-    elif mismatch := prebuilt_mismatch(info):
+    elif mismatch := prebuilt_mismatch(info) or _prebuilt_damage(info):
         reason = mismatch
     else:
         try:
@@ -297,13 +326,13 @@ def _load_entry(root: Path, config: dict[str, Any], plan: _build.CudaPlan, reaso
         "debug": _build.debug(),
         "source": f"compiled on first use into {entry}",
     }
-    complete = entry / _COMPLETE
-    if not complete.exists():
+    if not _verified(entry):
         waiting = f"waiting for another process compiling the kernels into {entry}"
         with _exclusive(root / f"{key}.lock", waiting) as held:
-            if not complete.exists():  # (another process may have compiled it while this one waited)
+            if not _verified(entry):  # (another process may have compiled or rebuilt it while this one waited)
                 if config["cuda"] and not plan.forced and (entry / _CUDA_FAILED).exists():
                     raise CudaHalfFailed((entry / _CUDA_FAILED).read_text())  # (it failed while this one waited)
+                reason = _discard_damaged(entry) or reason
                 _compile_entry_locked(
                     entry, config, reason, compile_entry, held, fall_back=not plan.forced, cuda_reason=plan.reason
                 )
@@ -359,9 +388,46 @@ def _compile_entry_locked(
             f"{error}. It needs a C++ compiler and ninja (pip install ninja); or build them at "
             "install: pip install --no-build-isolation ."
         ) from error
-    # written last and atomically: a complete.json that exists is whole, and so is the entry
-    partial = entry / f"{_COMPLETE}.{os.getpid()}.tmp"
-    partial.write_text(json.dumps(config, indent=1))
-    os.replace(partial, entry / _COMPLETE)
+    _mark_complete(entry, config)
     (entry / _CUDA_FAILED).unlink(missing_ok=True)
     _say(f"compiled in {time.perf_counter() - start:.0f} s")
+
+
+def _mark_complete(entry: Path, config: dict[str, Any]) -> None:
+    """Write the entry's complete.json: its build config and its library's size and sha256 (checked before every
+    load). Written last and atomically: a complete.json that exists is whole; the library it vouches for is checked."""
+    partial = entry / f"{_COMPLETE}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps({**config, "library": _build.library_record(_library(entry))}, indent=1))
+    os.replace(partial, entry / _COMPLETE)
+
+
+def _entry_damage(entry: Path) -> str | None:
+    """Why a complete entry must not be loaded (its library is not the one recorded in complete.json), or None."""
+    try:
+        recorded = json.loads((entry / _COMPLETE).read_text())
+    except (OSError, ValueError) as error:
+        return f"{entry / _COMPLETE} cannot be read ({error})"
+    return library_damage(_library(entry), recorded.get("library") if isinstance(recorded, dict) else None)
+
+
+def _verified(entry: Path) -> bool:
+    """Whether the entry is complete and its library is the one that was built (else it is compiled or rebuilt)."""
+    return (entry / _COMPLETE).exists() and _entry_damage(entry) is None
+
+
+def _discard_damaged(entry: Path) -> str | None:
+    """A complete entry that failed its check is deleted whole, to be rebuilt from scratch (ninja goes by dates: it
+    would keep a cut-short library or object file as up to date); returns why, or None if it was not complete.
+    Called holding the entry's lock."""
+    if not (entry / _COMPLETE).exists():
+        return None
+    damage = _entry_damage(entry) or "it failed its check"
+    _say(f"the cached build in {entry} is not the one that was built ({damage}): deleting it to rebuild it")
+    try:
+        shutil.rmtree(entry)
+    except OSError as error:
+        raise ImportError(
+            f"pykernels: its cached build is damaged ({damage}) and cannot be deleted ({error}): delete {entry} "
+            "(it is rebuilt on the next import), or set PYKERNELS_CACHE_DIR to a writable folder"
+        ) from error
+    return f"its cached build was damaged ({damage})"

@@ -3,6 +3,7 @@ once per torch and sources, rebuilt when they change, safe for concurrent first 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -59,6 +60,7 @@ def _recorded_for_this_torch(**changes) -> dict:
         "torch_version": torch.__version__,
         "torch_git_version": torch.version.git_version,
         "sources": _build.sources_digest(_extension.csrc_dir()),
+        "library": _build.library_record(next(_extension.PACKAGE.glob("_C*.so"))),
         **changes,
     }
 
@@ -99,7 +101,9 @@ def _fake_build(monkeypatch, tmp_path, config):
 
     def compile_entry(entry, cfg):
         compiled.append(entry.name)
-        return entry / "pykernels_ops.so"
+        library = entry / "pykernels_ops.so"
+        library.write_bytes(b"a stand-in library, compile %d" % len(compiled))
+        return library
 
     monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(_extension, "build_config", lambda plan=None: dict(config))
@@ -249,3 +253,182 @@ def test_the_compiler_is_identified_by_what_runs_not_by_its_name(monkeypatch):
     assert _extension._compiler_identity() == by_cxx is not None
     monkeypatch.setenv("CXX", "no-such-compiler-anywhere")
     assert _extension._compiler_identity() is None
+
+
+# --- damaged builds: checked before they are loaded (loading a library cut short is a SIGBUS, no message) -----------
+
+
+def _cut_short(path: Path, keep: float = 0.5) -> None:
+    os.truncate(path, int(path.stat().st_size * keep))
+
+
+def _cut_into_its_code(library: Path) -> None:
+    """A library cut short where it is loaded: its first 1/16, inside the code (a -g build's second half is debug
+    information, which is never loaded). The import used to die of SIGBUS (exit 135) loading it."""
+    _cut_short(library, keep=1 / 16)
+
+
+DAMAGE = {
+    "library cut short": lambda entry: _cut_into_its_code(entry / "pykernels_ops.so"),
+    "library emptied": lambda entry: os.truncate(entry / "pykernels_ops.so", 0),
+    "library of the same size, other bytes": lambda entry: (entry / "pykernels_ops.so").write_bytes(
+        bytes(b ^ 1 for b in (entry / "pykernels_ops.so").read_bytes())
+    ),
+    "library missing": lambda entry: (entry / "pykernels_ops.so").unlink(),
+    "complete.json cut short": lambda entry: _cut_short(entry / "complete.json"),
+    "no recorded digest (an older pykernels)": lambda entry: (entry / "complete.json").write_text(
+        json.dumps({k: v for k, v in json.loads((entry / "complete.json").read_text()).items() if k != "library"})
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_cache_entry_is_rebuilt_on_the_next_load_and_loaded_after(monkeypatch, tmp_path, capfd, damage):
+    compiled, compile_entry = _fake_build(monkeypatch, tmp_path, FAKE_CONFIG)
+    loaded = []
+    monkeypatch.setattr(torch.ops, "load_library", loaded.append)
+    _extension.load_cached("test", compile_entry)
+    entry = tmp_path / "cache" / compiled[0]
+    (entry / "ninja-output.o").write_text("")  # a stale object: a rebuild starts from an empty entry
+    DAMAGE[damage](entry)
+    capfd.readouterr()
+    _extension.load_cached("test", compile_entry)  # the first load after the damage: rebuilt, not loaded
+    said = capfd.readouterr().err
+    assert compiled == [entry.name] * 2 and loaded == []
+    assert f"the cached build in {entry} is not the one that was built" in said and "rebuild" in said
+    assert not (entry / "ninja-output.o").exists()
+    assert (entry / "pykernels_ops.so").read_bytes() == b"a stand-in library, compile 2"
+    _extension.load_cached("test", compile_entry)  # later loads: the rebuilt entry, checked, loaded
+    assert compiled == [entry.name] * 2 and loaded == [str(entry / "pykernels_ops.so")]
+
+
+def test_a_damaged_cache_entry_that_cannot_be_rebuilt_is_an_import_error_naming_it(monkeypatch, tmp_path):
+    compiled, compile_entry = _fake_build(monkeypatch, tmp_path, FAKE_CONFIG)
+    _extension.load_cached("test", compile_entry)
+    library = tmp_path / "cache" / compiled[0] / "pykernels_ops.so"
+    _cut_into_its_code(library)
+
+    def failing_compile(entry, config):
+        raise RuntimeError("no compiler")
+
+    for _ in range(2):  # the first load after the damage, and a later one
+        with pytest.raises(ImportError, match="could not compile") as raised:
+            _extension.load_cached("test", failing_compile)
+    message = str(raised.value)
+    assert "C++ compiler" in message and "pip install --no-build-isolation" in message
+
+
+def test_a_damaged_prebuilt_extension_is_not_imported(monkeypatch):
+    """The extension built at install is checked against the size and sha256 setup.py recorded; a damaged one (or
+    one with no record to check) goes to the cache instead, with the reason naming the file."""
+    recorded = _recorded_for_this_torch(library={"file": "_C.abi3.so", "size": 1, "sha256": "0" * 64})
+    reason = _cache_load_reason(monkeypatch, recorded)
+    assert f"{_extension.PACKAGE / '_C.abi3.so'} is damaged" in reason and "1 were built" in reason
+    reason = _cache_load_reason(monkeypatch, _recorded_for_this_torch(library=None))
+    assert "no recorded size and sha256" in reason and "reinstall" in reason
+
+
+def test_the_prebuilt_extension_records_its_library():
+    info = _extension.recorded_build_info()
+    assert info["library"]["file"] == "_C.abi3.so" and _extension._prebuilt_damage(info) is None
+
+
+IMPORT_AND_RUN = (
+    "import torch, pykernels; x = torch.linspace(-1, 1, 101, dtype=torch.float64); "
+    "assert torch.allclose(pykernels.dot(x, x), torch.dot(x, x), rtol=1e-12); "
+    "print(pykernels.__file__, pykernels.build_info()['extension'])"
+)
+
+
+def _package_copy(tmp_path: Path, prebuilt: bool) -> Path:
+    """pykernels copied with its sources (as a plain install has them), with or without the extension built at
+    install; returns the folder to put on PYTHONPATH."""
+    site = tmp_path / "site"
+    skip = ["__pycache__", "study"] + ([] if prebuilt else ["_C*.so", "_build_info.json"])
+    shutil.copytree(_extension.PACKAGE, site / "pykernels", ignore=shutil.ignore_patterns(*skip))
+    shutil.copytree(_extension.csrc_dir(), site / "pykernels" / "_csrc")
+    return site
+
+
+def _import_twice(site: Path, tmp_path: Path, **env) -> list[subprocess.CompletedProcess]:
+    """The first import after the damage, then a later one, each in a fresh process; no compiler on hand (CXX names
+    none), so a damaged build cannot be rebuilt and must be an ImportError."""
+    environment = {**os.environ, "PYTHONPATH": str(site), "CXX": "no-such-compiler", **env}
+    return [
+        subprocess.run(
+            [sys.executable, "-c", IMPORT_AND_RUN],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for _ in range(2)
+    ]
+
+
+def test_a_cut_short_cached_library_is_an_import_error_not_a_sigbus(tmp_path):
+    """A real library cut short in a cache entry whose complete.json is in place (a killed copy of the cache): the
+    import used to die of SIGBUS (exit 135) with no message; now it is found damaged before it is loaded."""
+    site = _package_copy(tmp_path, prebuilt=False)
+    config = _extension.build_config()
+    entry = tmp_path / "cache" / _extension.cache_key(config)
+    entry.mkdir(parents=True)
+    shutil.copy(next(_extension.PACKAGE.glob("_C*.so")), entry / "pykernels_ops.so")  # the same registrations
+    _extension._mark_complete(entry, config)
+    whole = _import_twice(site, tmp_path, PYKERNELS_CACHE_DIR=str(tmp_path / "cache"))
+    for result in whole:  # the entry as written: it loads (found as the build of the compiler that is gone)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"compiled on first use into {entry}" in result.stdout
+    _cut_into_its_code(entry / "pykernels_ops.so")
+    first, later = _import_twice(site, tmp_path, PYKERNELS_CACHE_DIR=str(tmp_path / "cache"))
+    assert first.returncode == 1, first.stderr[-3000:]  # an exception, not a signal (-7; 135 from a shell)
+    assert f"the cached build in {entry} is not the one that was built" in first.stderr
+    assert "ImportError: pykernels could not compile its kernels" in first.stderr
+    assert f"{entry / 'pykernels_ops.so'} is damaged" in first.stderr and "C++ compiler" in first.stderr
+    assert later.returncode == 1 and "ImportError: pykernels could not compile" in later.stderr, later.stderr[-3000:]
+
+
+def test_a_cut_short_prebuilt_extension_is_not_imported(tmp_path):
+    """The extension built at install, cut short after setup.py recorded it: not imported (SIGBUS), the cache
+    path instead; with no compiler, an ImportError naming the file."""
+    site = _package_copy(tmp_path, prebuilt=True)
+    built = next((site / "pykernels").glob("_C*.so"))
+    info = {**_extension.recorded_build_info(), "library": _build.library_record(built)}  # as setup.py writes it
+    (site / "pykernels" / "_build_info.json").write_text(json.dumps(info))
+    cache = {"PYKERNELS_CACHE_DIR": str(tmp_path / "cache")}
+    for result in _import_twice(site, tmp_path, **cache):
+        assert result.returncode == 0 and "built at install" in result.stdout, result.stderr[-3000:]
+    _cut_into_its_code(built)
+    for result in _import_twice(site, tmp_path, **cache):
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert f"the extension built at install does not match its record: {built} is damaged" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_cut_short_cached_library_is_rebuilt_by_the_next_import_and_loaded_after(tmp_path):
+    """With a compiler: the first import after the damage rebuilds the entry (a real compile), later ones load it."""
+    site = _package_copy(tmp_path, prebuilt=False)
+    config = _extension.build_config()
+    entry = tmp_path / "cache" / _extension.cache_key(config)
+    entry.mkdir(parents=True)
+    shutil.copy(next(_extension.PACKAGE.glob("_C*.so")), entry / "pykernels_ops.so")
+    _extension._mark_complete(entry, config)
+    _cut_into_its_code(entry / "pykernels_ops.so")
+    environment = {**os.environ, "PYTHONPATH": str(site), "PYKERNELS_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", IMPORT_AND_RUN],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        for _ in range(2)
+    ]
+    for result in runs:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"compiled on first use into {entry}" in result.stdout
+    assert "is not the one that was built" in runs[0].stderr and "compiled in" in runs[0].stderr
+    assert "compiling" not in runs[1].stderr and not _extension._entry_damage(entry)

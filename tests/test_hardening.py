@@ -410,3 +410,55 @@ def test_pykernels_first_imported_in_a_forked_worker_runs_serially(tmp_path):
     )
     assert [forked for _, forked in report] == [True, True]
     assert report[0][0] == report[1][0]
+
+
+NUMBA_DOT_SCRIPT = textwrap.dedent("""
+    import json, warnings
+    import numpy as np
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        from pykernels.numba import cpu
+        a = np.linspace(0, 1, 1001)
+        value = float(cpu.dot(a, np.cos(a)))
+    print(json.dumps({"dot": value, "warnings": [str(w.message) for w in caught if "pykernels" in str(w.message)]}))
+""")
+
+
+def _cut_short(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize(
+    ("damage", "pattern"),
+    [("index cut short", "*.nbi"), ("index emptied", "*.nbi"), ("data cut short", "*.nbc")],
+)
+def test_a_damaged_numba_cache_file_is_named_dropped_and_recompiled(tmp_path, damage, pattern):
+    """numba's cache index or data file cut short (a full disk, an interrupted copy, a crash before it reached the
+    disk): numba raised UnpicklingError ("pickle data was truncated") from every call, naming no file. Now the first
+    call after the damage warns naming each damaged file, deletes it and recompiles; later runs load the new cache
+    quietly."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run() -> dict:
+        result = subprocess.run(
+            [sys.executable, "-c", NUMBA_DOT_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    a = np.linspace(0, 1, 1001)
+    expected = float(np.dot(a, np.cos(a)))
+    assert run() == {"dot": pytest.approx(expected, rel=1e-12), "warnings": []}  # compiles and caches
+    damaged = sorted((tmp_path / "cache").rglob(pattern))
+    assert damaged
+    for path in damaged:
+        if damage == "index emptied":
+            os.truncate(path, 0)
+        else:
+            _cut_short(path)
+    first = run()  # the first run after the damage
+    assert first["dot"] == pytest.approx(expected, rel=1e-12)
+    assert len(first["warnings"]) == len(damaged), first["warnings"]
+    for path, warning in zip(damaged, sorted(first["warnings"]), strict=True):
+        assert f"numba's cache file {path} is damaged" in warning and "recompiling" in warning, warning
+    assert run() == {"dot": pytest.approx(expected, rel=1e-12), "warnings": []}  # later runs: the cache is whole

@@ -5,15 +5,23 @@ folder (from ``HOME``); with neither (a read-only install and no ``HOME``: conta
 raises "cannot cache function ...: no locator available" and the import fails. pykernels keeps working instead:
 ``NUMBA_CACHE_DIR`` wins when set; otherwise, if neither of numba's places is writable, the cache goes to a folder
 in the system temp dir (private to the user, checked: numba loads the code it finds there), with one warning.
+
+A damaged cache file (an index or data file cut short by a full disk, an interrupted copy or a crash before the
+data reached the disk) makes numba raise ``UnpicklingError: pickle data was truncated`` (or ``EOFError``) from every
+call of the kernel, naming no file. pykernels' kernels are compiled with :func:`njit`, numba's own with a cache that
+treats a file it cannot unpickle as a miss instead: it warns naming the file, deletes it, and the kernel recompiles
+(and is cached again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
 
 import numba
+from numba.core.caching import IndexDataCacheFile
 
 from .._folders import private_temp_folder, writable
 
@@ -44,3 +52,65 @@ def cache_dir() -> str:
     if numba.config.CACHE_DIR:
         return numba.config.CACHE_DIR
     return str(_PACKAGE / "__pycache__") if writable(_PACKAGE / "__pycache__") else "numba's user cache folder"
+
+
+class _RecoveringCacheFile(IndexDataCacheFile):
+    """numba's index and data files of one function's cache, where a file that cannot be unpickled is a miss (the
+    kernel recompiles and is saved again) with a warning naming it, not an error from every call."""
+
+    def _load_index(self) -> dict:
+        try:
+            return super()._load_index()
+        except OSError:  # (a missing index is a miss in numba already) unreadable: not damage, numba's to report
+            raise
+        except Exception as error:  # truncated: UnpicklingError or EOFError; garbled: almost any error of pickle
+            _drop(self._index_path, error)
+            return {}
+
+    def _load_data(self, name: str) -> object:
+        path = self._data_path(name)
+        try:
+            return super()._load_data(name)
+        except OSError:
+            raise  # numba's load() takes a missing data file for a miss
+        except Exception as error:
+            _drop(path, error)
+            return None  # a miss: numba compiles, then overwrites this data file
+
+
+def _drop(path: str, error: Exception) -> None:
+    """Delete a damaged cache file (the next save writes a whole one), with a warning naming it."""
+    deleted = False
+    with contextlib.suppress(FileNotFoundError):  # (another process may have dropped it first)
+        try:
+            os.unlink(path)
+            deleted = True
+        except OSError as unlink_error:
+            warnings.warn(
+                f"pykernels: numba's cache file {path} is damaged and cannot be deleted ({unlink_error}): delete it "
+                "or set NUMBA_CACHE_DIR to another folder",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+    warnings.warn(
+        f"pykernels: numba's cache file {path} is damaged ({type(error).__name__}: {error}; a full disk or an "
+        f"interrupted copy cuts files short): {'deleted it, ' if deleted else ''}recompiling the kernel",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def njit(*args, **options):
+    """``numba.njit``, whose on-disk cache (``cache=True``) recovers from a damaged file (:class:`_RecoveringCacheFile`)
+    instead of failing every call. Used like numba.njit: ``@njit(**options)`` or ``njit(**options)(function)``."""
+    if args:
+        return _recovering(numba.njit(*args, **options))
+    return lambda function: _recovering(numba.njit(**options)(function))
+
+
+def _recovering(dispatcher):
+    cache = getattr(dispatcher, "_cache", None)
+    if type(getattr(cache, "_cache_file", None)) is IndexDataCacheFile:  # (cache=True; another numba: left as it is)
+        cache._cache_file.__class__ = _RecoveringCacheFile
+    return dispatcher

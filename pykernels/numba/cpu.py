@@ -12,9 +12,10 @@ import threading
 import types
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import _cache, _config
+from ._cache import njit  # numba's, with a cache that recovers from a damaged file
 
 _cache.ensure_cache_dir()  # before the first @njit(cache=True): a read-only install must still import
 

@@ -4,7 +4,8 @@ module so that numba's on-disk cache can key it by this file."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ..numba._cache import njit  # numba's, with a cache that recovers from a damaged file
 
 
 @njit(fastmath=True, cache=True)
