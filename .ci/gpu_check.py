@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         log.record("build", 0.0, "skipped (--no-build)")
     else:
         build = [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."]
-        log.run("build", build, "build.log", timeout=600, env=env)
+        log.run("build", build, "build.log", timeout=1800, env=env)  # (2 cores: CI's dry run)
 
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", CUDA_TEST_FILTER, "-rs"]
     log.run("CUDA tests" + (" (they skip without a GPU)" if not gpu else ""), pytest, "pytest.log", 600, env)
