@@ -192,6 +192,11 @@ def cache_with_plan(monkeypatch, tmp_path):
     return box
 
 
+def _stub_library(entry) -> None:
+    """What a successful compile leaves: the entry's library (its size and digest are recorded and checked)."""
+    (entry / "pykernels_ops.so").write_bytes(b"a stub library")
+
+
 CPP_EXTENSION_FAILURE = (  # how cpp_extension.load reports a failed compile: its own line, ninja's, then nvcc's
     "Error building extension 'pykernels_ops': [1/9] /usr/local/cuda/bin/nvcc -c moments_cuda.cu\n"
     'FAILED: moments_cuda.cuda.o\nmoments_cuda.cu(12): error: identifier "x" is undefined\n'
@@ -207,6 +212,7 @@ def test_a_cuda_half_that_fails_to_compile_leaves_the_cpu_half_once(cache_with_p
         attempts.append(config["cuda"])
         if config["cuda"]:
             raise RuntimeError(CPP_EXTENSION_FAILURE)
+        _stub_library(entry)
 
     info = _extension.load_cached("test", compile_entry)
     assert attempts == [True, False] and info["backends"] == ["cpu"]
@@ -224,6 +230,7 @@ def test_a_forced_retry_that_succeeds_serves_later_imports(cache_with_plan):
     def compile_entry(entry, config):
         if config["cuda"] and failing[0]:
             raise RuntimeError("Killed signal terminated program cicc")
+        _stub_library(entry)
 
     assert _extension.load_cached("t", compile_entry)["backends"] == ["cpu"]
     failing[0] = False
@@ -241,6 +248,7 @@ def test_concurrent_first_imports_compile_a_failing_cuda_half_once(cache_with_pl
         if config["cuda"]:
             time.sleep(0.5)
             raise RuntimeError("x.cu(1): error: nope")
+        _stub_library(entry)
 
     threads = [threading.Thread(target=_extension.load_cached, args=("t", compile_entry)) for _ in range(4)]
     for thread in threads:
@@ -257,6 +265,7 @@ def test_a_missing_ninja_is_not_recorded_as_a_cuda_failure(cache_with_plan):
     def compile_entry(entry, config):
         if not ninja[0]:
             raise RuntimeError("Ninja is required to load C++ extensions (pip install ninja to get it)")
+        _stub_library(entry)
 
     with pytest.raises(ImportError, match="pip install ninja"):
         _extension.load_cached("t", compile_entry)
@@ -271,7 +280,7 @@ def test_a_cuda_torch_without_a_cuda_build_says_why_at_its_first_import(monkeypa
     config = {"compiler": "g++", "torch_version": "2.11.0", "cuda_arch_list": None, "torch_cuda_version": "13.0"}
     monkeypatch.setattr(_extension, "build_config", lambda p=None: {**config, "cuda": False})
     monkeypatch.setattr(_extension, "LOADED", {})
-    _extension.load_cached("t", lambda entry, config: None)
+    _extension.load_cached("t", lambda entry, config: _stub_library(entry))
     assert f"no CUDA kernels: {reason}" in capfd.readouterr().err
 
 
