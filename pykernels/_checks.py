@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+from collections.abc import Callable
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_scalar
 
 _FLOATING = (torch.float32, torch.float64)
 _REDUCED = (torch.float16, torch.bfloat16)
@@ -252,12 +254,7 @@ def _concrete(value: object) -> object:
     """value as a plain number for a message (under torch.compile a symbolic one is specialized: we are raising)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
-    if isinstance(value, float):
-        return float(value)
-    try:
-        return int(value)
-    except OverflowError:  # pragma: no cover - ints are exact
-        return value
+    return guard_scalar(value)
 
 
 def _real_text(value: object) -> str:
@@ -271,19 +268,25 @@ def _real_text(value: object) -> str:
 
 def _described(value: object) -> str:
     """The value's type and, for anything but a tensor or an array (never echoed whole), its repr."""
+    if isinstance(value, (int, float)):  # bool included; and no getattr on a symbolic number (it does not trace)
+        return f"{type(value).__name__} {_concrete(value)!r}"
     shape = getattr(value, "shape", None)
     if shape is not None:
         return f"{type(value).__name__} of shape {list(shape)}"
     return f"{type(value).__name__} {_concrete(value)!r}"
 
 
-def integer(value: object, name: str, minimum: int = 0, maximum: int = INT64_MAX, bounds: str = "") -> int:
+def integer(
+    value: object, name: str, minimum: int = 0, maximum: int = INT64_MAX, bounds: str | Callable[[], str] = ""
+) -> int:
     """value as an int in [minimum, maximum], or a TypeError/ValueError naming it: no silent truncation of 2.7,
-    no bools. ``bounds`` words the range for the message (default: from minimum and maximum)."""
+    no bools. ``bounds`` words the range for the message (default: from minimum and maximum); a callable words it
+    only when raising (where it quotes a number that may be symbolic)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {_described(value)}")
     if not minimum <= value <= maximum:
         value = _concrete(value)
+        bounds = bounds() if callable(bounds) else bounds
         if not bounds:
             largest = {INT64_MAX: "2^63 - 1", INT64_MAX - 1: "2^63 - 2"}.get(maximum, str(maximum))
             bounds = f">= {minimum}" if value < minimum else f"<= {largest}"
@@ -330,5 +333,11 @@ def seed(value: object, name: str = "seed") -> int:
 
 def stream(value: object, name: str, count: int = 1) -> int:
     """The first of ``count`` consecutive Philox streams (counters), all in [0, 2^63)."""
-    bounds = "in [0, 2^63)" if count == 1 else f"in [0, 2^63 - {count}] (the {count} streams from it stay below 2^63)"
+
+    def bounds() -> str:
+        streams = _concrete(count)
+        if streams == 1:
+            return "in [0, 2^63)"
+        return f"in [0, 2^63 - {streams}] (the {streams} streams from it stay below 2^63)"
+
     return integer(value, name, 0, 2**63 - count, bounds=bounds)
