@@ -341,8 +341,10 @@ def fit_poly(
             ``"gram"`` makes one pass for the sufficient statistics (:func:`poly_moments`, float64) and steps on
             them (:func:`fit_poly_moments`: (D+1)^2 work per step, float64, the loss from the quadratic form);
             ``"auto"`` (default) takes ``"gram"`` where it is faster and accurate (:func:`choose_fit_method`), and
-            the data pass where the losses turn out too small for the quadratic form to resolve, or where the
-            choice cannot read the data (inside torch.func transforms: vmap, grad).
+            the data pass, per series, where a series' bound exceeds the tolerance or its loss turns out too small
+            for the quadratic form to resolve; the whole data pass where the choice cannot read the data (inside
+            torch.func transforms: vmap, grad; fake or meta tensors, make_fx, tensor subclasses). The same choice
+            eagerly, under torch.compile and torch.export, and in AOTInductor packages.
             The same iterates in exact arithmetic; results in the data's dtype either way.
         backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the reference loops).
 
