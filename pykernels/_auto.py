@@ -13,6 +13,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
 GRAM_TOLERANCE = {torch.float32: 2.0**-24, torch.float64: 1e-10}
@@ -34,8 +35,26 @@ def gram_system(power_sums: Any, cross_sums: Any, square_sum: Any, xp: ModuleTyp
     """``A[j, k] = power_sums[j + k] / N``, ``b = cross_sums / N``, ``s = square_sum / N`` (N = power_sums[..., 0])."""
     terms = cross_sums.shape[-1]
     count = power_sums[..., :1]
-    index = xp.arange(terms)
-    return (power_sums / count)[..., index[:, None] + index[None, :]], cross_sums / count, square_sum / count[..., 0]
+    return _hankel(power_sums / count, terms, xp), cross_sums / count, square_sum / count[..., 0]
+
+
+def _hankel(sums: Any, terms: int, xp: ModuleType) -> Any:
+    """``A[..., j, k] = sums[..., j + k]``: the windows of ``terms`` consecutive sums, a view. (Not a gather by an
+    index tensor: advanced indexing inside torch.cond fails when AOTInductor compiles it.)"""
+    if xp is torch:
+        return sums.unfold(-1, terms, 1)
+    return xp.lib.stride_tricks.sliding_window_view(sums, terms, axis=-1)
+
+
+def _diagonal(matrices: Any) -> Any:
+    """The diagonals of a batch of matrices, in NumPy and torch alike (torch.diagonal traces inside torch.cond)."""
+    return matrices.diagonal(0, -2, -1)
+
+
+def within(bound: Any, tolerance: float) -> Any:
+    """Per fit, whether its bound is at most the tolerance: the one comparison the eager and the traced choice make,
+    so that a NaN bound (one the statistics cannot give: NaN sums) counts as too large in both."""
+    return bound <= tolerance
 
 
 def iterate_bound(gram: Any, lr: float, steps: int, xp: ModuleType, eps: float = EPS64) -> Any:
@@ -64,7 +83,11 @@ def iterate_bound(gram: Any, lr: float, steps: int, xp: ModuleType, eps: float =
 def loss_bound(gram: Any, offset: Any, coeffs: Any, loss: Any, eps: float = EPS64) -> Any:
     """Per fit, a bound on the relative error of a loss computed from the statistics, ``c.A c - 2 c.b + s``: its
     terms are as large as ``M = (sqrt(s) + sum_k |c_k| sqrt(A_kk))^2`` and cancel down to the loss, so the rounding of
-    the sums leaves ``eps_64 M / |loss|``. Large only for fits that are nearly exact (loss / s below ~1e-9)."""
-    index = list(range(gram.shape[-1]))
-    scale = offset**0.5 + (abs(coeffs) * gram[..., index, index] ** 0.5).sum(-1)
-    return eps * scale * scale / abs(loss)
+    the sums leaves ``eps_64 M / |loss|``. Large only for fits that are nearly exact (loss / s below ~1e-9).
+
+    ``M = 0`` (every term zero: y = 0 from zero coefficients, a padding series) bounds the error by 0, whatever the
+    loss: 0/0 would otherwise be NaN. A loss of 0 from terms that are not all zero is unresolved: inf."""
+    scale = offset**0.5 + (abs(coeffs) * _diagonal(gram) ** 0.5).sum(-1)
+    moment = scale * scale
+    xp = torch if isinstance(moment, torch.Tensor) else np
+    return xp.where(moment == 0, 0.0, eps * moment / abs(loss))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
+from collections.abc import Callable
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_scalar
 
 _FLOATING = (torch.float32, torch.float64)
 _REDUCED = (torch.float16, torch.bfloat16)
@@ -59,15 +62,19 @@ def check_scalar(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must hold a single value (0-d), got shape {shape_text(t)}")
 
 
-def check_poly_inputs(x: torch.Tensor, coeffs: torch.Tensor, allow_reduced: bool = False) -> None:
-    """x: any shape, non-empty; coeffs: (D+1,), same dtype and device."""
+def check_poly_inputs(
+    x: torch.Tensor, coeffs: torch.Tensor, allow_reduced: bool = False, allow_empty: bool = False
+) -> None:
+    """x: any shape, non-empty (the kernels'; the public poly takes an empty x too); coeffs: (D+1,), same dtype
+    and device."""
     check_floating(x, "x", allow_reduced)
     check_same_dtype_and_device((x, "x"), (coeffs, "coeffs"))
     if coeffs.dim() != 1 or coeffs.numel() == 0:
         raise ValueError(
             "coeffs must be 1-D with at least one coefficient (degree + 1 entries), got shape " + shape_text(coeffs)
         )
-    check_not_empty(x, "x")
+    if not allow_empty:
+        check_not_empty(x, "x")
 
 
 def check_poly_backward_inputs(
@@ -144,6 +151,31 @@ def check_fit_steps(steps: int, record_every: int) -> None:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
 
 
+def check_init(init: torch.Tensor, data: torch.Tensor, terms: int, data_name: str) -> None:
+    """fit_poly's and fit_poly_moments' initial coefficients, checked (and named) before the kernel calls them
+    coeffs: (terms,), or (B, terms) where ``data`` (y or cross_sums, already checked) is (B, ...); float32 or
+    float64 on data's device; for fit_poly (data y) data's dtype as well."""
+    check_tensor(init, "init")
+    if init.dtype not in _FLOATING:
+        raise TypeError(f"init must be a floating-point tensor (float32 or float64), got {init.dtype}")
+    if data_name == "y" and init.dtype != data.dtype:
+        raise TypeError(f"init must have the dtype of x and y ({data.dtype}), got {init.dtype}")
+    batched = data.dim() == 2
+    size = f"{data_name}.shape[-1] = {terms}" if data_name == "cross_sums" else f"{terms}"
+    if not (init.dim() == 1 or (batched and init.dim() == 2 and init.shape[0] == data.shape[0])) or (
+        init.shape[-1] != terms
+    ):
+        batch = (
+            f" and B = {data_name}.shape[0] = {data.shape[0]}"
+            if batched
+            else f" (a batch (B, degree + 1) only where {data_name} is batched; it is 1-D)"
+        )
+        expected = f"(degree + 1,) or (B, degree + 1) with degree + 1 = {size}{batch}"
+        raise ValueError(f"init must have shape {expected}, got {shape_text(init)}")
+    if init.device != data.device:
+        raise RuntimeError(f"init must be on the same device as {data_name} ({data.device}), got {init.device}")
+
+
 MAX_MOMENTS_DEGREE = 2**62 - 1  # 2D + 1 sums must count in int64
 
 
@@ -205,48 +237,77 @@ def check_philox_args(seed: int, stream: int) -> None:
 
 
 # --- Python arguments of the public functions ----------------------------------------------------------------------
-# Under torch.compile they are not checked again: dynamo turns numbers that change between calls into symbolic ones
-# (what the checks below cannot inspect without a graph break), and the first, eager-checked call already saw them;
-# the kernels' own checks still run at trace time.
+# They are checked on every route. Eagerly, and under torch.compile and torch.export where a number is a constant,
+# the checks below simply run (at trace time). Where torch.compile makes a number symbolic (dynamic=True, or a value
+# that changed between calls), each comparison below becomes a guard of the compiled graph: a later value that fails
+# it retraces, and the retrace raises. So the checks are written as comparisons (NaN and +-inf fail them: a symbolic
+# float's ``x < inf`` would simplify to True) and turn a symbolic value into a constant only on the way to raising,
+# for the message (an f-string of a symbolic number does not trace). Under fullgraph=True dynamo reports the
+# exception as "Observed exception ... raised exception ValueError('lr must be ...')", as it reports torch's own
+# argument errors (F.dropout's p).
 
 INT64_MAX = 2**63 - 1
+FLOAT_MAX = sys.float_info.max
+
+
+def _concrete(value: object) -> object:
+    """value as a plain number for a message (under torch.compile a symbolic one is specialized: we are raising)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return guard_scalar(value)
+
+
+def _real_text(value: object) -> str:
+    """repr of value as a float (an integer beyond the float range reads inf, as float() would make it)."""
+    value = _concrete(value)
+    try:
+        return repr(float(value))
+    except OverflowError:
+        return "inf" if value > 0 else "-inf"
 
 
 def _described(value: object) -> str:
     """The value's type and, for anything but a tensor or an array (never echoed whole), its repr."""
+    if isinstance(value, (int, float)):  # bool included; and no getattr on a symbolic number (it does not trace)
+        return f"{type(value).__name__} {_concrete(value)!r}"
     shape = getattr(value, "shape", None)
     if shape is not None:
         return f"{type(value).__name__} of shape {list(shape)}"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_concrete(value)!r}"
 
 
-def integer(value: object, name: str, minimum: int = 0, maximum: int = INT64_MAX, bounds: str = "") -> int:
+def integer(
+    value: object, name: str, minimum: int = 0, maximum: int = INT64_MAX, bounds: str | Callable[[], str] = ""
+) -> int:
     """value as an int in [minimum, maximum], or a TypeError/ValueError naming it: no silent truncation of 2.7,
-    no bools. ``bounds`` words the range for the message (default: from minimum and maximum)."""
-    if torch.compiler.is_compiling():
-        return value
+    no bools. ``bounds`` words the range for the message (default: from minimum and maximum); a callable words it
+    only when raising (where it quotes a number that may be symbolic)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {_described(value)}")
     if not minimum <= value <= maximum:
+        value = _concrete(value)
+        bounds = bounds() if callable(bounds) else bounds
         if not bounds:
             largest = {INT64_MAX: "2^63 - 1", INT64_MAX - 1: "2^63 - 2"}.get(maximum, str(maximum))
             bounds = f">= {minimum}" if value < minimum else f"<= {largest}"
         raise ValueError(f"{name} must be {bounds}, got {value}")
-    return int(value)
+    # int() of a symbolic int would specialize it; numpy's integers (eagerly) become Python ints for the schemas
+    return value if torch.compiler.is_compiling() else int(value)
 
 
 def real(value: object, name: str, minimum: float | None = None) -> float:
     """value as a finite float, or a TypeError/ValueError naming it."""
-    if torch.compiler.is_compiling():
-        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_described(value)}")
-    try:
-        value = float(value)
-    except OverflowError:  # an integer beyond the float range
-        value = math.inf
-    if not math.isfinite(value) or (minimum is not None and value < minimum):
-        raise ValueError(f"{name} must be finite{f' and >= {minimum}' if minimum is not None else ''}, got {value}")
+    if not torch.compiler.is_compiling():  # float() of a symbolic float would specialize it
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            value = math.inf
+    # comparisons, not math.isfinite: they hold as guards where the value is symbolic (and are False for NaN)
+    if not ((-FLOAT_MAX if minimum is None else minimum) <= value <= FLOAT_MAX):
+        bound = f" and >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{name} must be finite{bound}, got {_real_text(value)}")
     return value
 
 
@@ -264,12 +325,19 @@ def optional_tensor(value: object, name: str) -> torch.Tensor | None:
 
 
 def seed(value: object, name: str = "seed") -> int:
-    """A 64-bit Philox key in [0, 2^64), as the int64 bit pattern the ops' schemas carry."""
+    """A 64-bit Philox key in [0, 2^64), as the int64 bit pattern the ops' schemas carry (on every route: a
+    constant above 2^63 - 1 travels through a compiled graph as its negative bit pattern)."""
     value = integer(value, name, 0, 2**64 - 1, bounds="in [0, 2^64)")
-    return value - 2**64 if not torch.compiler.is_compiling() and value >= 2**63 else value
+    return value - 2**64 if value > INT64_MAX else value
 
 
 def stream(value: object, name: str, count: int = 1) -> int:
     """The first of ``count`` consecutive Philox streams (counters), all in [0, 2^63)."""
-    bounds = "in [0, 2^63)" if count == 1 else f"in [0, 2^63 - {count}] (the {count} streams from it stay below 2^63)"
+
+    def bounds() -> str:
+        streams = _concrete(count)
+        if streams == 1:
+            return "in [0, 2^63)"
+        return f"in [0, 2^63 - {streams}] (the {streams} streams from it stay below 2^63)"
+
     return integer(value, name, 0, 2**63 - count, bounds=bounds)

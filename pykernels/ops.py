@@ -16,7 +16,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch.fx.experimental.symbolic_shapes import guard_scalar
 
-from . import _auto, _checks
+from . import _auto, _checks, reference
 from ._backends import get_backend
 
 
@@ -37,9 +37,13 @@ def poly(x: torch.Tensor, coeffs: torch.Tensor, *, backend: str = "cpp") -> torc
         backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the plain-torch reference).
 
     Returns:
-        ``y`` with the shape of ``x``.
+        ``y`` with the shape of ``x`` (empty for an empty ``x``, as torch's elementwise ops).
     """
-    return get_backend(backend).poly(_checks.tensor(x, "x"), _checks.tensor(coeffs, "coeffs"))
+    x, coeffs, ops = _checks.tensor(x, "x"), _checks.tensor(coeffs, "coeffs"), get_backend(backend)
+    if x.numel() == 0:  # the kernels take non-empty x: nothing to evaluate, the definition gives the empty result
+        _checks.check_poly_inputs(x, coeffs, allow_reduced=x.device.type == "cuda", allow_empty=True)
+        return reference.poly_torch(x, coeffs)
+    return ops.poly(x, coeffs)
 
 
 def poly_mse(x: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor, *, backend: str = "cpp") -> PolyMSEResult:
@@ -134,13 +138,7 @@ def fit_poly_moments(
         init: initial coefficients (D+1,) or (B, D+1); zeros by default. Its dtype is the results' dtype.
         dtype: the results' dtype when ``init`` is None (float64 by default).
     """
-    if not isinstance(moments, tuple) or len(moments) != 3:
-        raise TypeError(
-            f"moments must be a PolyMoments (power_sums, cross_sums, square_sum), got {type(moments).__name__}"
-        )
-    power_sums, cross_sums, square_sum = (
-        _checks.tensor(t, name) for t, name in zip(moments, PolyMoments._fields, strict=True)
-    )
+    power_sums, cross_sums, square_sum = _moments_arg(moments)
     init = _checks.optional_tensor(init, "init")
     lr = _checks.real(lr, "lr", minimum=0.0)
     steps = _checks.integer(steps, "steps")
@@ -151,6 +149,8 @@ def fit_poly_moments(
         init = torch.zeros(cross_sums.shape, dtype=dtype or torch.float64, device=cross_sums.device)
     elif dtype is not None:
         raise ValueError("give dtype or init, not both (the results take init's dtype)")
+    elif cross_sums.dim() in (1, 2):  # otherwise the kernel names cross_sums
+        _checks.check_init(init, cross_sums, cross_sums.shape[-1], "cross_sums")
     return FitResult(
         *get_backend(backend).fit_poly_moments(power_sums, cross_sums, square_sum, init, lr, steps, record_every)
     )
@@ -164,11 +164,33 @@ def _numpy_system(moments: PolyMoments) -> tuple[np.ndarray, np.ndarray, np.ndar
         return _auto.gram_system(*(t.detach().cpu().numpy() for t in moments), xp=np)
 
 
+def _moments_arg(moments: object) -> PolyMoments:
+    """moments as a PolyMoments of three dense tensors, or a TypeError naming what was given."""
+    if not isinstance(moments, tuple) or len(moments) != 3:
+        raise TypeError(
+            f"moments must be a PolyMoments (power_sums, cross_sums, square_sum), got {type(moments).__name__}"
+        )
+    return PolyMoments(*(_checks.tensor(t, name) for t, name in zip(moments, PolyMoments._fields, strict=True)))
+
+
+def _iterate_bounds(system: tuple, lr: float, steps: int) -> np.ndarray:
+    """Per series, ``pykernels._auto.iterate_bound`` of the NumPy system."""
+    with np.errstate(all="ignore"):
+        return _auto.iterate_bound(system[0], lr, steps, np)
+
+
 def gram_error_bound(moments: PolyMoments, *, lr: float, steps: int, _system: tuple | None = None) -> float:
     """A bound on the relative error of ``steps`` steps of gradient descent on these statistics (float64 sums and
     iterates), the largest over a batch; inf where they are not finite. See ``pykernels._auto.iterate_bound``."""
+    return float(_iterate_bounds(_system or _numpy_system(moments), lr, steps).max())
+
+
+def _loss_bounds(system: tuple, coeffs: torch.Tensor, loss: torch.Tensor) -> np.ndarray:
+    """Per series, ``pykernels._auto.loss_bound`` of the NumPy system."""
+    gram, _, offset = system
+    wide = (t.detach().cpu().double().numpy() for t in (coeffs, loss))
     with np.errstate(all="ignore"):
-        return float(_auto.iterate_bound((_system or _numpy_system(moments))[0], lr, steps, np).max())
+        return _auto.loss_bound(gram, offset, *wide)
 
 
 def gram_loss_error_bound(
@@ -176,37 +198,81 @@ def gram_loss_error_bound(
 ) -> float:
     """A bound on the relative error of losses computed from these statistics at ``coeffs`` where the loss is
     ``loss`` (the largest over a batch). See ``pykernels._auto.loss_bound``."""
-    gram, _, offset = _system or _numpy_system(moments)
-    wide = (t.detach().cpu().double().numpy() for t in (coeffs, loss))
-    with np.errstate(all="ignore"):
-        return float(_auto.loss_bound(gram, offset, *wide).max())
+    return float(_loss_bounds(_system or _numpy_system(moments), coeffs, loss).max())
 
 
 def choose_fit_method(
     moments: PolyMoments, *, lr: float, steps: int, dtype: torch.dtype, _system: tuple | None = None
 ) -> str:
-    """``"gram"`` or ``"data"``: the method ``fit_poly(method="auto")`` starts with for data of these moments.
+    """``"gram"`` or ``"data"``: the method ``fit_poly(method="auto")`` takes for all the series of these moments.
 
     ``"gram"`` where it is faster (``pykernels._auto.gram_is_faster``) and its iterates accurate:
-    :func:`gram_error_bound` at most ``GRAM_TOLERANCE[dtype]`` (2^-24 for float32 data, 1e-10 for float64). fit_poly
-    then also checks the last loss (:func:`gram_loss_error_bound`)."""
+    :func:`gram_error_bound` at most ``GRAM_TOLERANCE[dtype]`` (2^-24 for float32 data, 1e-10 for float64) for every
+    series. fit_poly decides per series (a series past the tolerance takes the data pass, the others stay on the
+    statistics), then also checks each last loss (:func:`gram_loss_error_bound`)."""
+    moments = _moments_arg(moments)
+    lr = _checks.real(lr, "lr", minimum=0.0)
+    steps = _checks.integer(steps, "steps")
     if dtype not in GRAM_TOLERANCE:
         raise TypeError(f"dtype must be torch.float32 or torch.float64 (the data's dtype), got {dtype}")
     if not _auto.gram_is_faster(int(moments[0][..., 0].min()), moments[1].shape[-1] - 1, steps):
         return "data"
-    bound = gram_error_bound(moments, lr=lr, steps=steps, _system=_system)
-    return "gram" if bound <= GRAM_TOLERANCE[dtype] else "data"
+    bounds = _iterate_bounds(_system or _numpy_system(moments), lr, steps)
+    return "gram" if _auto.within(bounds, GRAM_TOLERANCE[dtype]).all() else "data"
 
 
-def _transformed(*tensors: torch.Tensor) -> bool:
-    """Whether any of the tensors is wrapped by a torch.func transform (its values cannot be read)."""
-    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+def _values_unreadable(*tensors: torch.Tensor) -> bool:
+    """Whether auto's choice cannot read the tensors' values: inside torch.func transforms (vmap, grad), on the
+    meta device, for fake tensors and tensor subclasses with their own dispatch (the Python dispatch key), or
+    while make_fx or a FakeTensorMode traces."""
+    modes = torch._C._TorchDispatchModeKey
+    if any(torch._C._get_dispatch_mode(mode) is not None for mode in (modes.FAKE, modes.PROXY)):
+        return True
+    python = torch._C.DispatchKey.Python
+    return any(
+        t.is_meta or torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._dispatch_keys(t).has(python)
+        for t in tensors
+    )
+
+
+def _auto_fit(ops, x, y, init, degree: int, lr: float, steps: int, record_every: int) -> FitResult:
+    """fit_poly(method="auto"), eagerly: the statistics where they are faster, then per series the data pass where
+    their iterates' or their last loss's bound exceeds the tolerance (or they are not finite). A series that fails
+    takes the data pass alone: the others keep their statistics' fit (the data pass is per series, so its values
+    are those of a whole-batch pass, as the traced form computes them)."""
+    if not _auto.gram_is_faster(y.shape[-1], degree, steps):
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))  # before anything of size (D+1)^2
+    tolerance = GRAM_TOLERANCE[x.dtype]
+    moments = PolyMoments(*ops.poly_moments(x, y, degree))
+    system = _numpy_system(moments)
+    accurate = _auto.within(_iterate_bounds(system, lr, steps), tolerance)
+    if not accurate.any():
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
+    finite = (torch.isfinite(fit.coeffs).all(-1) & torch.isfinite(fit.trace).all(-1)).cpu().numpy()
+    kept = accurate & finite
+    if fit.trace.shape[-1] > 0:
+        kept &= _auto.within(_loss_bounds(system, fit.coeffs, fit.trace[..., -1]), tolerance)
+    # not kept: the statistics overflowed (y^2 beyond float64), or the fit is so close to exact that the quadratic
+    # form cannot resolve its loss: the data pass's values (for float32 data, a float32 sum of squares may overflow
+    # where the kept float64 statistics do not: auto then returns the finite MSE)
+    if kept.all():
+        return fit
+    if y.dim() == 1 or not kept.any():
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    redo = torch.from_numpy(np.flatnonzero(~kept)).to(y.device)
+    part = ops.fit_poly(
+        x[redo] if x.dim() == 2 else x, y[redo], init[redo] if init.dim() == 2 else init, lr, steps, record_every
+    )
+    return FitResult(fit.coeffs.index_copy(0, redo, part[0]), fit.trace.index_copy(0, redo, part[1]))
 
 
 def _auto_fit_traced(ops, x, y, init, degree: int, lr: float, steps: int, record_every: int) -> FitResult:
-    """fit_poly(method="auto") under torch.compile and torch.export: the same choices as eager, as torch.cond's of
-    the graph (one graph, no break on the data-dependent choice; the speed test stays symbolic in a dynamic N).
-    Each cond returns one tensor, the coefficients and the trace side by side (a two-output cond fails under vmap)."""
+    """fit_poly(method="auto") under torch.compile and torch.export: the same choices as eager, per series, as
+    torch.cond's of the graph (one graph, no break on the data-dependent choice; the speed test stays symbolic in a
+    dynamic N). Where some series fail, the data pass runs on all of them and each failing series takes its values
+    (a cond's branches cannot change shape). Each cond returns one tensor, the coefficients and the trace side by
+    side (a two-output cond fails under vmap)."""
     # torch.cond's branches take no symbolic float; with dynamic=True even these constants would be one
     lr, eps = guard_scalar(lr), guard_scalar(_auto.EPS64)
     tolerance = guard_scalar(GRAM_TOLERANCE[x.dtype])
@@ -218,23 +284,25 @@ def _auto_fit_traced(ops, x, y, init, degree: int, lr: float, steps: int, record
     def on_data(x, y, init, *_):
         return packed(*ops.fit_poly(x, y, init, lr, steps, record_every))
 
-    def on_statistics(x, y, init, power_sums, cross_sums, square_sum):
+    def on_statistics(x, y, init, accurate, power_sums, cross_sums, square_sum):
         coeffs, trace = ops.fit_poly_moments(power_sums, cross_sums, square_sum, init, lr, steps, record_every)
-        if trace.shape[-1] == 0:
-            return packed(coeffs, trace)
-        gram, _, offset = _auto.gram_system(power_sums, cross_sums, square_sum, torch)
-        bound = _auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double(), eps)
-        kept = torch.isfinite(coeffs).all() & torch.isfinite(trace).all() & ~(bound > tolerance).any()
+        kept = accurate & torch.isfinite(coeffs).all(-1) & torch.isfinite(trace).all(-1)
+        if trace.shape[-1] > 0:
+            gram, _, offset = _auto.gram_system(power_sums, cross_sums, square_sum, torch)
+            bound = _auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double(), eps)
+            kept = kept & _auto.within(bound, tolerance)
         result = packed(coeffs, trace)
-        return torch.cond(
-            kept, lambda result, *_: result.clone(), lambda _, *data: on_data(*data), (result, x, y, init)
-        )
+
+        def mixed(result, kept, x, y, init):
+            return torch.where(kept[..., None], result, on_data(x, y, init))
+
+        return torch.cond(kept.all(), lambda result, *_: result.clone(), mixed, (result, kept, x, y, init))
 
     def on_faster(x, y, init):
         moments = ops.poly_moments(x, y, degree)
         gram = _auto.gram_system(*moments, torch)[0]
-        accurate = (_auto.iterate_bound(gram, lr, steps, torch, eps) <= tolerance).all()
-        return torch.cond(accurate, on_statistics, on_data, (x, y, init, *moments))
+        accurate = _auto.within(_auto.iterate_bound(gram, lr, steps, torch, eps), tolerance)
+        return torch.cond(accurate.any(), on_statistics, on_data, (x, y, init, accurate, *moments))
 
     faster = _auto.gram_is_faster(y.shape[-1], degree, steps)
     if isinstance(faster, torch.SymBool):  # a dynamic N: the speed test stays in the graph
@@ -273,8 +341,10 @@ def fit_poly(
             ``"gram"`` makes one pass for the sufficient statistics (:func:`poly_moments`, float64) and steps on
             them (:func:`fit_poly_moments`: (D+1)^2 work per step, float64, the loss from the quadratic form);
             ``"auto"`` (default) takes ``"gram"`` where it is faster and accurate (:func:`choose_fit_method`), and
-            the data pass where the losses turn out too small for the quadratic form to resolve, or where the
-            choice cannot read the data (inside torch.func transforms: vmap, grad).
+            the data pass, per series, where a series' bound exceeds the tolerance or its loss turns out too small
+            for the quadratic form to resolve; the whole data pass where the choice cannot read the data (inside
+            torch.func transforms: vmap, grad; fake or meta tensors, make_fx, tensor subclasses). The same choice
+            eagerly, under torch.compile and torch.export, and in AOTInductor packages.
             The same iterates in exact arithmetic; results in the data's dtype either way.
         backend: ``"cpp"`` (default), ``"numba"`` or ``"torch"`` (the reference loops).
 
@@ -291,36 +361,20 @@ def fit_poly(
     batch = (y.shape[0],) if y.dim() == 2 else ()
     if init is None:
         init = torch.zeros((*batch, degree + 1), dtype=y.dtype, device=y.device)
-    elif init.dim() == 0 or init.shape[-1] != degree + 1:
-        raise ValueError(
-            f"init must have shape (degree + 1,) or (B, degree + 1) with degree + 1 = {degree + 1}, got "
-            f"{list(init.shape)}"
-        )
-    elif init.dtype != y.dtype and y.is_floating_point() and not torch.compiler.is_compiling():
-        raise TypeError(f"init must have the dtype of x and y ({y.dtype}), got {init.dtype}")
-    if method == "data" or (method == "auto" and not torch.compiler.is_compiling() and _transformed(x, y, init)):
-        # under torch.func transforms (vmap, grad, ...) the values auto's choice reads are not there: the data pass
+    else:  # the data first (as the kernels check it), so that a bad init is named as init, not as the kernel's coeffs
+        _checks.check_fit_data(x, y)
+        _checks.check_init(init, y, degree + 1, "y")
+    if method == "data" or (method == "auto" and not torch.compiler.is_compiling() and _values_unreadable(x, y, init)):
+        # where the values auto's choice reads are not there (torch.func transforms, fake or meta tensors, make_fx,
+        # subclasses): the data pass
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     _checks.check_fit_poly_inputs(x, y, init, lr, steps, record_every)  # before the moments' pass over the data
-    if method == "auto" and torch.compiler.is_compiling():
-        return _auto_fit_traced(ops, x, y, init, degree, lr, steps, record_every)
-    if method == "auto" and not _auto.gram_is_faster(y.shape[-1], degree, steps):
-        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))  # before anything of size (D+1)^2
-    moments = PolyMoments(*ops.poly_moments(x, y, degree))
     if method == "gram":
+        moments = ops.poly_moments(x, y, degree)
         return FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
-    system = _numpy_system(moments)
-    if choose_fit_method(moments, lr=lr, steps=steps, dtype=x.dtype, _system=system) == "data":
-        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
-    fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
-    kept = bool(torch.isfinite(fit.coeffs).all() and torch.isfinite(fit.trace).all()) and (
-        fit.trace.shape[-1] == 0
-        or gram_loss_error_bound(moments, fit.coeffs, fit.trace[..., -1], _system=system) <= GRAM_TOLERANCE[x.dtype]
-    )
-    # not kept: the statistics overflowed (y^2 beyond float64), or the fit is so close to exact that the quadratic
-    # form cannot resolve its loss: the data pass's values (for float32 data, a float32 sum of squares may overflow
-    # where the kept float64 statistics do not: auto then returns the finite MSE)
-    return fit if kept else FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
+    if torch.compiler.is_compiling():
+        return _auto_fit_traced(ops, x, y, init, degree, lr, steps, record_every)
+    return _auto_fit(ops, x, y, init, degree, lr, steps, record_every)
 
 
 def linear_sgd_step(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:

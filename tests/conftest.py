@@ -93,3 +93,28 @@ def _seeded():
 
 
 __all__ = ["pykernels"]
+
+
+# The routes a call can take: eagerly, through torch.compile (fullgraph, dynamic=True: numbers and sizes symbolic
+# from the first call, so a check must hold as a guard) and through torch.export (numbers are constants).
+ROUTES = ["eager", "compile", "export"]
+
+
+class _Called(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def routed(route: str, fn):
+    """fn as the route runs it: the same callable for repeated calls (a compiled one keeps its guards)."""
+    if route == "eager":
+        return fn
+    if route == "compile":
+        torch._dynamo.reset()
+        return torch.compile(fn, fullgraph=True, dynamic=True, backend="aot_eager")
+    assert route == "export"
+    return lambda *args: torch.export.export(_Called(fn), args).module()(*args)

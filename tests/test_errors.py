@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import KERNEL_BACKENDS
+from conftest import KERNEL_BACKENDS, ROUTES, routed
 
 import pykernels
 import pykernels.distributed
@@ -38,7 +38,6 @@ BAD_CALLS = [
     ),
     ("coeffs_2d", "poly", lambda: (t(3), t(2, 3)), ValueError, r"coeffs must be 1-D .*got shape \[2, 3\]"),
     ("coeffs_empty", "poly", lambda: (t(3), t(0)), ValueError, r"coeffs must be 1-D with at least one"),
-    ("x_empty", "poly", lambda: (t(0), t(2)), ValueError, r"x must not be empty, got shape \[0\]"),
     # torch's own argument parser answers for the compiled ops (RuntimeError), the Python checks a TypeError
     (
         "not_a_tensor",
@@ -353,3 +352,162 @@ def test_a_loader_that_returns_no_backend_is_refused():
             pykernels.get_backend("broken")
     finally:
         pykernels._backends._LOADERS.pop("broken")
+
+
+# --- every route ----------------------------------------------------------------------------------------------------
+
+_X = torch.linspace(-1, 1, 30, dtype=f64)
+
+
+def _fit(x, y, value):
+    return tuple(pykernels.fit_poly(x, y, 2, lr=value, steps=5))
+
+
+def _fit_degree(x, y, value):
+    return tuple(pykernels.fit_poly(x, y, value, lr=0.1, steps=5))
+
+
+def _fit_steps(x, y, value):
+    return tuple(pykernels.fit_poly(x, y, 2, lr=0.1, steps=value, method="data"))
+
+
+def _fit_record_every(x, y, value):
+    return tuple(pykernels.fit_poly(x, y, 2, lr=0.1, steps=5, record_every=value))
+
+
+def _moments_fit(x, y, value):
+    return tuple(pykernels.fit_poly_moments(pykernels.poly_moments(x, y, 2), lr=value, steps=5))
+
+
+def _sgd_step(x, y, value):
+    return pykernels.linear_sgd_step(x.clone(), torch.zeros(1, dtype=f64), y, y[0], value)
+
+
+def _normal(x, y, value):
+    return pykernels.philox_normal(4, seed=value)
+
+
+def _normal_stream(x, y, value):
+    return pykernels.philox_normal(4, seed=1, stream=value)
+
+
+def _philox_epochs(x, y, value):
+    return pykernels.linear_sgd_philox(x.clone(), torch.zeros(1, dtype=f64), lr=0.01, epochs=value, seed=1)
+
+
+# (name, call(x, y, value), a good value, a bad value, message): the bad value fails on every route, after a good
+# call on the compiled route (the value is symbolic there: its check must hold as a guard of the compiled graph)
+ROUTE_BAD_ARGUMENTS = [
+    ("fit_lr_negative", _fit, 0.5, -0.5, r"lr must be finite and >= 0.0, got -0.5"),
+    ("fit_lr_nan", _fit, 0.5, math.nan, r"lr must be finite and >= 0.0, got nan"),
+    ("fit_lr_inf", _fit, 0.5, math.inf, r"lr must be finite and >= 0.0, got inf"),
+    ("fit_degree_bool", _fit_degree, 2, True, r"degree must be an integer, got bool True"),
+    ("fit_degree_negative", _fit_degree, 2, -1, r"degree must be >= 0, got -1"),
+    ("fit_degree_float", _fit_degree, 2, 2.0, r"degree must be an integer, got float 2.0"),
+    ("fit_steps_negative", _fit_steps, 3, -1, r"steps must be >= 0, got -1"),
+    ("fit_record_every_0", _fit_record_every, 2, 0, r"record_every must be >= 1, got 0"),
+    ("moments_fit_lr_nan", _moments_fit, 0.5, math.nan, r"lr must be finite and >= 0.0, got nan"),
+    ("sgd_step_lr_negative", _sgd_step, 0.01, -1.0, r"lr must be finite and >= 0.0, got -1.0"),
+    ("normal_seed_negative", _normal, 5, -1, r"seed must be in \[0, 2\^64\), got -1"),
+    ("normal_seed_2_64", _normal, 2**64 - 1, 2**64, r"seed must be in \[0, 2\^64\), got 18446744073709551616"),
+    ("normal_stream_negative", _normal_stream, 3, -1, r"stream must be in \[0, 2\^63\), got -1"),
+    ("philox_epochs_0", _philox_epochs, 2, 0, r"epochs must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    ("name", "call", "good", "bad", "pattern"), ROUTE_BAD_ARGUMENTS, ids=[c[0] for c in ROUTE_BAD_ARGUMENTS]
+)
+def test_argument_checks_hold_on_every_route(route, name, call, good, bad, pattern):
+    """torch.compile reports the exception as dynamo's "Observed exception ... raised exception ValueError('...')"
+    under fullgraph (as it reports torch's own, F.dropout(p=-0.5)); the message is the eager one."""
+    x, y = _X, torch.cos(_X)
+    run = routed(route, call)
+    if route == "compile":
+        for got, want in zip(pytree_leaves(run(x, y, good)), pytree_leaves(call(x, y, good)), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(Exception, match=pattern):
+        run(x, y, bad)
+
+
+def pytree_leaves(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**63, 2**63 + 5, 2**64 - 1])
+def test_seeds_keep_their_64_bits_on_every_route(route, seed):
+    """The README's promise, [0, 2^64): a seed past int64 travels as its bit pattern through compiled graphs too."""
+    eager = pykernels.philox_normal(64, seed=seed)
+    assert not torch.equal(eager, pykernels.philox_normal(64, seed=seed ^ 1))
+    torch.testing.assert_close(routed(route, _normal)(_X, _X, seed), eager[:4], rtol=0, atol=0)
+
+
+def test_a_bad_init_is_named_init():
+    x, y = _X, torch.stack([torch.cos(_X)] * 3)
+    with pytest.raises(ValueError, match=r"^init must have shape .* and B = y.shape\[0\] = 3, got \[2, 3\]$"):
+        pykernels.fit_poly(x, y, 2, lr=0.1, steps=3, init=torch.zeros(2, 3, dtype=f64))
+    with pytest.raises(ValueError, match=r"^init must have shape \(degree \+ 1,\) .*it is 1-D\), got \[3, 3\]$"):
+        pykernels.fit_poly(x, y[0], 2, lr=0.1, steps=3, init=torch.zeros(3, 3, dtype=f64))
+    with pytest.raises(
+        TypeError, match=r"^init must be a floating-point tensor \(float32 or float64\), got torch.int64"
+    ):
+        pykernels.fit_poly(x, y, 2, lr=0.1, steps=3, init=torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match=r"^init must be on the same device as y \(cpu\), got meta"):
+        pykernels.fit_poly(x, y, 2, lr=0.1, steps=3, init=torch.zeros(3, dtype=f64, device="meta"))
+    moments = pykernels.poly_moments(x, y, 2)
+    with pytest.raises(
+        ValueError, match=r"^init must have shape .*degree \+ 1 = cross_sums.shape\[-1\] = 3 .*got \[4\]"
+    ):
+        pykernels.fit_poly_moments(moments, lr=0.1, steps=3, init=torch.zeros(4, dtype=f64))
+    with pytest.raises(ValueError, match=r"^init must have shape .* and B = cross_sums.shape\[0\] = 3, got \[2, 3\]"):
+        pykernels.fit_poly_moments(moments, lr=0.1, steps=3, init=torch.zeros(2, 3))
+    with pytest.raises(TypeError, match=r"^init must be a floating-point tensor"):
+        pykernels.fit_poly_moments(moments, lr=0.1, steps=3, init=torch.zeros(3, dtype=torch.float16))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "pattern"),
+    [
+        ({"lr": -1.0, "steps": 10}, ValueError, r"^lr must be finite and >= 0.0, got -1.0$"),
+        ({"lr": math.nan, "steps": 10}, ValueError, r"^lr must be finite and >= 0.0, got nan$"),
+        ({"lr": 0.1, "steps": -1}, ValueError, r"^steps must be >= 0, got -1$"),
+        ({"lr": 0.1, "steps": 2.5}, TypeError, r"^steps must be an integer, got float 2.5$"),
+    ],
+)
+def test_choose_fit_method_checks_its_arguments(arguments, error, pattern):
+    moments = pykernels.poly_moments(_X, torch.cos(_X), 2)
+    with pytest.raises(error, match=pattern):
+        pykernels.choose_fit_method(moments, dtype=f64, **arguments)
+    with pytest.raises(TypeError, match=r"^moments must be a PolyMoments"):
+        pykernels.choose_fit_method(moments[0], dtype=f64, lr=0.1, steps=10)
+
+
+@pytest.mark.parametrize("make_out", [lambda tmp: tmp / "a_file", lambda tmp: tmp / "a_file" / "below"])
+def test_study_checks_its_out_folder_before_any_work(tmp_path, capsys, make_out):
+    """An existing file (or a file among the parents) is a usage error naming --out, from the argument parser:
+    before the sections run for minutes."""
+    from pykernels.study.__main__ import parse_args
+
+    (tmp_path / "a_file").write_text("keep")
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--out", str(make_out(tmp_path)), "--quick"])
+    assert exited.value.code == 2
+    assert "argument --out:" in capsys.readouterr().err and "a_file" in str(make_out(tmp_path))
+    assert (tmp_path / "a_file").read_text() == "keep"
+    assert parse_args(["--out", str(tmp_path / "new" / "folder")]).out == tmp_path / "new" / "folder"
+
+
+@pytest.mark.parametrize("backend", [*KERNEL_BACKENDS, "torch"])
+@pytest.mark.parametrize("shape", [(0,), (2, 0, 3)])
+def test_poly_of_an_empty_x_is_empty(backend, shape):
+    """As torch's elementwise ops: the README's "any shape of x"; coeffs' gradient is an empty sum, zeros."""
+    x = torch.empty(shape, dtype=f64)
+    coeffs = torch.tensor([1.0, 2.0, 3.0], dtype=f64, requires_grad=True)
+    y = pykernels.poly(x, coeffs, backend=backend)
+    assert y.shape == shape and y.dtype == f64
+    y.sum().backward()
+    assert torch.equal(coeffs.grad, torch.zeros(3, dtype=f64))
+    with pytest.raises(TypeError, match=r"coeffs must have the same dtype as x"):
+        pykernels.poly(torch.empty(0), coeffs, backend=backend)

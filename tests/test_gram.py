@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICES, DTYPES, KERNEL_BACKENDS, make_tensor
+from conftest import DEVICES, DTYPES, KERNEL_BACKENDS, ROUTES, make_tensor, routed
 
 import pykernels
 from pykernels import reference
@@ -552,3 +552,103 @@ def test_a_recorded_loss_overflows_as_the_reference_computes_it(batch):
     got = torch.ops.pykernels.fit_poly_moments(*moments, init, 0.01, 3, 1)
     want = reference.fit_poly_moments_torch(*moments, init, 0.01, 3, 1)
     torch.testing.assert_close(got[1], want[1], equal_nan=True, rtol=1e-12, atol=0)
+
+
+# --- auto is deterministic and total (issue 25) ----------------------------------------------------------------------
+
+_AUTO_X = torch.linspace(-1, 1, 200, dtype=torch.float64)
+
+
+def _auto_fit(x, y):
+    return tuple(pykernels.fit_poly(x, y, 3, lr=0.225, steps=20_000, record_every=1000))
+
+
+def _by_method(x, y, method):
+    return pykernels.fit_poly(x, y, 3, lr=0.225, steps=20_000, record_every=1000, method=method)
+
+
+def test_a_nan_bound_is_defined_the_same_in_numpy_and_torch():
+    """M = 0 (every term of the quadratic form zero: a zero series from zero coefficients): the loss 0 is exact,
+    bound 0, where 0/0 gave NaN; a loss of 0 from terms that are not zero is unresolved (inf); a NaN bound (NaN
+    sums) is never within the tolerance, in both forms."""
+    gram = np.eye(2)[None].repeat(3, 0)
+    offset = np.array([0.0, 1.0, np.nan])
+    coeffs, loss = np.zeros((3, 2)), np.zeros(3)
+    for xp, convert in ((np, np.asarray), (torch, torch.from_numpy)):
+        bound = pykernels._auto.loss_bound(*(convert(a) for a in (gram, offset, coeffs, loss)))
+        assert bound[0] == 0 and bound[1] == math.inf and math.isnan(bound[2])
+        assert [bool(v) for v in pykernels._auto.within(bound, 1e-10)] == [True, False, False], xp
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_zero_series_keeps_the_batch_on_the_statistics(route):
+    """A padding series (y = 0) made the eager batch take the data pass (its loss bound 0/0) and the compiled one
+    keep the statistics: now both keep them, with the same values."""
+    ys = torch.stack([torch.cos(k * _AUTO_X) for k in range(1, 6)] + [torch.zeros_like(_AUTO_X)])
+    gram = _by_method(_AUTO_X, ys, "gram")
+    for got, want in zip(routed(route, _auto_fit)(_AUTO_X, ys), gram, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_auto_decides_per_series(route):
+    """One nearly exact series (its loss below what the quadratic form resolves) takes the data pass; the others
+    keep the statistics' fit, and every route returns the same values."""
+    ys = torch.stack([torch.cos(k * _AUTO_X) for k in range(1, 6)])
+    ys[2] = 0.5 - _AUTO_X + 2 * _AUTO_X**3
+    gram, data = _by_method(_AUTO_X, ys, "gram"), _by_method(_AUTO_X, ys, "data")
+    assert not torch.equal(gram.coeffs[2], data.coeffs[2])
+    kept = torch.tensor([True, True, False, True, True])[:, None]
+    for got, statistics, pass_ in zip(routed(route, _auto_fit)(_AUTO_X, ys), gram, data, strict=True):
+        torch.testing.assert_close(got, torch.where(kept, statistics, pass_), rtol=0, atol=0)
+
+
+def _two(t):
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    return TwoTensor(t, t.clone())
+
+
+def _fake_fit(x, y):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        return _auto_fit(mode.from_tensor(x), mode.from_tensor(y))
+
+
+@pytest.mark.parametrize(
+    ("where", "run"),
+    [
+        ("meta", lambda x, y: _auto_fit(x.to("meta"), y.to("meta"))),
+        ("fake_tensor_mode", _fake_fit),
+        ("make_fx", lambda x, y: torch.fx.experimental.proxy_tensor.make_fx(_auto_fit)(x, y)(x, y)),
+        ("subclass", lambda x, y: tuple(t.a for t in _auto_fit(_two(x), _two(y)))),
+    ],
+)
+def test_auto_falls_back_to_the_data_pass_where_it_cannot_read_values(where, run):
+    """As inside torch.func: the shapes of the data pass (fake, meta), its graph (make_fx) and its values."""
+    ys = torch.stack([torch.cos(k * _AUTO_X) for k in range(1, 4)])
+    data = _by_method(_AUTO_X, ys, "data")
+    for got, want in zip(run(_AUTO_X, ys), data, strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        if where in ("make_fx", "subclass"):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_auto_packages_with_aot_inductor(tmp_path):
+    """aoti_compile_and_package of a module that uses fit_poly(method="auto"): advanced indexing inside
+    torch.cond failed there ("Attempting to use FunctionalTensor on its own"); 1-4 minutes on 2 busy cores."""
+
+    class Fit(torch.nn.Module):
+        def forward(self, x, y):
+            fit = pykernels.fit_poly(x, y, 3, lr=0.5, steps=100, record_every=10)
+            return fit.coeffs, fit.trace
+
+    x = torch.linspace(0, 1, 300, dtype=torch.float64)
+    y = torch.stack([torch.sin(3 * x), torch.zeros_like(x)])
+    path = torch._inductor.aoti_compile_and_package(
+        torch.export.export(Fit(), (x, y)), package_path=str(tmp_path / "fit.pt2")
+    )
+    for got, want in zip(torch._inductor.aoti_load_package(path)(x, y), Fit()(x, y), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

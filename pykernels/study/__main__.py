@@ -52,7 +52,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="re-run with THP_MEM_ALLOC_ENABLE=1: huge pages for torch's large CPU tensors",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    problem = _out_problem(args.out)
+    if problem:  # before any section runs (a full study takes many minutes before it writes)
+        parser.error(f"argument --out: {problem}")
+    return args
+
+
+def _out_problem(out: Path) -> str | None:
+    """Why the study could not write into the folder ``out`` (new or existing), or None."""
+    if out.exists():
+        if not out.is_dir():
+            return f"{str(out)!r} is an existing file; expected a folder (new or existing) for the report"
+        return None if os.access(out, os.W_OK | os.X_OK) else f"the folder {str(out)!r} is not writable"
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create the folder {str(out)!r}: {str(parent)!r} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create the folder {str(out)!r}: {str(parent)!r} is not writable"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
