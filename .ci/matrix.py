@@ -164,6 +164,7 @@ def run_cell(cell: Cell, out: Path) -> dict:
                 text=True,
                 start_new_session=True,
             )
+            RUNNING.append(process)
             try:
                 stdout, stderr = process.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -171,6 +172,7 @@ def run_cell(cell: Cell, out: Path) -> dict:
                 stdout, stderr = process.communicate()
                 log.write(stdout + stderr)
                 raise CellFailed(f"{name} timed out after {timeout:.0f} s; see {log_path}") from None
+            RUNNING.remove(process)
             log.write(stdout + stderr)
             log.flush()
             row[f"{name}_seconds"] = round(time.perf_counter() - begin)
@@ -228,6 +230,17 @@ class CellFailed(Exception):
     pass
 
 
+RUNNING: list[subprocess.Popen] = []  # the step running now (its own process group)
+
+
+def _end_steps(signum, frame) -> None:
+    """SIGTERM (CI's time limit): end the running step's whole process group too, not only this driver."""
+    for process in RUNNING:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    raise SystemExit(f"matrix: ended by signal {signum}")
+
+
 VERSIONS = """
 import json, sys, numpy, numba, torch
 try:
@@ -268,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(args.cells) - set(names):
         parser.error(f"unknown cells {sorted(unknown)}: choose from {names}")
     args.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _end_steps)
     rows = [run_cell(cell, args.out) for cell in CELLS if cell.name in args.cells]
     (args.out / "matrix.json").write_text(json.dumps(rows, indent=1))
     (args.out / "matrix.md").write_text(markdown(rows))
