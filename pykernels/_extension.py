@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -38,9 +39,10 @@ _COMPLETE = "complete.json"  # written last into a cache entry: its presence mea
 def recorded_build_info() -> dict[str, Any] | None:
     """What setup.py recorded when it built the extension module at install, or None if it built none."""
     try:
-        return json.loads(_BUILD_INFO_PATH.read_text())
+        info = json.loads(_BUILD_INFO_PATH.read_text())
     except (OSError, ValueError):
         return None
+    return info if isinstance(info, dict) else None  # (a damaged record: no prebuilt extension to trust)
 
 
 def prebuilt_mismatch(info: dict[str, Any]) -> str | None:
@@ -87,7 +89,14 @@ def _prebuilt_damage(info: dict[str, Any]) -> str | None:
     if not isinstance(name, str) or "/" in name or not name.startswith("_C"):
         return "the extension built at install has no recorded size and sha256 to check (reinstall pykernels)"
     damage = library_damage(PACKAGE / name, recorded)
-    return None if damage is None else f"the extension built at install does not match its record: {damage}"
+    if damage is not None:
+        return f"the extension built at install does not match its record: {damage}"
+    # The file checked must be the one imported: Python prefers _C.cpython-*.so to _C.abi3.so beside it.
+    spec = importlib.util.find_spec("pykernels._C")
+    origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    if origin != (PACKAGE / name).resolve():
+        return f"pykernels._C would be imported from {origin}, not from the checked {PACKAGE / name}"
+    return None
 
 
 def _import_prebuilt() -> None:

@@ -233,7 +233,10 @@ def fit_poly_sharded(x: torch.Tensor, y: torch.Tensor, degree: int, **fit_kwargs
             **{name: fit_kwargs.get(name, default) for name, default in _FIT_DEFAULTS.items()},
             "lr": float(fit_kwargs["lr"]),  # (checked by fit_poly: a real number) 1 and 1.0 are the same rate
         }
-        return fit, {**fields, **_data_fields(checked_y)}
+        # Last, the batch itself: every rank must hold the same one (per-rank random data without a shared seed would
+        # otherwise fit each rank's rows of its own batch, silently); one pass over it, small beside the fit.
+        contents = {"y (contents)": checked_y, "x (contents)": checked_x}
+        return fit, {**fields, **_data_fields(checked_y), **contents}
 
     local_fit = _agreed("fit_poly_sharded", local, None, y)
     bounds = [len(y) * r // world for r in range(world + 1)]

@@ -211,6 +211,7 @@ def _mismatch_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> 
                 x.float() if rank else x, series.float() if rank else series, DEGREE, **fit
             ),
             "sharded batch": lambda: distributed.fit_poly_sharded(x, series[: 5 - other], DEGREE, **fit),
+            "sharded contents": lambda: distributed.fit_poly_sharded(x, series + other, DEGREE, **fit),
             "sharded init": lambda: distributed.fit_poly_sharded(
                 x, series, DEGREE, init=torch.full((DEGREE + 1,), 0.1 * other, dtype=x.dtype), **fit
             ),
@@ -267,6 +268,7 @@ MISMATCHES = {  # case: what both ranks' ValueError says
     "sharded dtype": "they differ in dtype: torch.float64 on rank 0, torch.float32 on rank 1",
     "sharded batch": "they differ in series (B): 5 on rank 0, 4 on rank 1",
     "sharded init": "they differ in init: a tensor of shape [5] (sha256 ",
+    "sharded contents": "they differ in y (contents): a tensor of shape [5, 101] (sha256 ",
     "ddp steps": "train_ddp: every rank must pass the same arguments; they differ in steps: 3 on rank 0, 4 on rank 1",
     "ddp lr": "they differ in lr: 0.5 on rank 0, 1.0 on rank 1",
     "ddp degree": "they differ in degree: 4 on rank 0, 5 on rank 1",
