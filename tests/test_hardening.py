@@ -430,7 +430,12 @@ def _cut_short(path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("damage", "pattern"),
-    [("index cut short", "*.nbi"), ("index emptied", "*.nbi"), ("data cut short", "*.nbc")],
+    [
+        ("index cut short", "*.nbi"),
+        ("index emptied", "*.nbi"),
+        ("data cut short", "*.nbc"),
+        ("data zeroed inside", "*.nbc"),  # still unpickles: it reached LLVM, which failed or crashed on it
+    ],
 )
 def test_a_damaged_numba_cache_file_is_named_dropped_and_recompiled(tmp_path, damage, pattern):
     """numba's cache index or data file cut short (a full disk, an interrupted copy, a crash before it reached the
@@ -454,6 +459,10 @@ def test_a_damaged_numba_cache_file_is_named_dropped_and_recompiled(tmp_path, da
     for path in damaged:
         if damage == "index emptied":
             os.truncate(path, 0)
+        elif damage == "data zeroed inside":
+            with open(path, "r+b") as f:  # a page of zeros half-way in, the size unchanged
+                f.seek(path.stat().st_size // 2)
+                f.write(bytes(min(4096, path.stat().st_size // 4)))
         else:
             _cut_short(path)
     first = run()  # the first run after the damage

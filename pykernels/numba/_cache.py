@@ -8,15 +8,19 @@ in the system temp dir (private to the user, checked: numba loads the code it fi
 
 A damaged cache file (an index or data file cut short by a full disk, an interrupted copy or a crash before the
 data reached the disk) makes numba raise ``UnpicklingError: pickle data was truncated`` (or ``EOFError``) from every
-call of the kernel, naming no file. pykernels' kernels are compiled with :func:`njit`, numba's own with a cache that
-treats a file it cannot unpickle as a miss instead: it warns naming the file, deletes it, and the kernel recompiles
-(and is cached again).
+call of the kernel, naming no file, or (damaged inside, still unpickling) fail in LLVM or crash. pykernels' kernels
+are compiled with :func:`njit`, numba's own with a cache whose data files carry a sha256 and that treats a file it
+cannot unpickle, verify, open or rebuild as a miss instead: it warns naming the file, deletes a damaged one, and the
+kernel recompiles (and is cached again).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -54,15 +58,22 @@ def cache_dir() -> str:
     return str(_PACKAGE / "__pycache__") if writable(_PACKAGE / "__pycache__") else "numba's user cache folder"
 
 
+_DIGESTED = b"pykernels-sha256\0"  # data files written here: this, the payload's sha256, then numba's pickle
+
+
 class _RecoveringCacheFile(IndexDataCacheFile):
-    """numba's index and data files of one function's cache, where a file that cannot be unpickled is a miss (the
-    kernel recompiles and is saved again) with a warning naming it, not an error from every call."""
+    """numba's index and data files of one function's cache, where a damaged file is a miss (the kernel recompiles and
+    is saved again) with a warning naming it, not an error from every call. Data files carry a sha256 of their
+    payload: a file that still unpickles but is damaged inside (a page of zeros after a crash) would otherwise reach
+    LLVM, which fails on it or crashes the process. A file that cannot be opened (a folder in its place, no
+    permission) is a miss too, and one that cannot be written leaves the kernel uncached, both with a warning."""
 
     def _load_index(self) -> dict:
         try:
             return super()._load_index()
-        except OSError:  # (a missing index is a miss in numba already) unreadable: not damage, numba's to report
-            raise
+        except OSError as error:  # (a missing index is a miss in numba already)
+            _unusable(self._index_path, error)
+            return {}
         except Exception as error:  # truncated: UnpicklingError or EOFError; garbled: almost any error of pickle
             _drop(self._index_path, error)
             return {}
@@ -70,12 +81,45 @@ class _RecoveringCacheFile(IndexDataCacheFile):
     def _load_data(self, name: str) -> object:
         path = self._data_path(name)
         try:
-            return super()._load_data(name)
-        except OSError:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
             raise  # numba's load() takes a missing data file for a miss
+        except OSError as error:
+            _unusable(path, error)
+            return None
+        if not raw.startswith(_DIGESTED):  # written by plain numba (before pykernels digested them): a miss
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return None
+        digest, payload = raw[len(_DIGESTED) : len(_DIGESTED) + 32], raw[len(_DIGESTED) + 32 :]
+        try:
+            if hashlib.sha256(payload).digest() != digest:
+                raise ValueError("its sha256 does not match the one written with it")
+            return pickle.loads(payload)
         except Exception as error:
             _drop(path, error)
             return None  # a miss: numba compiles, then overwrites this data file
+
+    def _save_data(self, name: str, data: object) -> None:
+        payload = self._dump(data)
+        with self._open_for_write(self._data_path(name)) as f:
+            f.write(_DIGESTED + hashlib.sha256(payload).digest() + payload)
+
+    def save(self, key, data) -> None:
+        try:
+            super().save(key, data)
+        except OSError as error:
+            _unusable(self._cache_path, error)
+
+
+def _unusable(path: str, error: OSError) -> None:
+    warnings.warn(
+        f"pykernels: numba's cache file {path} cannot be used ({type(error).__name__}: {error}): the kernel runs "
+        "uncached; fix or delete it, or set NUMBA_CACHE_DIR to another folder",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _drop(path: str, error: Exception) -> None:
@@ -109,8 +153,32 @@ def njit(*args, **options):
     return lambda function: _recovering(numba.njit(**options)(function))
 
 
+class _RecoveringLoad:
+    """Mixed into numba's function cache: cached code that unpickles but cannot be rebuilt (a valid pickle of the
+    wrong thing) is a miss with a warning, not an error from every call."""
+
+    def _load_overload(self, sig, target_context):
+        try:
+            return super()._load_overload(sig, target_context)
+        except Exception as error:
+            warnings.warn(
+                f"pykernels: numba's cached code for {getattr(self, '_name', 'a kernel')} in "
+                f"{getattr(self, '_cache_path', 'its cache folder')} cannot be loaded ({type(error).__name__}: "
+                f"{error}): recompiling it (the new code replaces it)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+
+
+@functools.cache
+def _recovering_class(cache_class: type) -> type:
+    return type(f"Recovering{cache_class.__name__}", (_RecoveringLoad, cache_class), {})
+
+
 def _recovering(dispatcher):
     cache = getattr(dispatcher, "_cache", None)
     if type(getattr(cache, "_cache_file", None)) is IndexDataCacheFile:  # (cache=True; another numba: left as it is)
         cache._cache_file.__class__ = _RecoveringCacheFile
+        cache.__class__ = _recovering_class(type(cache))
     return dispatcher
