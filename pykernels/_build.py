@@ -95,13 +95,13 @@ def _cuda_problem(torch, cpp_extension) -> str | tuple[str, str, tuple[str, ...]
     if not torch.version.cuda:
         kind = f"a ROCm ({torch.version.hip}) build" if getattr(torch.version, "hip", None) else "a CPU build"
         return f"torch {torch.__version__} is {kind}, so only the CPU kernels are compiled"
-    for variable in ("CUDA_HOME", "CUDA_PATH"):
-        chosen = os.environ.get(variable)
-        if chosen and not is_toolkit(chosen):
-            return (
-                f"{variable}={chosen} is not a CUDA toolkit (no bin/nvcc and include/cuda_runtime.h there): the CUDA "
-                f"kernels are not compiled (point {variable} at a toolkit, or unset it to use the nvcc on PATH)"
-            )
+    chosen = _chosen_cuda_home()
+    if chosen and not is_toolkit(chosen[1]):
+        variable, value = chosen
+        return (
+            f"{variable}={value} is not a CUDA toolkit (no bin/nvcc and include/cuda_runtime.h there): the CUDA "
+            f"kernels are not compiled (point {variable} at a toolkit, or unset it to use the nvcc on PATH)"
+        )
     cuda_home = find_cuda_home(cpp_extension.CUDA_HOME)
     if cuda_home is None:
         return (
@@ -121,10 +121,11 @@ def _cuda_problem(torch, cpp_extension) -> str | tuple[str, str, tuple[str, ...]
     toolkit_include = os.path.join(cuda_home, "include")
     include_dirs: list[str] = []
     missing = []
+    candidates: list[str] | None = None  # the nvidia packages' folders, looked up once, only if the toolkit lacks one
     for header in CUDA_LIBRARY_HEADERS:
         if os.path.exists(os.path.join(toolkit_include, header)):
             continue
-        candidates = nvidia_include_dirs(torch_major)
+        candidates = nvidia_include_dirs(torch_major) if candidates is None else candidates
         found = next((d for d in candidates if os.path.exists(os.path.join(d, header))), None)
         if found is None:
             missing.append(header)
@@ -146,12 +147,16 @@ def is_toolkit(folder: str) -> bool:
     )
 
 
+def _chosen_cuda_home() -> tuple[str, str] | None:
+    """(variable, value) of the first of CUDA_HOME and CUDA_PATH that is set, or None."""
+    return next(((name, os.environ[name]) for name in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(name)), None)
+
+
 def find_cuda_home(torch_guess: str | None) -> str | None:
     """The CUDA toolkit: CUDA_HOME (or CUDA_PATH) where set, else the folder of the nvcc on PATH (resolved through a
     wrapper script, which torch's own guess takes at face value), else torch's guess."""
-    for variable in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(variable):
-            return os.path.realpath(os.environ[variable]) if is_toolkit(os.environ[variable]) else None
+    if chosen := _chosen_cuda_home():
+        return os.path.realpath(chosen[1]) if is_toolkit(chosen[1]) else None
     nvcc = shutil.which("nvcc")
     for candidate in ([_nvcc_top(nvcc)] if nvcc else []) + [torch_guess]:
         if candidate and is_toolkit(candidate):
