@@ -31,6 +31,16 @@ def test_numba_cuda_kernels_in_the_simulator():
     assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]
 
 
+def test_no_module_name_is_redirected_by_numba_cuda():
+    """numba-cuda installs an import hook that redirects every module whose name contains "numba.cuda" into its own
+    package; a module of ours named so (pykernels.numba.cuda was) made it recurse until RecursionError."""
+    import pkgutil
+
+    names = [module.name for module in pkgutil.walk_packages(pykernels.__path__, "pykernels.")]
+    assert "pykernels.numba.gpu" in names
+    assert [name for name in names if "numba.cuda" in name] == []
+
+
 def test_numba_ops_leave_torch_threads_alone():
     before = torch.get_num_threads()
     x = torch.rand(300_000)  # above the parallel threshold: the parallel kernels run

@@ -30,7 +30,7 @@ _kernel_modules_lock = threading.RLock()
 
 
 def _kernels(name: str) -> ModuleType:
-    """``pykernels.numba.cpu`` or ``.cuda``, imported (with numba) on first use."""
+    """``pykernels.numba.cpu`` or ``.gpu``, imported (with numba) on first use."""
     module = _kernel_modules.get(name)
     if module is None:
         with _kernel_modules_lock:
@@ -160,7 +160,7 @@ _CPU_IMPLS = {
 
 def _cuda_impl(op: str):
     def impl(*args):
-        return getattr(_kernels("cuda"), "torch_" + op)(*args)
+        return getattr(_kernels("gpu"), "torch_" + op)(*args)
 
     impl.__name__ = f"{op}_numba_cuda"
     return impl

@@ -24,7 +24,7 @@ from numba import cuda
 
 from pykernels import reference
 from pykernels.numba import _config
-from pykernels.numba import cuda as kernels
+from pykernels.numba import gpu as kernels
 
 TEST_THREADS = 8
 TEST_BLOCKS = 3  # 24 threads for 50 elements: every thread strides at least twice
