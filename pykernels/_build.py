@@ -35,6 +35,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 # Machine code for Turing, Ampere (and Ada, which runs sm_80 code) and Hopper, and Hopper's PTX, which the driver
 # compiles for any later GPU (Blackwell and on) when the extension first loads there.
@@ -260,9 +261,13 @@ def library_record(path: Path) -> dict[str, object]:
     cache entry's complete.json) and checked before it is loaded, because loading a library cut short (a full disk,
     an interrupted copy) kills the process with SIGBUS and no message."""
     with open(path, "rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
-        size = os.fstat(file.fileno()).st_size
-    return {"file": path.name, "size": size, "sha256": digest}
+        return library_record_of(file, path.name)
+
+
+def library_record_of(file: BinaryIO, name: str) -> dict[str, object]:
+    """library_record of an open file (read from its start), named `name`."""
+    digest = hashlib.file_digest(file, "sha256").hexdigest()
+    return {"file": name, "size": os.fstat(file.fileno()).st_size, "sha256": digest}
 
 
 def cpu_arch() -> str:

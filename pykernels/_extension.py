@@ -13,6 +13,7 @@ else (read-only or HOME-less) a private folder (mode 700, owned by the user, che
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import importlib
 import importlib.util
@@ -20,11 +21,13 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -63,15 +66,46 @@ def prebuilt_mismatch(info: dict[str, Any]) -> str | None:
     return None
 
 
-def library_damage(path: Path, recorded: object) -> str | None:
-    """Why the library at ``path`` is not the one recorded when it was built (``_build.library_record``), or None
-    when it is: checked before every load, since loading a library cut short kills the process with SIGBUS."""
+def _unreadable(path: Path, error: OSError) -> ImportError:
+    """A library or record that exists but cannot be read (permissions, I/O): an error naming it, never taken for
+    damage, which would delete a cache entry that another process may be loading."""
+    return ImportError(
+        f"pykernels: {path} cannot be read ({error.strerror or error}, errno {error.errno}): fix its permissions or "
+        "the disk, or set PYKERNELS_CACHE_DIR to another folder"
+    )
+
+
+@contextlib.contextmanager
+def checked_library(path: Path, recorded: object) -> Iterator[tuple[str | None, str]]:
+    """Open the library at ``path`` and check it against ``recorded`` (``_build.library_record``): yields (why it is
+    not the library that was built, or None; the path to load it by). It stays open meanwhile, and the path to load
+    names the open file (/proc/self/fd), so what is loaded is what was checked even if the file is replaced between
+    the two. Checked before every load, since loading a library cut short kills the process with SIGBUS. A missing
+    file, one that is not a regular file (a FIFO or a device there would hang the read) and a size or digest that
+    differ are damage; any other OSError is an ImportError naming the file."""
     if not isinstance(recorded, dict) or "size" not in recorded or "sha256" not in recorded:
-        return f"{path} has no recorded size and sha256 to check it against (built by an older pykernels)"
-    try:
-        found = _build.library_record(path)
+        yield f"{path} has no recorded size and sha256 to check it against (built by an older pykernels)", str(path)
+        return
+    try:  # (O_NONBLOCK: opening a FIFO for reading would wait for a writer)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield f"{path} is missing", str(path)
+        return
     except OSError as error:
-        return f"{path} cannot be read ({error.strerror or error})"
+        raise _unreadable(path, error) from error
+    with os.fdopen(descriptor, "rb") as file:
+        try:
+            damage = _library_damage(path, recorded, file)
+        except OSError as error:
+            raise _unreadable(path, error) from error
+        by_descriptor = f"/proc/self/fd/{descriptor}"
+        yield damage, by_descriptor if os.path.exists(by_descriptor) else str(path)
+
+
+def _library_damage(path: Path, recorded: dict[str, Any], file: BinaryIO) -> str | None:
+    if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        return f"{path} is not a regular file"
+    found = _build.library_record_of(file, path.name)
     if found["size"] != recorded["size"]:
         return (
             f"{path} is damaged: {found['size']} bytes where {recorded['size']} were built (cut short by a full "
@@ -82,13 +116,22 @@ def library_damage(path: Path, recorded: object) -> str | None:
     return None
 
 
+def library_damage(path: Path, recorded: object) -> str | None:
+    """Why the library at ``path`` is not the one recorded when it was built, or None (see checked_library)."""
+    with checked_library(path, recorded) as (damage, _):
+        return damage
+
+
 def _prebuilt_damage(info: dict[str, Any]) -> str | None:
     """Why the extension built at install must not be imported (damaged, or no record to check), or None."""
     recorded = info.get("library")
     name = recorded.get("file") if isinstance(recorded, dict) else None
     if not isinstance(name, str) or "/" in name or not name.startswith("_C"):
         return "the extension built at install has no recorded size and sha256 to check (reinstall pykernels)"
-    damage = library_damage(PACKAGE / name, recorded)
+    try:
+        damage = library_damage(PACKAGE / name, recorded)
+    except ImportError as error:  # (unreadable: the cache serves instead)
+        damage = str(error)
     if damage is not None:
         return f"the extension built at install does not match its record: {damage}"
     # The file checked must be the one imported: Python prefers _C.cpython-*.so to _C.abi3.so beside it.
@@ -335,26 +378,38 @@ def _load_entry(root: Path, config: dict[str, Any], plan: _build.CudaPlan, reaso
         "debug": _build.debug(),
         "source": f"compiled on first use into {entry}",
     }
-    if not _verified(entry):
-        waiting = f"waiting for another process compiling the kernels into {entry}"
-        with _exclusive(root / f"{key}.lock", waiting) as held:
-            if not _verified(entry):  # (another process may have compiled or rebuilt it while this one waited)
-                if config["cuda"] and not plan.forced and (entry / _CUDA_FAILED).exists():
-                    raise CudaHalfFailed((entry / _CUDA_FAILED).read_text())  # (it failed while this one waited)
-                reason = _discard_damaged(entry) or reason
-                _compile_entry_locked(
-                    entry, config, reason, compile_entry, held, fall_back=not plan.forced, cuda_reason=plan.reason
-                )
-                LOADED.update(info)
-                return LOADED
-    try:
-        torch.ops.load_library(str(_library(entry)))
-    except OSError as error:
-        raise ImportError(
-            f"pykernels' cached build {_library(entry)} does not load ({error}): delete {entry} to rebuild it"
-        ) from error
+    if _load_verified(entry):
+        LOADED.update(info)
+        return LOADED
+    waiting = f"waiting for another process compiling the kernels into {entry}"
+    with _exclusive(root / f"{key}.lock", waiting) as held:
+        if not _load_verified(entry):  # (another process may have compiled or rebuilt it while this one waited)
+            if config["cuda"] and not plan.forced and (entry / _CUDA_FAILED).exists():
+                raise CudaHalfFailed((entry / _CUDA_FAILED).read_text())  # (it failed while this one waited)
+            reason = _discard_damaged(entry) or reason
+            _compile_entry_locked(
+                entry, config, reason, compile_entry, held, fall_back=not plan.forced, cuda_reason=plan.reason
+            )
     LOADED.update(info)
     return LOADED
+
+
+def _load_verified(entry: Path) -> bool:
+    """Load the entry's library if the entry is complete and its library is the one recorded in its complete.json
+    (checked and loaded through one open file: checked_library); False if it is incomplete or damaged."""
+    recorded = _entry_record(entry)
+    if recorded is None:
+        return False
+    with checked_library(_library(entry), recorded) as (damage, loadable):
+        if damage is not None:
+            return False
+        try:
+            _load_library(loadable, _library(entry))
+        except OSError as error:
+            raise ImportError(
+                f"pykernels' cached build {_library(entry)} does not load ({error}): delete {entry} to rebuild it"
+            ) from error
+    return True
 
 
 def _compile_entry_locked(
@@ -410,18 +465,31 @@ def _mark_complete(entry: Path, config: dict[str, Any]) -> None:
     os.replace(partial, entry / _COMPLETE)
 
 
-def _entry_damage(entry: Path) -> str | None:
-    """Why a complete entry must not be loaded (its library is not the one recorded in complete.json), or None."""
+def _load_library(loadable: str, path: Path) -> None:
+    """torch.ops.load_library of the checked open file (torch's would resolve /proc/self/fd/N back to the file's
+    name, and load whatever is there by then)."""
+    ctypes.CDLL(loadable)  # (its TORCH_LIBRARY blocks register the operators)
+    torch.ops.loaded_libraries.add(str(path))
+
+
+def _entry_record(entry: Path) -> object | None:
+    """The library's record in the entry's complete.json (anything but a dict with a size and a sha256 is damage);
+    None if there is no complete.json (an entry not yet whole). An unreadable one is an ImportError naming it."""
     try:
         recorded = json.loads((entry / _COMPLETE).read_text())
-    except (OSError, ValueError) as error:
-        return f"{entry / _COMPLETE} cannot be read ({error})"
-    return library_damage(_library(entry), recorded.get("library") if isinstance(recorded, dict) else None)
+    except FileNotFoundError:
+        return None
+    except ValueError:  # (cut short or garbled: damage)
+        return {}
+    except OSError as error:
+        raise _unreadable(entry / _COMPLETE, error) from error
+    return recorded.get("library") if isinstance(recorded, dict) else {}
 
 
-def _verified(entry: Path) -> bool:
-    """Whether the entry is complete and its library is the one that was built (else it is compiled or rebuilt)."""
-    return (entry / _COMPLETE).exists() and _entry_damage(entry) is None
+def _entry_damage(entry: Path) -> str | None:
+    """Why a complete entry must not be loaded (its library is not the one recorded in complete.json), or None."""
+    recorded = _entry_record(entry)
+    return None if recorded is None else library_damage(_library(entry), recorded)
 
 
 def _discard_damaged(entry: Path) -> str | None:
@@ -433,7 +501,10 @@ def _discard_damaged(entry: Path) -> str | None:
     damage = _entry_damage(entry) or "it failed its check"
     _say(f"the cached build in {entry} is not the one that was built ({damage}): deleting it to rebuild it")
     try:
-        shutil.rmtree(entry)
+        if entry.is_symlink():  # (a cache folder linked elsewhere: the link goes, what it points to is left alone)
+            entry.unlink()
+        else:
+            shutil.rmtree(entry)
     except OSError as error:
         raise ImportError(
             f"pykernels: its cached build is damaged ({damage}) and cannot be deleted ({error}): delete {entry} "

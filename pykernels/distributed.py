@@ -6,6 +6,15 @@ Run the demo on one machine (2 processes, gloo) or several (NCCL where there are
     torchrun --nproc-per-node=2 -m pykernels.distributed [--method ddp|gram]
     torchrun --nnodes=2 --node-rank=<0|1> --nproc-per-node=1 --master-addr=<host of rank 0> \\
         --master-port=29500 -m pykernels.distributed
+
+Every entry point first checks that the ranks agree (one all_gather of a small descriptor): the same call, the same
+shared arguments, and no rank failing its own checks; otherwise every rank raises the same ValueError naming the
+ranks and what differs, instead of a collective of mismatched sizes (gloo aborts the process) or a wait until the
+process group's timeout. Two things cannot be checked that way, because they choose the collective itself: every
+rank must pass the same ``group``, and the same ``check_layout`` (a rank that skips the check while another makes it
+meets the other's next collective, and they wait or abort). A rank interrupted (KeyboardInterrupt, SystemExit)
+while checking still joins the check, so the other ranks raise instead of waiting; one interrupted later, inside a
+collective, leaves them waiting until the timeout, as with any torch.distributed program.
 """
 
 from __future__ import annotations
@@ -72,19 +81,23 @@ def _text(value: object) -> str:
 
 
 def _descriptor(call: str, fields: dict[str, object], error: BaseException | None) -> bytes:
-    """This rank's call, the arguments every rank must share, and its own error if it failed: JSON, padded to
-    _DESCRIPTOR_BYTES (the error's message shortened to fit)."""
+    """This rank's call, the arguments every rank must share, and its own error if it failed: UTF-8 JSON, padded to
+    _DESCRIPTOR_BYTES, the error's message cut to the longest start of it that fits (in bytes: any script)."""
+    shared = {name: _text(value) for name, value in fields.items()}
     message = None if error is None else f"{type(error).__name__}: {error}"
-    for room in (1000, 400, 100, 0):
-        description = {
-            "call": call,
-            "fields": {name: _text(value) for name, value in fields.items()},
-            "error": None if message is None else message[:room],
-        }
-        encoded = json.dumps(description).encode()
-        if len(encoded) <= _DESCRIPTOR_BYTES:
-            return encoded.ljust(_DESCRIPTOR_BYTES)
-    raise AssertionError(f"the descriptor of {call} does not fit in {_DESCRIPTOR_BYTES} bytes")  # fields are few
+
+    def encoded(length: int) -> bytes:
+        text = None if message is None else message[:length]
+        description = {"call": call, "fields": shared, "error": text}
+        return json.dumps(description, ensure_ascii=False).encode(errors="backslashreplace")
+
+    fits, too_long = 0, 1 + (0 if message is None else len(message))  # encoded(fits) fits; encoded(too_long) does not
+    if len(encoded(fits)) > _DESCRIPTOR_BYTES:
+        raise AssertionError(f"the descriptor of {call} does not fit in {_DESCRIPTOR_BYTES} bytes")  # fields are few
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        fits, too_long = (middle, too_long) if len(encoded(middle)) <= _DESCRIPTOR_BYTES else (fits, middle)
+    return encoded(fits).ljust(_DESCRIPTOR_BYTES)
 
 
 def _exchange(descriptor: bytes, group: dist.ProcessGroup | None, data: object) -> list[dict[str, Any]]:
@@ -146,6 +159,9 @@ def _agreed(
         result, fields = local()
     except Exception as error:  # whatever stops this rank, the others must not wait for it in a collective
         raise ValueError(_disagreement(_exchange(_descriptor(call, {}, error), group, data))) from error
+    except BaseException as interruption:  # (KeyboardInterrupt, SystemExit: this rank joins, then stops as asked)
+        _exchange(_descriptor(call, {}, interruption), group, data)
+        raise
     problem = _disagreement(_exchange(_descriptor(call, fields, None), group, data))
     if problem is not None:
         raise ValueError(problem)

@@ -187,9 +187,16 @@ def _attempt(call) -> str | None:
     """None if ``call()`` returns, else its error as "Type: message"."""
     try:
         call()
-    except Exception as error:
+    except (Exception, KeyboardInterrupt) as error:
         return f"{type(error).__name__}: {error}"
     return None
+
+
+class InterruptedLr(float):
+    """A learning rate whose check is interrupted (as by Ctrl-C) on the rank that passes it."""
+
+    def __float__(self) -> float:
+        raise KeyboardInterrupt("interrupted while checking lr")
 
 
 def _mismatch_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -242,6 +249,9 @@ def _mismatch_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> 
             ),
             "gram bad record_every on rank 1": lambda: distributed.fit_poly_distributed(
                 x[rank::world], y[rank::world], DEGREE, lr=LR, steps=STEPS, record_every=1 - other
+            ),
+            "interrupted on rank 1": lambda: distributed.fit_poly_sharded(
+                x, series, DEGREE, lr=InterruptedLr(LR) if rank else LR, steps=STEPS
             ),
             "moments degree": lambda: distributed.all_reduced_moments(x[rank::world], y[rank::world], DEGREE + other),
             "different calls": lambda: (
@@ -306,6 +316,13 @@ def test_every_entry_point_raises_on_every_rank_when_the_ranks_disagree(tmp_path
         assert errors[0] == errors[1], case  # rank 1's own error is that ValueError's cause there
         expected = f"ValueError: pykernels.distributed.{call}: rank(s) [1] failed before the collective (rank 1: {own}"
         assert errors[0].startswith(expected) and errors[0].endswith("), so every rank stops"), (case, errors[0])
+    # a rank interrupted while checking joins the check, stops as asked, and the other rank raises instead of waiting
+    interrupted = [rank["errors"]["interrupted on rank 1"] for rank in ranks]
+    assert interrupted[1] == "KeyboardInterrupt: interrupted while checking lr"
+    assert interrupted[0].startswith(
+        "ValueError: pykernels.distributed.fit_poly_sharded: rank(s) [1] failed before the collective (rank 1: "
+        "KeyboardInterrupt: interrupted while checking lr"
+    )
     x, _ = distributed.demo_data(101)
     series = torch.stack([torch.sin(3 * x + phase) for phase in torch.linspace(0, 1, 5, dtype=x.dtype)])
     expected = pykernels.fit_poly(x, series[:1], DEGREE, lr=LR, steps=STEPS)
@@ -367,3 +384,18 @@ def test_the_demo_refuses_flag_values_it_cannot_run_clearly(flags, refusal):
         env=env,
     )
     assert result.returncode == 2 and refusal in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["ascii", "é", "日本", "\U0001f600", "\udc80 (a lone surrogate)"])
+def test_an_error_in_any_script_keeps_as_much_of_its_message_as_the_descriptor_holds(script):
+    """A rank's error travels to the others in a fixed-size descriptor: cut by bytes, not characters, so a message
+    in any script keeps its longest start that fits, and every rank decodes it."""
+    message = (script + " ") * 2000
+    descriptor = distributed._descriptor("fit_poly_sharded", {"degree": 4, "lr": 0.01}, ValueError(message))
+    assert len(descriptor) == distributed._DESCRIPTOR_BYTES
+    decoded = json.loads(descriptor)
+    error = decoded["error"]
+    assert decoded["fields"] == {"degree": "4", "lr": "0.01"} and error.startswith("ValueError: " + script)
+    assert message.startswith(error[len("ValueError: ") :])
+    longer = dict(decoded, error=error + message[len(error) - len("ValueError: ")])  # one character more
+    assert len(json.dumps(longer, ensure_ascii=False).encode(errors="backslashreplace")) > len(descriptor)

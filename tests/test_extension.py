@@ -3,6 +3,7 @@ once per torch and sources, rebuilt when they change, safe for concurrent first 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -107,7 +108,7 @@ def _fake_build(monkeypatch, tmp_path, config):
 
     monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(_extension, "build_config", lambda plan=None: dict(config))
-    monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
+    monkeypatch.setattr(_extension, "_load_library", lambda loadable, path: None)
     return compiled, compile_entry
 
 
@@ -226,7 +227,7 @@ def test_a_moved_cache_loads_its_own_library(monkeypatch, tmp_path):
     shutil.move(tmp_path / "cache", tmp_path / "moved")
     monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "moved"))
     loaded = []
-    monkeypatch.setattr(torch.ops, "load_library", loaded.append)
+    monkeypatch.setattr(_extension, "_load_library", lambda loadable, path: loaded.append(str(path)))
     _extension.load_cached("test", compile_entry)
     assert len(compiled) == 1 and loaded == [str(tmp_path / "moved" / compiled[0] / "pykernels_ops.so")]
 
@@ -268,6 +269,11 @@ def _cut_into_its_code(library: Path) -> None:
     _cut_short(library, keep=1 / 16)
 
 
+def _replace(path: Path, make) -> None:
+    path.unlink()
+    make(path)
+
+
 DAMAGE = {
     "library cut short": lambda entry: _cut_into_its_code(entry / "pykernels_ops.so"),
     "library emptied": lambda entry: os.truncate(entry / "pykernels_ops.so", 0),
@@ -275,6 +281,11 @@ DAMAGE = {
         bytes(b ^ 1 for b in (entry / "pykernels_ops.so").read_bytes())
     ),
     "library missing": lambda entry: (entry / "pykernels_ops.so").unlink(),
+    # (reading either would hang the import: a FIFO waits for a writer, /dev/zero never ends)
+    "a FIFO in the library's place": lambda entry: _replace(entry / "pykernels_ops.so", os.mkfifo),
+    "a link to /dev/zero in the library's place": lambda entry: _replace(
+        entry / "pykernels_ops.so", lambda path: os.symlink("/dev/zero", path)
+    ),
     "complete.json cut short": lambda entry: _cut_short(entry / "complete.json"),
     "no recorded digest (an older pykernels)": lambda entry: (entry / "complete.json").write_text(
         json.dumps({k: v for k, v in json.loads((entry / "complete.json").read_text()).items() if k != "library"})
@@ -286,7 +297,7 @@ DAMAGE = {
 def test_a_damaged_cache_entry_is_rebuilt_on_the_next_load_and_loaded_after(monkeypatch, tmp_path, capfd, damage):
     compiled, compile_entry = _fake_build(monkeypatch, tmp_path, FAKE_CONFIG)
     loaded = []
-    monkeypatch.setattr(torch.ops, "load_library", loaded.append)
+    monkeypatch.setattr(_extension, "_load_library", lambda loadable, path: loaded.append(str(path)))
     _extension.load_cached("test", compile_entry)
     entry = tmp_path / "cache" / compiled[0]
     (entry / "ninja-output.o").write_text("")  # a stale object: a rebuild starts from an empty entry
@@ -300,6 +311,54 @@ def test_a_damaged_cache_entry_is_rebuilt_on_the_next_load_and_loaded_after(monk
     assert (entry / "pykernels_ops.so").read_bytes() == b"a stand-in library, compile 2"
     _extension.load_cached("test", compile_entry)  # later loads: the rebuilt entry, checked, loaded
     assert compiled == [entry.name] * 2 and loaded == [str(entry / "pykernels_ops.so")]
+
+
+def test_a_damaged_entry_linked_from_the_cache_is_unlinked_and_rebuilt(monkeypatch, tmp_path):
+    compiled, compile_entry = _fake_build(monkeypatch, tmp_path, FAKE_CONFIG)
+    _extension.load_cached("test", compile_entry)
+    entry = tmp_path / "cache" / compiled[0]
+    shutil.move(entry, tmp_path / "elsewhere")
+    entry.symlink_to(tmp_path / "elsewhere")
+    _cut_into_its_code(entry / "pykernels_ops.so")
+    _extension.load_cached("test", compile_entry)
+    assert compiled == [entry.name] * 2 and entry.is_dir() and not entry.is_symlink()
+    assert (tmp_path / "elsewhere" / "pykernels_ops.so").exists()  # what the link pointed to is left alone
+
+
+def test_a_cache_entry_that_cannot_be_read_is_an_import_error_naming_it_and_is_kept(monkeypatch, tmp_path):
+    """An I/O or permission error while checking is not damage: deleting the entry would pull it from under another
+    process loading it. The import fails naming the file and the error, and the entry stays."""
+    compiled, compile_entry = _fake_build(monkeypatch, tmp_path, FAKE_CONFIG)
+    _extension.load_cached("test", compile_entry)
+    entry = tmp_path / "cache" / compiled[0]
+
+    def unreadable(file, name):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(_build, "library_record_of", unreadable)
+    with pytest.raises(ImportError, match=f"{entry / 'pykernels_ops.so'} cannot be read .*errno {errno.EIO}"):
+        _extension.load_cached("test", compile_entry)
+    assert compiled == [entry.name] and (entry / "pykernels_ops.so").exists()
+
+
+def test_the_library_loaded_is_the_one_checked_even_if_replaced_in_between(monkeypatch, tmp_path):
+    compiled, compile_entry = _fake_build(monkeypatch, tmp_path, FAKE_CONFIG)
+    _extension.load_cached("test", compile_entry)
+    library = tmp_path / "cache" / compiled[0] / "pykernels_ops.so"
+    checked_bytes = library.read_bytes()
+    record_of = _build.library_record_of
+
+    def check_then_replace(file, name):  # another process swaps the file right after the check
+        record = record_of(file, name)
+        (library.parent / "swap").write_bytes(b"not the library that was checked")
+        os.replace(library.parent / "swap", library)
+        return record
+
+    loaded = []
+    monkeypatch.setattr(_build, "library_record_of", check_then_replace)
+    monkeypatch.setattr(_extension, "_load_library", lambda loadable, path: loaded.append(Path(loadable).read_bytes()))
+    _extension.load_cached("test", compile_entry)
+    assert loaded == [checked_bytes] and compiled == [library.parent.name]
 
 
 def test_a_damaged_cache_entry_that_cannot_be_rebuilt_is_an_import_error_naming_it(monkeypatch, tmp_path):

@@ -187,7 +187,7 @@ def cache_with_plan(monkeypatch, tmp_path):
     monkeypatch.setenv("PYKERNELS_CACHE_DIR", str(tmp_path / "cache"))
     config = {"compiler": "g++", "torch_version": "2.11.0", "cuda_arch_list": None, "torch_cuda_version": "13.0"}
     monkeypatch.setattr(_extension, "build_config", lambda p=None: {**config, "cuda": (p or box[0]).build})
-    monkeypatch.setattr(_extension.torch.ops, "load_library", lambda path: None)
+    monkeypatch.setattr(_extension, "_load_library", lambda loadable, path: None)
     monkeypatch.setattr(_extension, "LOADED", {})
     return box
 
