@@ -54,9 +54,12 @@ def prebuilt_mismatch(info: dict[str, Any]) -> str | None:
         return f"the extension built at install is for torch {info.get('torch_version')}"
     if info.get("torch_git_version") not in (None, getattr(torch.version, "git_version", None)):
         return f"the extension built at install is for another build of torch {torch.__version__}"
-    with contextlib.suppress(ValueError):  # (a bad value is reported where the cache's build reads it)
-        if _build.env_flag("PYKERNELS_CUDA") and "cuda" not in info.get("backends", []):
-            return "PYKERNELS_CUDA=1 asks for the CUDA kernels, which the extension built at install lacks"
+    try:
+        wants_cuda = _build.env_flag("PYKERNELS_CUDA")
+    except ValueError as error:  # a typo is refused on every route, the prebuilt one included
+        raise ImportError(f"pykernels: {error}") from error
+    if wants_cuda and "cuda" not in info.get("backends", []):
+        return "PYKERNELS_CUDA=1 asks for the CUDA kernels, which the extension built at install lacks"
     try:
         sources = _build.sources_digest(csrc_dir())
     except ImportError:  # a package copied without its sources: nothing to compare with, nor to rebuild from
@@ -80,7 +83,8 @@ def checked_library(path: Path, recorded: object) -> Iterator[tuple[str | None, 
     """Open the library at ``path`` and check it against ``recorded`` (``_build.library_record``): yields (why it is
     not the library that was built, or None; the path to load it by). It stays open meanwhile, and the path to load
     names the open file (/proc/self/fd), so what is loaded is what was checked even if the file is replaced between
-    the two. Checked before every load, since loading a library cut short kills the process with SIGBUS. A missing
+    the two (replaced, that is renamed over: one written over in place after the check can still crash the process).
+    Checked before every load, since loading a library cut short kills the process with SIGBUS. A missing
     file, one that is not a regular file (a FIFO or a device there would hang the read) and a size or digest that
     differ are damage; any other OSError is an ImportError naming the file."""
     if not isinstance(recorded, dict) or "size" not in recorded or "sha256" not in recorded:
@@ -467,9 +471,29 @@ def _mark_complete(entry: Path, config: dict[str, Any]) -> None:
 
 def _load_library(loadable: str, path: Path) -> None:
     """torch.ops.load_library of the checked open file (torch's would resolve /proc/self/fd/N back to the file's
-    name, and load whatever is there by then)."""
+    name, and load whatever is there by then). The dynamic loader knows libraries by the name they were loaded by:
+    if another library was once loaded by this same /proc/self/fd/N name, it would hand that one back, so where this
+    file is not mapped afterwards it is loaded by its path (checked a moment ago)."""
+    file = os.stat(loadable)
     ctypes.CDLL(loadable)  # (its TORCH_LIBRARY blocks register the operators)
+    if loadable != str(path) and not _is_mapped(file, path):
+        ctypes.CDLL(str(path))
     torch.ops.loaded_libraries.add(str(path))
+
+
+def _is_mapped(file: os.stat_result, path: Path) -> bool:
+    """Whether this file is mapped into this process: a mapping of its device and inode, or of its path (overlay
+    file systems show other numbers there; " (deleted)": it was replaced since). True where /proc is unreadable."""
+    device, names = f"{os.major(file.st_dev):02x}:{os.minor(file.st_dev):02x}", {str(path), f"{path} (deleted)"}
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.rstrip("\n").split(maxsplit=5)
+                if len(fields) == 6 and ((fields[3], fields[4]) == (device, str(file.st_ino)) or fields[5] in names):
+                    return True
+    except OSError:
+        return True
+    return False
 
 
 def _entry_record(entry: Path) -> object | None:

@@ -13,13 +13,15 @@ ranks and what differs, instead of a collective of mismatched sizes (gloo aborts
 process group's timeout. Two things cannot be checked that way, because they choose the collective itself: every
 rank must pass the same ``group``, and the same ``check_layout`` (a rank that skips the check while another makes it
 meets the other's next collective, and they wait or abort). A rank interrupted (KeyboardInterrupt, SystemExit)
-while checking still joins the check, so the other ranks raise instead of waiting; one interrupted later, inside a
-collective, leaves them waiting until the timeout, as with any torch.distributed program.
+while checking still joins the check, so the other ranks raise instead of waiting (it waits there for them first, as
+any rank in a collective does); one interrupted later, inside a collective, leaves them waiting until the timeout, as
+with any torch.distributed program.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import inspect
 import itertools
@@ -80,11 +82,19 @@ def _text(value: object) -> str:
     return text
 
 
+def _message(error: BaseException) -> str:
+    """str(error), or what can be said of it where its __str__ fails (the other ranks must still hear of it)."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose message cannot be shown>"
+
+
 def _descriptor(call: str, fields: dict[str, object], error: BaseException | None) -> bytes:
     """This rank's call, the arguments every rank must share, and its own error if it failed: UTF-8 JSON, padded to
     _DESCRIPTOR_BYTES, the error's message cut to the longest start of it that fits (in bytes: any script)."""
     shared = {name: _text(value) for name, value in fields.items()}
-    message = None if error is None else f"{type(error).__name__}: {error}"
+    message = None if error is None else f"{type(error).__name__}: {_message(error)}"
 
     def encoded(length: int) -> bytes:
         text = None if message is None else message[:length]
@@ -160,7 +170,8 @@ def _agreed(
     except Exception as error:  # whatever stops this rank, the others must not wait for it in a collective
         raise ValueError(_disagreement(_exchange(_descriptor(call, {}, error), group, data))) from error
     except BaseException as interruption:  # (KeyboardInterrupt, SystemExit: this rank joins, then stops as asked)
-        _exchange(_descriptor(call, {}, interruption), group, data)
+        with contextlib.suppress(Exception):  # (the interruption is what this rank raises, whatever the check does)
+            _exchange(_descriptor(call, {}, interruption), group, data)
         raise
     problem = _disagreement(_exchange(_descriptor(call, fields, None), group, data))
     if problem is not None:

@@ -399,3 +399,12 @@ def test_an_error_in_any_script_keeps_as_much_of_its_message_as_the_descriptor_h
     assert message.startswith(error[len("ValueError: ") :])
     longer = dict(decoded, error=error + message[len(error) - len("ValueError: ")])  # one character more
     assert len(json.dumps(longer, ensure_ascii=False).encode(errors="backslashreplace")) > len(descriptor)
+
+
+def test_an_error_whose_message_cannot_be_shown_still_travels():
+    class Unprintable(ValueError):
+        def __str__(self) -> str:
+            raise RuntimeError("no message")
+
+    decoded = json.loads(distributed._descriptor("fit_poly_sharded", {}, Unprintable()))
+    assert decoded["error"] == "Unprintable: <Unprintable whose message cannot be shown>"

@@ -481,3 +481,30 @@ def test_a_cut_short_cached_library_is_rebuilt_by_the_next_import_and_loaded_aft
         assert f"compiled on first use into {entry}" in result.stdout
     assert "is not the one that was built" in runs[0].stderr and "compiled in" in runs[0].stderr
     assert "compiling" not in runs[1].stderr and not _extension._entry_damage(entry)
+
+
+def test_a_descriptor_name_another_library_was_loaded_by_still_loads_the_checked_file(tmp_path):
+    """The loader knows libraries by the name they were loaded by: a library once loaded as /proc/self/fd/N would be
+    handed back for the next file opened as fd N. _load_library then loads the checked file by its path."""
+    script = """
+import ctypes, os, sys
+from pathlib import Path
+from pykernels import _extension
+first, second = (Path(name) for name in sys.argv[1:])
+descriptor = os.open(first, os.O_RDONLY)
+ctypes.CDLL(f"/proc/self/fd/{descriptor}")
+os.close(descriptor)
+again = os.open(second, os.O_RDONLY)
+assert again == descriptor
+_extension._load_library(f"/proc/self/fd/{again}", second)
+print(_extension._is_mapped(os.stat(second), second))
+"""
+    folders = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib")
+    found = [sorted(p for folder in folders for p in Path(folder).glob(f"lib{name}.so.*")) for name in ("bz2", "lzma")]
+    libraries = [paths[0] if paths else None for paths in found]
+    if not Path("/proc/self/maps").exists() or None in libraries:
+        pytest.skip("needs /proc and libbz2 and liblzma")
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, libraries)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "True", result.stderr

@@ -330,3 +330,10 @@ def test_info_says_which_halves_were_built_and_why():
     built = "cuda" in info["compiled_backends"]
     assert info["cuda_kernels"].startswith("built: " if built else "not built: ")
     assert "recorded no reason" not in info["cuda_kernels"]  # this build recorded why
+
+
+def test_a_typo_in_the_cuda_switch_is_refused_where_the_prebuilt_extension_would_load(monkeypatch):
+    monkeypatch.setenv("PYKERNELS_CUDA", "ture")
+    info = {"torch_version": _extension.torch.__version__, "backends": ["cpu"]}
+    with pytest.raises(ImportError, match="PYKERNELS_CUDA='ture': use 1"):
+        _extension.prebuilt_mismatch(info)
