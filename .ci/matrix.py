@@ -168,6 +168,7 @@ def run_cell(cell: Cell, out: Path) -> dict:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                errors="replace",  # (a compiler's or a test's stray byte must not end the driver)
                 start_new_session=True,
             )
             RUNNING.append(process)
@@ -176,6 +177,7 @@ def run_cell(cell: Cell, out: Path) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 stdout, stderr = process.communicate()
+                RUNNING.remove(process)
                 log.write(stdout + stderr)
                 raise CellFailed(f"{name} timed out after {timeout:.0f} s; see {log_path}") from None
             RUNNING.remove(process)
@@ -213,7 +215,8 @@ def run_cell(cell: Cell, out: Path) -> dict:
             dry_run_failure = None
             if cell.gpu_check:
                 dry_run = out / f"{cell.name}-gpu-check"
-                step("build", [python, ".ci/gpu_check.py", "--dry-run", "--out", str(dry_run)], 2400)
+                # ("build": the whole dry run, whose own steps' limits add up to 55 minutes; its build is the first)
+                step("build", [python, ".ci/gpu_check.py", "--dry-run", "--out", str(dry_run)], 3600)
                 row["gpu_check_steps"] = (dry_run / "steps.md").read_text()
                 failed = failed_steps(row["gpu_check_steps"])
                 if "| build |" not in row["gpu_check_steps"] or "build" in failed:
@@ -236,6 +239,8 @@ def run_cell(cell: Cell, out: Path) -> dict:
             row["outcome"] = "ok"
         except (CellFailed, subprocess.TimeoutExpired) as failure:
             row["outcome"] = f"FAILED: {failure}"
+        except Exception as failure:  # (the driver's own bug or a step's unreadable output: this cell only)
+            row["outcome"] = f"FAILED: {type(failure).__name__}: {failure}"
     return row
 
 
@@ -246,11 +251,22 @@ class CellFailed(Exception):
 RUNNING: list[subprocess.Popen] = []  # the step running now (its own process group)
 
 
+ROWS: list[dict] = []  # the cells finished so far
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    (out / "matrix.json").write_text(json.dumps(rows, indent=1))
+    (out / "matrix.md").write_text(markdown(rows))
+
+
 def _end_steps(signum, frame) -> None:
-    """SIGTERM (CI's time limit): end the running step's whole process group too, not only this driver."""
+    """SIGTERM (CI's time limit): end the running step's whole process group too, not only this driver, and print
+    the cells that finished. Further SIGTERMs (timeout's, then CI's trap) are ignored while it cleans up."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for process in RUNNING:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+    print(f"matrix: ended by signal {signum}; the cells that finished:\n{markdown(ROWS)}", flush=True)
     raise SystemExit(f"matrix: ended by signal {signum}")
 
 
@@ -295,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown cells {sorted(unknown)}: choose from {names}")
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _end_steps)
-    rows = [run_cell(cell, args.out) for cell in CELLS if cell.name in args.cells]
-    (args.out / "matrix.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "matrix.md").write_text(markdown(rows))
+    rows = ROWS
+    for cell in CELLS:
+        if cell.name in args.cells:
+            rows.append(run_cell(cell, args.out))
+            write_table(rows, args.out)  # (each cell's row as soon as it ends: a timeout keeps what finished)
     print(markdown(rows))
     for row in rows:
         if "gpu_check_steps" in row:
