@@ -188,6 +188,8 @@ def run_cell(cell: Cell, out: Path) -> dict:
             result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
             if name == "tests":
                 row.update(summary_counts(stdout))
+                slowest = stdout.partition("slowest 10 durations")[2].partition("\n\n")[0]
+                print(f"matrix: {cell.name}: the slowest tests{slowest}", flush=True)
             if process.returncode != 0:
                 raise CellFailed(f"{name} failed (exit {process.returncode}); see {log_path}")
             return result
