@@ -44,11 +44,14 @@ SUBSET = [
     "tests/test_install.py",
     "tests/test_support.py",
 ]
-# Runs in the pinned cell only: it rebuilds the whole extension once more (a damaged cache entry rebuilt by a fresh
-# process), through the same first-import build that test_install already runs in every cell.
-PINNED_ONLY = [
-    "tests/test_extension.py::test_a_cut_short_cached_library_is_rebuilt_by_the_next_import_and_loaded_after",
-]
+# Left out of the cells (test id: why).
+DESELECTED = {
+    "tests/test_extension.py::test_a_cut_short_cached_library_is_rebuilt_by_the_next_import_and_loaded_after": "it "
+    "rebuilds the whole extension once more, through the first-import build test_install runs in every cell; the "
+    "pinned cell runs it",
+    "tests/test_numba.py::test_numba_cuda_kernels_in_the_simulator": "the GPU check's dry run runs the same simulator "
+    "tests in the gpu-stack cell (the newest cell has no numba-cuda: it skips there)",
+}
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ def run_cell(cell: Cell, out: Path) -> dict:
             row["cuda_kernels"] = info["cuda_kernels"]
             if "cuda" not in info["compiled_backends"]:
                 raise CellFailed(f"the CUDA half was not built: {info['cuda_kernels']}")
-            deselected = [f"--deselect={test}" for test in PINNED_ONLY]
+            deselected = [f"--deselect={test}" for test in DESELECTED]
             pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10", *deselected, *SUBSET]
             step("tests", pytest, 2400, env=env | cell.test_environment)
             if dry_run_failure:
