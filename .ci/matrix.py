@@ -50,7 +50,7 @@ DESELECTED = {
     "rebuilds the whole extension once more, through the first-import build test_install runs in every cell; the "
     "pinned cell runs it",
     "tests/test_numba.py::test_numba_cuda_kernels_in_the_simulator": "the GPU check's dry run runs the same simulator "
-    "tests in the gpu-stack cell (the newest cell has no numba-cuda: it skips there)",
+    "tests in the gpu-stack cell, under numba-cuda as on the GPU machine (1-2 minutes a cell)",
 }
 
 
