@@ -281,8 +281,9 @@ def debug() -> bool:
 def cxx_flags() -> list[str]:
     # -fopenmp at compile time only: at::parallel_for is an inline OpenMP region, and leaving -fopenmp off the link
     # line makes it bind to the OpenMP runtime torch already loaded (so torch.set_num_threads applies).
-    # No -ffast-math anywhere: it would delete the compensated sums.
-    flags = (["-O0", "-g"] if debug() else ["-O3"]) + ["-fopenmp"]
+    # No -ffast-math anywhere: it would delete the compensated sums. No contraction of products into FMAs: every
+    # backend rounds each product, as torch does (csrc/common/poly_math.h says why; gram_cpu.cpp opts back in).
+    flags = (["-O0", "-g"] if debug() else ["-O3"]) + ["-fopenmp", "-ffp-contract=off"]
     return flags + ([f"-march={cpu_arch()}"] if cpu_arch() else [])
 
 

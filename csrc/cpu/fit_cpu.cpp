@@ -6,6 +6,18 @@
 //
 // Single fit: SIMD across data points. Batched fits ((B, N) data): SIMD across series, kLanes series per
 // vector, so no horizontal sum is needed at all; tiles of series run in parallel (at::parallel_for).
+//
+// The SIMD loops are written for speed: FMA contraction (this file keeps it, unlike the rest of csrc), Horner's last
+// step reordered, padding masked by multiplication. Where an intermediate could overflow or a value is not finite,
+// that could change inf/NaN (a fused product can stay finite where the reference's rounded one overflows), so each
+// segment of steps is certified afterwards: every coefficient it produced, with the data's bounds, keeps every
+// intermediate far below the dtype's largest value (fit_cannot_overflow), or the segment is run again by
+// fit_single_exact (fit_exact_cpu.cpp: the reference's order, every product rounded) from its start.
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -13,10 +25,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <tuple>
 #include <vector>
 
 #include "../checks.h"
+#include "fit_exact_cpu.h"
 #include "reduce_cpu.h"
 
 namespace pykernels {
@@ -98,6 +112,40 @@ inline Simd<float>::type splat<Simd<float>::type, float>(float c) {
 
 namespace {
 
+// acc = max(acc, |v|) lane by lane; NaN in v makes acc NaN (fit_cannot_overflow then refuses it).
+template <typename V>
+inline void track_largest(V& acc, V v) {
+  const V magnitude = v < 0 ? -v : v;
+  acc = (magnitude > acc) | (magnitude != magnitude) ? magnitude : acc;
+}
+
+// Whether no intermediate of a step can come near overflow, for data with |x| <= x_max, |y| <= y_max and
+// coefficients |c_k| <= c_max throughout: with X = max(1, x_max), |p(x)| <= P = c_max (D+1) X^D and |r| <= R = P +
+// y_max, and every product and sum of a step (Horner's, r^2, r x^k, their sums over n points, the update
+// lr 2/n sum r x^k) is at most max(P X, n R^2, n R X^D, 2 |lr| R X^D). Below 1/16 of the dtype's largest value,
+// neither the SIMD loops nor the reference's order overflow anywhere: they agree but for rounding.
+template <typename scalar_t>
+bool fit_cannot_overflow(double x_max, double y_max, double c_max, int64_t n, int64_t degree, double lr) {
+  if (!std::isfinite(x_max) || !std::isfinite(y_max) || !std::isfinite(c_max)) return false;
+  const double big_x = std::max(1.0, x_max);
+  const double power = std::pow(big_x, static_cast<double>(degree));
+  const double p = c_max * static_cast<double>(degree + 1) * power;
+  const double r = p + y_max;
+  const double n_d = static_cast<double>(n);
+  const double largest = std::max({p * big_x, n_d * r * r, n_d * r * power, 2.0 * std::abs(lr) * r * power});
+  return largest <= static_cast<double>(std::numeric_limits<scalar_t>::max()) / 16.0;  // false for inf and NaN
+}
+
+template <typename scalar_t>
+double largest_magnitude(const scalar_t* values, int64_t count) {
+  double largest = 0.0;
+  for (int64_t i = 0; i < count; ++i) {
+    const double magnitude = std::abs(static_cast<double>(values[i]));
+    largest = magnitude > largest || magnitude != magnitude ? magnitude : largest;
+  }
+  return largest;
+}
+
 // Points [g L, g L + L) of a single fit as vectors: x, y (0 past n) and the masked powers x^0..x^degree (the
 // mask is 0 past n, so padding adds nothing to any sum).
 template <typename scalar_t, typename V = typename Simd<scalar_t>::type>
@@ -124,7 +172,8 @@ void pack_group(const scalar_t* x, const scalar_t* y, int64_t n, int64_t g, int6
 // cannot be p(0), since the coefficients change every step.
 template <int kDegree, typename scalar_t>
 void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr, int64_t steps,
-                int64_t record_every, int64_t& until_record, scalar_t* coeffs, scalar_t*& trace) {
+                int64_t record_every, int64_t& until_record, scalar_t* coeffs, scalar_t*& trace,
+                scalar_t& coeff_bound) {
   using V = typename Simd<scalar_t>::type;
   constexpr int L = Simd<scalar_t>::kLanes;
   const int64_t deg = effective_degree<kDegree>(degree);
@@ -147,6 +196,7 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
     sums[0] += (r * pw[0]) * r;  // pw[0] is the mask, and every pw[k] is masked: no multiply on the chain
     for (int64_t k = 0; k <= deg; ++k) sums[k + 1] += r * pw[k];  // independent of each other: no chain
   };
+  V largest{};  // of every coefficient, every step: for fit_cannot_overflow
   for (int64_t step = 0; step < steps; ++step) {
     for (int64_t s = 0; s < deg + 2; ++s) even[s] = odd[s] = V{};
     int64_t g = 0;
@@ -156,12 +206,14 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
     }
     if (g < groups) add_group(even, g);
     for (int64_t k = 0; k <= deg; ++k) c[k] -= step_scale * broadcast_sum(even[k + 1] + odd[k + 1]);
+    for (int64_t k = 0; k <= deg; ++k) track_largest(largest, c[k]);  // off the step's chain
     if (--until_record == 0) {
       *trace++ = broadcast_sum(even[0] + odd[0])[0] * inv_n;
       until_record = record_every;
     }
   }
   for (int64_t k = 0; k <= deg; ++k) coeffs[k] = c[k][0];
+  coeff_bound = largest[0];
 }
 
 // A single fit with its degree known at compile time: fit_single's step with the groups in tiles of kGroups, each
@@ -173,7 +225,7 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
 template <int kDegree, int kGroups, bool kStoredPowers, bool kOneTile, typename scalar_t>
 void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, int64_t /*degree*/, scalar_t lr,
                          int64_t steps, int64_t record_every, int64_t& until_record, scalar_t* coeffs,
-                         scalar_t*& trace) {
+                         scalar_t*& trace, scalar_t& coeff_bound) {
   using V = typename Simd<scalar_t>::type;
   constexpr int L = Simd<scalar_t>::kLanes;
   constexpr int D = kDegree;
@@ -187,6 +239,7 @@ void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, int64_
   for (int k = 0; k <= D; ++k) c[k] = splat<V>(coeffs[k]);
   const V step_scale = splat<V>(static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n)));
   const scalar_t inv_n = static_cast<scalar_t>(1.0 / static_cast<double>(n));
+  V largest{};  // of every coefficient, every step: for fit_cannot_overflow
   for (int64_t step = 0; step < steps; ++step) {
     V sums[2][D + 2];  // even and odd groups: half the add chain
 #pragma GCC unroll 16
@@ -217,19 +270,22 @@ void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, int64_
     }
 #pragma GCC unroll 16
     for (int k = 0; k <= D; ++k) c[k] -= step_scale * broadcast_sum(sums[0][k + 1] + sums[1][k + 1]);
+#pragma GCC unroll 16
+    for (int k = 0; k <= D; ++k) track_largest(largest, c[k]);  // off the step's chain
     if (--until_record == 0) {
       *trace++ = broadcast_sum(sums[0][0] + sums[1][0])[0] * inv_n;
       until_record = record_every;
     }
   }
   for (int k = 0; k <= D; ++k) coeffs[k] = c[k][0];
+  coeff_bound = largest[0];
 }
 
 // A fit too long for one block: the same step, with each block's sums widened to float64 before they are added.
 template <int kDegree, typename scalar_t>
 void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr,
                         int64_t steps, int64_t record_every, int64_t& until_record, scalar_t* coeffs,
-                        scalar_t*& trace) {
+                        scalar_t*& trace, scalar_t& coeff_bound) {
   using V = typename Simd<scalar_t>::type;
   constexpr int L = Simd<scalar_t>::kLanes;
   const int64_t deg = effective_degree<kDegree>(degree);
@@ -249,6 +305,7 @@ void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t
   V* c = coeff_storage.data();
   V* sums = block_storage.data();
   double* totals = total_storage.data();
+  coeff_bound = 0;
   for (int64_t step = 0; step < steps; ++step) {
     for (int64_t k = 0; k <= deg; ++k) c[k] = splat<V>(coeffs[k]);
     for (int64_t s = 0; s < deg + 2; ++s) totals[s] = 0.0;
@@ -266,29 +323,7 @@ void fit_single_blocked(const scalar_t* x, const scalar_t* y, int64_t n, int64_t
       until_record = record_every;
     }
     for (int64_t k = 0; k <= deg; ++k) coeffs[k] -= lr * static_cast<scalar_t>(2.0 * inv_n * totals[k + 1]);
-  }
-}
-
-// A single fit, one point at a time: no padding lanes, so inf and NaN propagate exactly as in the reference. The SIMD
-// loops zero their padding by multiplying with a mask, which is exact only while the coefficients are finite
-// (p(0) times 0 is NaN otherwise); fit_single_checked hands a fit to this loop when they stop being finite.
-template <typename scalar_t>
-void fit_single_exact(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr, int64_t steps,
-                      int64_t record_every, int64_t& until_record, scalar_t* coeffs, scalar_t*& trace) {
-  const double inv_n = 1.0 / static_cast<double>(n);
-  std::vector<double> sums(degree + 2);
-  for (int64_t step = 0; step < steps; ++step) {
-    std::fill(sums.begin(), sums.end(), 0.0);
-    for (int64_t i = 0; i < n; ++i) {
-      const scalar_t r = horner(coeffs, degree, x[i]) - y[i];
-      sums[0] += static_cast<double>(r * r);  // products in scalar_t, as the SIMD loops form them
-      accumulate_powers(sums.data() + 1, 1, degree, x[i], r);
-    }
-    if (--until_record == 0) {
-      *trace++ = static_cast<scalar_t>(sums[0] * inv_n);
-      until_record = record_every;
-    }
-    for (int64_t k = 0; k <= degree; ++k) coeffs[k] -= lr * static_cast<scalar_t>(2.0 * inv_n * sums[k + 1]);
+    for (int64_t k = 0; k <= deg; ++k) track_largest(coeff_bound, coeffs[k]);
   }
 }
 
@@ -298,41 +333,46 @@ bool all_finite(const scalar_t* values, int64_t count) {
 }
 
 // A single fit by a SIMD loop `fit` (fit_single, fit_single_unrolled or fit_single_blocked), in segments of
-// kCheckedSteps steps: a segment that ends with coefficients that are not finite is run again from its start by
-// fit_single_exact, which finishes the fit (coefficients that are not finite stay so). One check per segment: the
-// steps themselves are untouched.
+// kCheckedSteps steps, each certified afterwards: its coefficients are finite and fit_cannot_overflow holds for the
+// largest of them. A segment that is not is run again from its start by fit_single_exact, which finishes the fit.
+// One check per segment: the steps themselves only track the largest coefficient, off their dependent chain.
 template <typename scalar_t, typename Fit>
 void fit_single_checked(Fit fit, const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree, scalar_t lr,
                         int64_t steps, int64_t record_every, scalar_t* coeffs, scalar_t* trace) {
   constexpr int64_t kCheckedSteps = 1024;
+  const double x_max = largest_magnitude(x, n);
+  const double y_max = largest_magnitude(y, n);
   std::vector<scalar_t> start(degree + 1);
   int64_t until_record = 1;  // a countdown: an integer division per step would cost more than a small fit's step
   for (int64_t done = 0; done < steps;) {
     const int64_t count = std::min(kCheckedSteps, steps - done);
-    if (all_finite(coeffs, degree + 1)) {
-      std::copy(coeffs, coeffs + degree + 1, start.begin());
-      const int64_t until_record_at_start = until_record;
-      scalar_t* const trace_at_start = trace;
-      fit(x, y, n, degree, lr, count, record_every, until_record, coeffs, trace);
-      if (all_finite(coeffs, degree + 1)) {
-        done += count;
-        continue;
-      }
-      std::copy(start.begin(), start.end(), coeffs);
-      until_record = until_record_at_start;
-      trace = trace_at_start;
+    std::copy(coeffs, coeffs + degree + 1, start.begin());
+    const int64_t until_record_at_start = until_record;
+    scalar_t* const trace_at_start = trace;
+    scalar_t largest = 0;
+    fit(x, y, n, degree, lr, count, record_every, until_record, coeffs, trace, largest);
+    const double c_max = std::max(largest_magnitude(start.data(), degree + 1), static_cast<double>(largest));
+    if (largest == largest && all_finite(coeffs, degree + 1) &&
+        fit_cannot_overflow<scalar_t>(x_max, y_max, c_max, n, degree, lr)) {
+      done += count;
+      continue;
     }
+    std::copy(start.begin(), start.end(), coeffs);
+    until_record = until_record_at_start;
+    trace = trace_at_start;
     fit_single_exact(x, y, n, degree, lr, steps - done, record_every, until_record, coeffs, trace);
     return;
   }
 }
 
 // kLanes fits at once, one per lane, SIMD across series. xt/yt: (n, kLanes) transposed tiles; coefficient k of
-// the tile's series is lane-wise in c[k]. trace rows are written per series.
+// the tile's series is lane-wise in c[k]. trace rows are written per series. largest: per lane, the largest
+// coefficient of any step (for the certification, see fit_poly_cpu).
 template <int kDegree, typename scalar_t>
 void fit_tile(const typename Simd<scalar_t>::type* xt, const typename Simd<scalar_t>::type* yt, int64_t n,
               int64_t degree, scalar_t lr, int64_t steps, int64_t record_every,
-              typename Simd<scalar_t>::type* c, scalar_t* trace, int64_t trace_stride, int live_lanes) {
+              typename Simd<scalar_t>::type* c, scalar_t* trace, int64_t trace_stride, int live_lanes,
+              typename Simd<scalar_t>::type& largest) {
   using V = typename Simd<scalar_t>::type;
   using W = typename Simd<scalar_t>::wide;
   const int64_t deg = effective_degree<kDegree>(degree);
@@ -362,6 +402,7 @@ void fit_tile(const typename Simd<scalar_t>::type* xt, const typename Simd<scala
     }
     for (int64_t k = 0; k <= deg; ++k) {
       c[k] -= lr * __builtin_convertvector(totals[k + 1] * (2.0 * inv_n), V);
+      track_largest(largest, c[k]);
     }
   }
 }
@@ -428,10 +469,28 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_cpu(const at::Tensor& x_in, const at
               c[k][lane] = lane < live ? coeffs_data[(s0 + lane) * (degree + 1) + k] : scalar_t(0);
             }
           }
+          V largest{}, x_max{}, y_max{};
+          for (int64_t k = 0; k <= degree; ++k) track_largest(largest, c[k]);
+          for (int64_t i = 0; i < n; ++i) {
+            track_largest(x_max, xt[i]);
+            track_largest(y_max, yt[i]);
+          }
           fit_tile<kDeg, scalar_t>(xt.data(), yt.data(), n, degree, static_cast<scalar_t>(lr), steps, record_every,
-                                   c.data(), trace_data + s0 * records, records, live);
-          for (int64_t k = 0; k <= degree; ++k) {
-            for (int lane = 0; lane < live; ++lane) coeffs_data[(s0 + lane) * (degree + 1) + k] = c[k][lane];
+                                   c.data(), trace_data + s0 * records, records, live, largest);
+          for (int lane = 0; lane < live; ++lane) {
+            scalar_t* series_coeffs = coeffs_data + (s0 + lane) * (degree + 1);
+            bool finite = true;
+            for (int64_t k = 0; k <= degree; ++k) finite = finite && std::isfinite(c[k][lane]);
+            if (finite && fit_cannot_overflow<scalar_t>(x_max[lane], y_max[lane], largest[lane], n, degree, lr)) {
+              for (int64_t k = 0; k <= degree; ++k) series_coeffs[k] = c[k][lane];
+              continue;
+            }
+            // not certified: the series again, from its initial coefficients (still in coeffs_data), exactly
+            int64_t until_record = 1;
+            scalar_t* series_trace = trace_data + (s0 + lane) * records;
+            fit_single_exact(shared_x ? x_data : x_data + (s0 + lane) * n, y_data + (s0 + lane) * n, n, degree,
+                             static_cast<scalar_t>(lr), steps, record_every, until_record, series_coeffs,
+                             series_trace);
           }
         }
       });

@@ -1,3 +1,11 @@
+// Unlike the rest of csrc (compiled with -ffp-contract=off), this file keeps FMA contraction: its jumps' matrix
+// products are written for it, and it rounds on its own (rounded(), below) wherever a product must overflow as the
+// reference's does.
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 // Fits on sufficient statistics: poly_moments (one pass over the data, float64 sums) and fit_poly_moments
 // (gradient descent on the quadratic form, (D+1)^2 work per step whatever N is).
 //

@@ -62,26 +62,26 @@ inline LaneVector zero_padding(LaneVector v, int64_t count) {
   return v;
 }
 
-// One LaneVector of partial sums per output. Sized at compile time when the degree is known, so the sums live
-// in registers.
-template <int kNumSums>
+// One Sum (a LaneVector of partial sums, or an AccurateSum of them) per output. Sized at compile time when the
+// degree is known, so the sums live in registers.
+template <int kNumSums, typename Sum = LaneVector>
 class LaneSums {
  public:
-  explicit LaneSums(int64_t /*num_sums*/) { values_.fill(LaneVector{}); }
-  LaneVector* data() { return values_.data(); }
+  explicit LaneSums(int64_t /*num_sums*/) { values_.fill(Sum{}); }
+  Sum* data() { return values_.data(); }
 
  private:
-  std::array<LaneVector, kNumSums> values_;
+  std::array<Sum, kNumSums> values_;
 };
 
-template <>
-class LaneSums<kDynamicDegree> {
+template <typename Sum>
+class LaneSums<kDynamicDegree, Sum> {
  public:
-  explicit LaneSums(int64_t num_sums) : values_(num_sums, LaneVector{}) {}
-  LaneVector* data() { return values_.data(); }
+  explicit LaneSums(int64_t num_sums) : values_(num_sums, Sum{}) {}
+  Sum* data() { return values_.data(); }
 
  private:
-  std::vector<LaneVector> values_;
+  std::vector<Sum> values_;
 };
 
 // Folds the lanes of each output into out[s], always in the same order.
@@ -93,27 +93,63 @@ inline void fold_lanes(const LaneVector* sums, int64_t num_sums, double* out) {
   }
 }
 
-// out[0..num_sums) = sums over [0, n), where chunk_fn(begin, end, partial) writes one chunk's num_sums sums.
-// Chunks hold chunk_size elements (fixed for a kernel, never derived from the thread count).
-template <typename ChunkFn>
+// Folds the lanes of each accurate sum into its pair (out[2 s], out[2 s + 1]) = (value, error), always in the
+// same order; the error is 0 where the value is not finite (it would be NaN there).
+inline void fold_accurate_lanes(const AccurateSum<LaneVector>* sums, int64_t num_sums, double* out) {
+  for (int64_t s = 0; s < num_sums; ++s) {
+    CompensatedSum<double> total;
+    double error = 0.0;
+    for (int lane = 0; lane < kLanes; ++lane) {
+      total.add(sums[s].value[lane]);
+      error += sums[s].error[lane];
+    }
+    const bool finite = (total.sum - total.sum) == 0.0;
+    out[2 * s] = total.sum;
+    out[2 * s + 1] = finite ? total.compensation + error : 0.0;
+  }
+}
+
+// out[0..num_sums) = sums over [0, n), where chunk_fn(begin, end, partial) writes one chunk's num_sums sums. With
+// kParts = 2 each sum is a (value, error) pair (fold_accurate_lanes), in the chunks' partials and in out alike: the
+// parts of every chunk are added with one compensated sum, whose sum and compensation are the result's pair. Chunks hold chunk_size elements (fixed for a kernel, never derived
+// from the thread count).
+template <int kParts = 1, typename ChunkFn>
 void reduce_in_chunks(int64_t n, int64_t num_sums, double* out, const ChunkFn& chunk_fn,
                       int64_t chunk_size = kReduceChunk) {
   const int64_t num_chunks = std::max<int64_t>(1, (n + chunk_size - 1) / chunk_size);
-  if (num_chunks == 1) {
+  if (num_chunks == 1 && kParts == 1) {
     chunk_fn(0, n, out);
     return;
   }
-  std::vector<double> partials(num_chunks * num_sums);
+  const int64_t width = num_sums * kParts;
+  std::vector<double> partials(num_chunks * width);
   at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      chunk_fn(chunk * chunk_size, std::min(n, (chunk + 1) * chunk_size), partials.data() + chunk * num_sums);
+      chunk_fn(chunk * chunk_size, std::min(n, (chunk + 1) * chunk_size), partials.data() + chunk * width);
     }
   });
   for (int64_t s = 0; s < num_sums; ++s) {
     CompensatedSum<double> total;
-    for (int64_t chunk = 0; chunk < num_chunks; ++chunk) total.add(partials[chunk * num_sums + s]);
-    out[s] = total.result();
+    for (int64_t chunk = 0; chunk < num_chunks; ++chunk) {
+      for (int part = 0; part < kParts; ++part) total.add(partials[chunk * width + s * kParts + part]);
+    }
+    if constexpr (kParts == 1) {
+      out[s] = total.result();
+    } else {
+      static_assert(kParts == 2);
+      const bool finite = (total.sum - total.sum) == 0.0;
+      out[2 * s] = total.sum;
+      out[2 * s + 1] = finite ? total.compensation : 0.0;
+    }
   }
+}
+
+// (sum + error) / n, correctly rounded but for the pair's own error: the quotient's remainder (exact by an FMA) and the
+// sum's error are divided once more and added.
+inline double accurate_mean(double sum, double error, double n) {
+  const double quotient = sum / n;
+  if ((quotient - quotient) != 0.0) return quotient;
+  return quotient + (fused_multiply_add(-quotient, n, sum) + error) / n;
 }
 
 // Coefficients widened to float64 once per call (the kernels do all their math in float64).

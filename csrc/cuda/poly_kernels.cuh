@@ -21,7 +21,7 @@ __global__ void poly_kernel(const scalar_t* __restrict__ x, const math_t* __rest
                             int64_t n, scalar_t* __restrict__ y) {
   const int64_t deg = effective_degree<kDegree>(degree);
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    y[i] = static_cast<scalar_t>(horner(coeffs, deg, static_cast<math_t>(x[i])));
+    y[i] = static_cast<scalar_t>(horner<kMayFuse<math_t, scalar_t>>(coeffs, deg, static_cast<math_t>(x[i])));
   }
 }
 
@@ -35,7 +35,7 @@ __global__ void poly_mse_partials_kernel(const scalar_t* __restrict__ x, const s
   acc_t sums[kDegree + 2] = {};
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     const math_t xi = static_cast<math_t>(x[i]);
-    const math_t r = horner(coeffs, kDegree, xi) - static_cast<math_t>(y[i]);
+    const math_t r = horner<kMayFuse<math_t, scalar_t>>(coeffs, kDegree, xi) - static_cast<math_t>(y[i]);
     sums[0] += static_cast<acc_t>(r * r);
     accumulate_powers(sums + 1, 1, kDegree, xi, r);
   }
@@ -57,7 +57,7 @@ __global__ void poly_backward_partials_kernel(const scalar_t* __restrict__ grad_
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     const math_t xi = static_cast<math_t>(x[i]);
     const math_t gi = static_cast<math_t>(grad_y[i]);
-    grad_x[i] = static_cast<scalar_t>(gi * horner_derivative(derivative_coeffs, kDegree, xi));
+    grad_x[i] = static_cast<scalar_t>(gi * horner_derivative<kMayFuse<math_t, scalar_t>>(derivative_coeffs, kDegree, xi));
     accumulate_powers(sums, 1, kDegree, xi, gi);
   }
   __shared__ acc_t scratch[kWarps];

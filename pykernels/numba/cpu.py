@@ -1,7 +1,10 @@
 """numba CPU kernels of pykernels' ops, on NumPy arrays (float32 or float64, contiguous).
 
 Every reduction works like the C++ kernels: fixed chunks of ``REDUCE_CHUNK`` elements summed in float64, chunk
-results combined in order with Kahan-Babuska summation (compiled without fast-math, which could delete it).
+results combined in order with Kahan-Babuska summation (compiled without fast-math, which could delete it). Float64
+data's ``dot`` and ``poly_mse`` are summed to twice the working precision (Dot2, compensated Horner), as in C++.
+Products are rounded on their own (no contraction into FMAs) but where float32 data is computed in float64
+(``_mul_add``): the semantics of csrc/common/poly_math.h.
 ``*_serial`` and ``*_parallel`` (``prange`` over chunks) call the same chunk function, so they agree bit for bit.
 All kernels are ``cache=True``; nothing compiles at import (no eager signatures).
 """
@@ -12,7 +15,11 @@ import threading
 import types
 
 import numpy as np
+from llvmlite import ir
 from numba import prange
+from numba.core import cgutils
+from numba.core import types as numba_types
+from numba.extending import intrinsic
 
 from . import _cache, _config
 from ._cache import njit  # numba's, with a cache that recovers from a damaged file
@@ -41,9 +48,73 @@ def _serial_and_parallel(chunk_loop):
 # a block is a simple loop over it, which LLVM vectorizes.
 BLOCK = 256
 # Only the in-chunk float64 sums may be reassociated (so LLVM can vectorize them): that reorders float64
-# additions of <= REDUCE_CHUNK terms, which costs nothing in float32 results. The compensated combination of
-# chunks (_combine_chunks) is compiled without any fast-math flag, so it stays exact.
-_SUM_JIT = {**_JIT, "fastmath": {"reassoc", "contract"}}
+# additions of <= REDUCE_CHUNK terms, which costs nothing in float32 results. No contraction: a product fused into
+# the add it feeds keeps finite what overflows when rounded, as torch rounds it (see _mul_add). The compensated
+# combination of chunks (_combine_chunks) and the twice-working-precision kernels are compiled without any
+# fast-math flag, so they stay exact.
+_SUM_JIT = {**_JIT, "fastmath": {"reassoc"}}
+# Lanes of the twice-working-precision sums kept across blocks: one SIMD register's worth of independent sums.
+LANES = 8
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma), in float64."""
+    signature = numba_types.float64(numba_types.float64, numba_types.float64, numba_types.float64)
+
+    def codegen(context, builder, sig, args):
+        return builder.fma(*args)
+
+    return signature, codegen
+
+
+@intrinsic
+def _mul_add(typingctx, a, b, c, data):
+    """a * b + c in float64, the product rounded on its own unless `data` (the array the operands come from) is
+    float32: float32 values are far below float64's range, so fusing cannot change an overflow there
+    (csrc/common/poly_math.h: kMayFuse), and the FMA is faster."""
+    signature = numba_types.float64(numba_types.float64, numba_types.float64, numba_types.float64, data)
+    fuse = getattr(data, "dtype", data) == numba_types.float32
+
+    def codegen(context, builder, sig, args):
+        a, b, c, _ = args
+        return builder.fma(a, b, c) if fuse else builder.fadd(builder.fmul(a, b), c)
+
+    return signature, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Asks for the cache line of array[index] ahead of its use (llvm.prefetch: a hint, which never faults, so an
+    index past the end is harmless). Lets a loop whose arithmetic hides its loads' latency keep memory busy."""
+    signature = numba_types.void(array, index)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        byte_pointer = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32])
+        prefetch = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0")
+        address = builder.bitcast(builder.gep(data, [args[1]]), byte_pointer)
+        builder.call(prefetch, [address, int32(0), int32(3), int32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@njit(**_JIT)
+def _two_sum(a, b):
+    """(value, error) with a + b = value + error exactly (Knuth's TwoSum; finite a, b)."""
+    value = a + b
+    b_part = value - a
+    return value, (a - (value - b_part)) + (b - b_part)
+
+
+@njit(**_JIT)
+def _two_product(a, b):
+    """(value, error) with a * b = value + error exactly (barring underflow)."""
+    value = a * b
+    return value, _fma(a, b, -value)
 
 
 @njit(**_SUM_JIT)
@@ -59,15 +130,24 @@ def _load_block(data, i, fill, out):
 
 
 @njit(**_SUM_JIT)
-def _horner_block(coeffs, xs, values):
-    """values[j] = p(xs[j]) by Horner."""
+def _horner_block(coeffs, xs, values, data):
+    """values[j] = p(xs[j]) by Horner; xs: a block of `data`, widened."""
     degree = coeffs.shape[0] - 1
     for j in range(BLOCK):
         values[j] = coeffs[degree]
     for k in range(degree - 1, -1, -1):
         c = np.float64(coeffs[k])
         for j in range(BLOCK):
-            values[j] = values[j] * xs[j] + c
+            values[j] = _mul_add(values[j], xs[j], c, data)
+
+
+@njit(**_JIT)
+def _horner_tuple(coeffs, xi, data):
+    """p(xi) by Horner on a tuple of float64 coefficients (c_0, ..., c_D); xi: an element of `data`, widened."""
+    value = coeffs[len(coeffs) - 1]
+    for k in range(len(coeffs) - 2, -1, -1):
+        value = _mul_add(value, xi, coeffs[k], data)
+    return value
 
 
 @njit(**_SUM_JIT)
@@ -84,20 +164,200 @@ def _accumulate_power_block(sums, first, xs, weights, term):
 
 
 @njit(**_JIT)
-def _combine_chunks(partials, out):
-    """out[s] = sum over chunks of partials[c, s], in chunk order, Kahan-Babuska compensated."""
-    for s in range(partials.shape[1]):
+def _compensated_add(total, compensation, value):
+    """One Kahan-Babuska (Neumaier) step: (total, compensation) += value."""
+    t = total + value
+    if abs(total) >= abs(value):
+        compensation += (total - t) + value
+    else:
+        compensation += (value - t) + total
+    return t, compensation
+
+
+@njit(**_JIT)
+def _combine(partials, out, parts):
+    """The sums over chunks of partials[c, s * parts : (s + 1) * parts], in chunk order, Kahan-Babuska compensated:
+    out[s] = the sum (parts = 1), or (out[2 s], out[2 s + 1]) = its (value, error) pair (parts = 2), the error 0
+    where the value is not finite."""
+    for s in range(partials.shape[1] // parts):
         total = 0.0
         compensation = 0.0
         for c in range(partials.shape[0]):
-            value = partials[c, s]
-            t = total + value
-            if abs(total) >= abs(value):
-                compensation += (total - t) + value
-            else:
-                compensation += (value - t) + total
-            total = t
-        out[s] = total + compensation if np.isfinite(total) else total
+            for part in range(parts):
+                total, compensation = _compensated_add(total, compensation, partials[c, s * parts + part])
+        if parts == 1:
+            out[s] = total + compensation if np.isfinite(total) else total
+        else:
+            out[2 * s] = total
+            out[2 * s + 1] = compensation if np.isfinite(total) else 0.0
+
+
+@njit(**_JIT)
+def _combine_chunks(partials, out):
+    """out[s] = sum over chunks of partials[c, s], in chunk order, Kahan-Babuska compensated."""
+    _combine(partials, out, 1)
+
+
+@njit(**_JIT)
+def _combine_chunk_pairs(partials, out):
+    """The twice-working-precision kernels' chunks: partials[c, 2 s], partials[c, 2 s + 1] is chunk c's (value,
+    error) pair of sum s; out[2 s], out[2 s + 1] the pair of their total."""
+    _combine(partials, out, 2)
+
+
+# --- twice the working precision (float64 data): Dot2 and compensated Horner -----------------------------------------
+
+
+@njit(**_JIT)
+def _add_block_accurately(totals, compensations, s, values, errors):
+    """(totals[s], compensations[s]) += the sum of a block's values[j] + errors[j] (destroyed). The values are added
+    by a pairwise tree of TwoSums whose every level adds one half of the block to the other elementwise (so it
+    vectorizes), the errors plainly: accurate to u |sum| + O(log2(BLOCK) u^2 sum |values|), as Dot2 (Ogita, Rump
+    and Oishi)."""
+    width = values.shape[0]
+    while width > 1:
+        width //= 2
+        for j in range(width):
+            value, error = _two_sum(values[j], values[j + width])
+            values[j] = value
+            errors[j] += errors[j + width] + error
+    total, error = _two_sum(totals[s], values[0])
+    totals[s] = total
+    compensations[s] += error + errors[0]
+
+
+@njit(**_JIT)
+def _write_pairs(totals, compensations, out):
+    """out[2 s], out[2 s + 1] = the (value, error) pair of sum s, the error 0 where the value is not finite."""
+    for s in range(totals.shape[0]):
+        out[2 * s] = totals[s]
+        out[2 * s + 1] = compensations[s] if np.isfinite(totals[s]) else 0.0
+
+
+@njit(**_JIT)
+def _accurate_mean(value, error, n):
+    """(value + error) / n, correctly rounded but for the pair's own error (the quotient's remainder is exact)."""
+    quotient = value / n
+    if not np.isfinite(quotient):
+        return quotient
+    return quotient + (_fma(-quotient, np.float64(n), value) + error) / n
+
+
+@njit(**_JIT)
+def _products_of_block(a, b, values, errors):
+    """values[j] + errors[j] = a[j] b[j] + a[j + H] b[j + H] for j < H = BLOCK / 2, exactly but for the rounding of
+    errors: a block's products as the first level of _add_block_accurately's tree."""
+    half = BLOCK // 2
+    for j in range(half):
+        product, product_error = _two_product(np.float64(a[j]), np.float64(b[j]))
+        other, other_error = _two_product(np.float64(a[j + half]), np.float64(b[j + half]))
+        values[j], sum_error = _two_sum(product, other)
+        errors[j] = (product_error + other_error) + sum_error
+
+
+@njit(**_JIT)
+def _add_halves(values, errors, width, lane_values, lane_errors):
+    """Folds values[:width] + errors[:width] (destroyed) down to LANES elements by the pairwise TwoSum tree, then
+    adds them lane by lane into (lane_values, lane_errors) with TwoSums."""
+    while width > LANES:
+        width //= 2
+        for j in range(width):
+            value, error = _two_sum(values[j], values[j + width])
+            values[j] = value
+            errors[j] += errors[j + width] + error
+    for j in range(LANES):
+        value, error = _two_sum(lane_values[j], values[j])
+        lane_values[j] = value
+        lane_errors[j] += errors[j] + error
+
+
+@njit(**_JIT)
+def _dot_chunk_accurate(a, b, out):
+    """One chunk of float64 dot as Dot2 (exact products, sums to twice the working precision): out = its (value,
+    error) pair. Full blocks are read in place; the ragged tail is padded with zeros."""
+    values = np.empty(BLOCK // 2)
+    errors = np.empty(BLOCK // 2)
+    lane_values = np.zeros(LANES)
+    lane_errors = np.zeros(LANES)
+    full = a.shape[0] - a.shape[0] % BLOCK
+    for i in range(0, full, BLOCK):
+        # two blocks ahead, a line at a time: the loads of a block are otherwise spread across its arithmetic, and
+        # too few are in flight to stream memory (measured: 1.6x faster at 10^7)
+        for line in range(0, BLOCK, 64 // a.itemsize):
+            _prefetch(a, i + 2 * BLOCK + line)
+            _prefetch(b, i + 2 * BLOCK + line)
+        _products_of_block(a[i : i + BLOCK], b[i : i + BLOCK], values, errors)
+        _add_halves(values, errors, BLOCK // 2, lane_values, lane_errors)
+    if full < a.shape[0]:
+        xs = np.empty(BLOCK)
+        ys = np.empty(BLOCK)
+        _load_block(a, full, 0.0, xs)
+        _load_block(b, full, 0.0, ys)
+        _products_of_block(xs, ys, values, errors)
+        _add_halves(values, errors, BLOCK // 2, lane_values, lane_errors)
+    totals = np.zeros(1)
+    compensations = np.zeros(1)
+    _add_block_accurately(totals, compensations, 0, lane_values, lane_errors)
+    _write_pairs(totals, compensations, out)
+
+
+@njit(**_JIT)
+def _compensated_residual_block(coeffs, xs, ys, hi, lo):
+    """hi[j] + lo[j] = p(xs[j]) - ys[j] to about twice the working precision: compensated Horner (Graillat, Langlois
+    and Louvet), whose error term carries every step's rounding errors through the remaining steps, then an exact
+    subtraction."""
+    degree = coeffs.shape[0] - 1
+    for j in range(BLOCK):
+        hi[j] = coeffs[degree]
+        lo[j] = 0.0
+    for k in range(degree - 1, -1, -1):
+        c = np.float64(coeffs[k])
+        for j in range(BLOCK):
+            product, product_error = _two_product(hi[j], xs[j])
+            hi[j], sum_error = _two_sum(product, c)
+            lo[j] = lo[j] * xs[j] + (product_error + sum_error)
+    for j in range(BLOCK):  # renormalized, |lo| <= ulp(hi) / 2, even where the subtraction cancels
+        difference, difference_error = _two_sum(hi[j], -ys[j])
+        residual, residual_error = _two_sum(difference, difference_error + lo[j])
+        finite = difference - difference == 0.0  # else the residual alone: its errors are NaN
+        hi[j] = residual if finite else difference
+        lo[j] = residual_error if finite else 0.0
+
+
+@njit(**_JIT)
+def _poly_mse_chunk_accurate(x, y, coeffs, out):
+    """One chunk of poly_mse for float64 data, to twice the working precision: out[2 s], out[2 s + 1] is the
+    (value, error) pair of sum r^2 (s = 0) and of sum r x^k (s = 1 + k), r = p(x) - y = hi + lo and r x^k to twice
+    the working precision. In L1 blocks, each step a simple loop over the block."""
+    num_sums = coeffs.shape[0] + 1
+    totals = np.zeros(num_sums)
+    compensations = np.zeros(num_sums)
+    xs = np.empty(BLOCK)
+    ys = np.empty(BLOCK)
+    hi = np.empty(BLOCK)
+    lo = np.empty(BLOCK)
+    values = np.empty(BLOCK)
+    errors = np.empty(BLOCK)
+    for i in range(0, x.shape[0], BLOCK):
+        _load_block(x, i, 0.0, xs)
+        _load_block(y, i, 0.0, ys)
+        _compensated_residual_block(coeffs, xs, ys, hi, lo)
+        for j in range(min(BLOCK, x.shape[0] - i), BLOCK):
+            hi[j] = 0.0  # the padding adds nothing, whatever p(0) is
+            lo[j] = 0.0
+        for j in range(BLOCK):  # r^2 = hi^2 + 2 hi lo (+ lo^2, below the error)
+            values[j], errors[j] = _two_product(hi[j], hi[j])
+            errors[j] += 2.0 * hi[j] * lo[j]
+        _add_block_accurately(totals, compensations, 0, values, errors)
+        # r x^k = hi + lo, as the reference forms it: a running product (inf x^k is inf where x^k underflows)
+        for k in range(1, num_sums):
+            for j in range(BLOCK):
+                values[j] = hi[j]
+                errors[j] = lo[j]
+                hi[j], product_error = _two_product(hi[j], xs[j])
+                lo[j] = product_error + lo[j] * xs[j]
+            _add_block_accurately(totals, compensations, k, values, errors)
+    _write_pairs(totals, compensations, out)
 
 
 # --- poly_mse: out[0] = sum r^2, out[1 + k] = sum r x^k, r = p(x) - y ------------------------------------------
@@ -113,7 +373,7 @@ def _poly_mse_chunk_blocked(x, y, coeffs, out):
     for i in range(0, x.shape[0], BLOCK):
         _load_block(x, i, 0.0, xs)
         _load_block(y, i, 0.0, term)
-        _horner_block(coeffs, xs, residuals)
+        _horner_block(coeffs, xs, residuals, x)
         for j in range(BLOCK):
             residuals[j] -= term[j]
         for j in range(min(BLOCK, x.shape[0] - i), BLOCK):
@@ -144,7 +404,7 @@ def _poly_mse_chunk_degree4(x, y, coeffs, out):
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
         probe += xi * 0.0
-        r = (((c4 * xi + c3) * xi + c2) * xi + c1) * xi + c0 - y[i]
+        r = _horner_tuple((c0, c1, c2, c3, c4), xi, x) - y[i]
         s += r * r
         g0 += r
         t = r * xi
@@ -170,7 +430,7 @@ def _poly_mse_chunk_degree8(x, y, coeffs, out):
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
         probe += xi * 0.0
-        r = (((((((c8 * xi + c7) * xi + c6) * xi + c5) * xi + c4) * xi + c3) * xi + c2) * xi + c1) * xi + c0 - y[i]
+        r = _horner_tuple((c0, c1, c2, c3, c4, c5, c6, c7, c8), xi, x) - y[i]
         s += r * r
         g0 += r
         t = r * xi
@@ -226,6 +486,23 @@ def _poly_mse_chunks(x, y, coeffs, chunk, loss, grad):
 _poly_mse_serial, _poly_mse_parallel = _serial_and_parallel(_poly_mse_chunks)
 
 
+def _poly_mse_accurate_chunks(x, y, coeffs, chunk, loss, grad):
+    """_poly_mse_chunks for float64 data, to twice the working precision (see _poly_mse_chunk_accurate)."""
+    n = x.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, 2 * (coeffs.shape[0] + 1)))
+    for c in prange(num_chunks):
+        _poly_mse_chunk_accurate(x[c * chunk : (c + 1) * chunk], y[c * chunk : (c + 1) * chunk], coeffs, partials[c])
+    pairs = np.empty(2 * (coeffs.shape[0] + 1))
+    _combine_chunk_pairs(partials, pairs)
+    loss[0] = _accurate_mean(pairs[0], pairs[1], n)
+    for k in range(grad.shape[0]):
+        grad[k] = 2.0 * _accurate_mean(pairs[2 + 2 * k], pairs[3 + 2 * k], n)
+
+
+_poly_mse_accurate_serial, _poly_mse_accurate_parallel = _serial_and_parallel(_poly_mse_accurate_chunks)
+
+
 # --- poly_backward: grad_x = g p'(x); out[k] = sum g x^k ---------------------------------------------------------
 
 
@@ -247,7 +524,7 @@ def _poly_backward_chunk_blocked(grad_y, x, coeffs, grad_x, out):
         if degree == 0:
             derivatives[:] = 0.0
         else:
-            _horner_block(derivative_coeffs, xs, derivatives)
+            _horner_block(derivative_coeffs, xs, derivatives, x)
         grad_block = grad_x[i : i + BLOCK]
         for j in range(grad_block.shape[0]):
             grad_block[j] = grads[j] * derivatives[j]
@@ -264,7 +541,7 @@ def _poly_backward_chunk_degree4(grad_y, x, coeffs, grad_x, out):
         xi = np.float64(x[i])
         probe += xi * 0.0
         gi = np.float64(grad_y[i])
-        grad_x[i] = gi * (((c4 * xi + c3) * xi + c2) * xi + c1)
+        grad_x[i] = gi * _horner_tuple((c1, c2, c3, c4), xi, x)
         g0 += gi
         t = gi * xi
         g1 += t
@@ -291,7 +568,7 @@ def _poly_backward_chunk_degree8(grad_y, x, coeffs, grad_x, out):
         xi = np.float64(x[i])
         probe += xi * 0.0
         gi = np.float64(grad_y[i])
-        grad_x[i] = gi * (((((((c8 * xi + c7) * xi + c6) * xi + c5) * xi + c4) * xi + c3) * xi + c2) * xi + c1)
+        grad_x[i] = gi * _horner_tuple((c1, c2, c3, c4, c5, c6, c7, c8), xi, x)
         g0 += gi
         t = gi * xi
         g1 += t
@@ -358,7 +635,7 @@ def _poly_range(x, coeffs, out):
         xi = np.float64(x[i])
         value = np.float64(coeffs[degree])
         for k in range(degree - 1, -1, -1):
-            value = value * xi + coeffs[k]
+            value = _mul_add(value, xi, np.float64(coeffs[k]), x)
         out[i] = value
 
 
@@ -394,6 +671,21 @@ def _dot_chunks(a, b, chunk, out):
 
 
 _dot_serial, _dot_parallel = _serial_and_parallel(_dot_chunks)
+
+
+def _dot_accurate_chunks(a, b, chunk, out):
+    """out[0] = sum_i a_i b_i for float64 data, by Dot2: correctly rounded but for ill-conditioned data."""
+    n = a.shape[0]
+    num_chunks = max(1, (n + chunk - 1) // chunk)
+    partials = np.empty((num_chunks, 2))
+    for c in prange(num_chunks):
+        _dot_chunk_accurate(a[c * chunk : (c + 1) * chunk], b[c * chunk : (c + 1) * chunk], partials[c])
+    pair = np.empty(2)
+    _combine_chunk_pairs(partials, pair)
+    out[0] = pair[0] + pair[1]
+
+
+_dot_accurate_serial, _dot_accurate_parallel = _serial_and_parallel(_dot_accurate_chunks)
 
 
 # --- fit_poly: `steps` gradient-descent steps on poly_mse, in one compiled call ---------------------------------------
@@ -627,13 +919,16 @@ def poly_backward_into(grad_y, x, coeffs, grad_x, grad_coeffs) -> None:
 
 
 def poly_mse_into(x, y, coeffs, loss, grad) -> None:
-    """loss[0] = mean((p(x) - y)^2); grad[k] = 2/N sum (p(x) - y) x^k, in one pass."""
-    _variant((_poly_mse_serial, _poly_mse_parallel), x.size)(x, y, coeffs, _config.REDUCE_CHUNK, loss, grad)
+    """loss[0] = mean((p(x) - y)^2); grad[k] = 2/N sum (p(x) - y) x^k, in one pass (float64 data: to twice the
+    working precision)."""
+    kernels = (_poly_mse_accurate_serial, _poly_mse_accurate_parallel) if x.dtype == np.float64 else None
+    _variant(kernels or (_poly_mse_serial, _poly_mse_parallel), x.size)(x, y, coeffs, _config.REDUCE_CHUNK, loss, grad)
 
 
 def dot_into(a, b, out) -> None:
-    """out[0] = sum_i a_i b_i, accumulated in float64."""
-    _variant((_dot_serial, _dot_parallel), a.size)(a, b, _config.REDUCE_CHUNK, out)
+    """out[0] = sum_i a_i b_i, accumulated in float64 (float32 products are exact there; float64 data by Dot2)."""
+    kernels = (_dot_accurate_serial, _dot_accurate_parallel) if a.dtype == np.float64 else (_dot_serial, _dot_parallel)
+    _variant(kernels, a.size)(a, b, _config.REDUCE_CHUNK, out)
 
 
 def fit_poly_into(x, y, coeffs, lr: float, steps: int, record_every: int, trace) -> None:
