@@ -1,13 +1,105 @@
-"""Accumulation accuracy at scale: on N = 10^7 float32 inputs, pykernels' reductions are at least as accurate as
-torch's on the same inputs (relative error against a float64 reference)."""
+"""Accuracy. Against exact rational arithmetic (pykernels.accuracy): dot and poly_mse are correctly rounded on random
+data in float32 and float64, within Dot2's error bound and at least as accurate as torch on ill-conditioned data.
+At scale: on N = 10^7 float32 inputs, at least as accurate as torch (relative error against float64)."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from conftest import KERNEL_BACKENDS
 
-from pykernels import get_backend, reference
+from pykernels import accuracy, get_backend, reference
+
+DTYPES = [torch.float32, torch.float64]
+CORRECTLY_ROUNDED = 0.5 + 1e-6  # ulps: the final rounding, plus the twice-working-precision sums' own error
+CONDITIONS = {torch.float32: [1e4, 1e8, 1e12], torch.float64: [1e8, 1e16, 1e24, 1e32]}
+UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float64: 2.0**-53}
+
+
+@pytest.fixture(scope="module", params=DTYPES, ids=str)
+def dot_cases(request):
+    """(random pairs, ill-conditioned pairs by condition number) of one dtype."""
+    dtype, generator = request.param, np.random.default_rng(20261203)
+    random = [accuracy.random_dot(1000, dtype, generator) for _ in range(6)]
+    ill = {c: [accuracy.ill_conditioned_dot(100, c, dtype, generator) for _ in range(4)] for c in CONDITIONS[dtype]}
+    return random, ill
+
+
+@pytest.fixture(scope="module", params=DTYPES, ids=str)
+def poly_mse_cases(request):
+    """(random fits, near fits) of one dtype: degree 4, 200 points."""
+    dtype, generator = request.param, np.random.default_rng(20261204)
+    return (
+        [accuracy.random_fit(200, 4, dtype, generator) for _ in range(6)],
+        [accuracy.near_fit(200, 4, dtype, generator) for _ in range(6)],
+    )
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_dot_is_correctly_rounded_on_random_data(dot_cases, backend):
+    random, _ = dot_cases
+    errors = accuracy.dot_errors(get_backend(backend).dot, random)
+    assert max(errors) <= CORRECTLY_ROUNDED, errors
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_dot_is_at_least_as_accurate_as_torch_when_ill_conditioned(dot_cases, backend):
+    """Up to condition numbers where torch's error is hundreds of millions of ulps; beyond 1/u (float64: 1e16),
+    torch's result has no correct digit (the table in the README shows condition 1e32 too)."""
+    _, ill = dot_cases
+    for condition, pairs in ill.items():
+        if condition > 1e24:
+            continue
+        ours = accuracy.dot_errors(get_backend(backend).dot, pairs)
+        theirs = accuracy.dot_errors(torch.dot, pairs)
+        for mine, torchs in zip(ours, theirs, strict=True):
+            assert mine <= max(torchs, CORRECTLY_ROUNDED), (condition, ours, theirs)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_dot_meets_its_error_bound(dot_cases, backend):
+    """|dot - exact| <= u_T |exact| + (n u)^2 sum|a_i b_i| for float64 data (Dot2: Ogita, Rump and Oishi, Prop. 5.5,
+    gamma_n ~ n u), and <= u_T |exact| + n u_64 sum|a_i b_i| for float32 data (float64 sums of exact products):
+    at every condition number, 1e32 included."""
+    random, ill = dot_cases
+    for a, b in random + [pair for pairs in ill.values() for pair in pairs]:
+        exact, magnitude = accuracy.exact_dot(a, b), accuracy.exact_dot(a.abs(), b.abs())
+        n, u64 = a.numel(), UNIT_ROUNDOFF[torch.float64]
+        sums = (n * u64) ** 2 if a.dtype == torch.float64 else n * u64
+        bound = UNIT_ROUNDOFF[a.dtype] * abs(float(exact)) + sums * float(magnitude)
+        assert abs(float(get_backend(backend).dot(a, b)) - float(exact)) <= bound
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_poly_mse_is_correctly_rounded_on_random_data(poly_mse_cases, backend):
+    random, _ = poly_mse_cases
+    errors = accuracy.poly_mse_errors(get_backend(backend).poly_mse, random)
+    assert max(errors) <= CORRECTLY_ROUNDED, errors
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_poly_mse_is_at_least_as_accurate_as_torch_on_a_near_fit(poly_mse_cases, backend):
+    """y = p(x) rounded: the loss and gradient are sums of rounding errors. Against the write-up's power-matrix
+    formula, loss and every gradient component."""
+    _, near = poly_mse_cases
+    ours = accuracy.poly_mse_errors(get_backend(backend).poly_mse, near)
+    theirs = accuracy.poly_mse_errors(reference.writeup_poly_mse_torch, near)
+    for mine, torchs in zip(ours, theirs, strict=True):
+        assert mine <= max(torchs, CORRECTLY_ROUNDED), (ours, theirs)
+
+
+def test_the_exact_arithmetic_is_exact():
+    """The yardstick itself: a cancellation float64 sums get wrong, and the generator's condition number."""
+    a = torch.tensor([1e16, 1.0, -1e16], dtype=torch.float64)
+    assert accuracy.exact_dot(a, torch.ones(3, dtype=torch.float64)) == 1
+    assert accuracy.ulp_error(0.0, accuracy.exact_dot(a, torch.ones(3, dtype=torch.float64)), torch.float64) > 1e15
+    assert accuracy.ulp_error(math.inf, accuracy.exact_dot(a, a), torch.float64) == math.inf
+    a, b = accuracy.ill_conditioned_dot(100, 1e20, torch.float64, np.random.default_rng(0))
+    assert 1e17 < accuracy.condition_number(a, b) < 1e23
+
 
 N = 10_000_000
 

@@ -60,26 +60,33 @@ def _close(got, exact, bound, dtype):
     scale=st.sampled_from([1e-160, 1e-3, 1.0, 30.0, 1e18]),  # subnormal products .. overflowing float32 outputs
 )
 def test_backends_agree_with_the_reference(backend, seed, n, degree, dtype, contiguous, scale):
-    x, y, coeffs = _inputs(seed, n, degree, dtype, contiguous, scale)
-    ops = pykernels.get_backend(backend)
+    _assert_agrees_with_the_reference(
+        pykernels.get_backend(backend), *_inputs(seed, n, degree, dtype, contiguous, scale)
+    )
+
+
+def _assert_agrees_with_the_reference(ops, x, y, coeffs, sums=True):
+    """Every output of every op (those that sum over the points only if `sums`) against the reference in float64:
+    inf/NaN where it has them, finite values within the rounding bound (_close)."""
+    dtype, degree = x.dtype, coeffs.numel() - 1
     x64, y64, c64 = x.double(), y.double(), coeffs.double()
     magnitude = reference.poly_torch(x64.abs(), c64.abs())  # sum |c_k| |x|^k, per element
-
     _close(ops.poly(x, coeffs), reference.poly_torch(x64, c64), magnitude, dtype)
-
-    loss, grad = ops.poly_mse(x, y, coeffs)
-    exact_loss, exact_grad = reference.poly_mse_torch(x64, y64, c64)
-    residual_bound = magnitude + y64.abs()
-    _close(loss, exact_loss, (residual_bound**2).mean(), dtype)
     powers = reference.power_matrix_torch(x64.abs(), degree)
-    _close(grad, exact_grad, 2 * (residual_bound[:, None] * powers).mean(dim=0), dtype)
-
     grad_x, grad_coeffs = ops.poly_backward(y, x, coeffs)
     exact_grad_x, exact_grad_coeffs = reference.poly_backward_torch(y64, x64, c64)
     k = torch.arange(1, degree + 1, dtype=torch.float64)
     derivative_bound = powers[:, :degree] @ (k * c64.abs()[1:])  # sum k |c_k| |x|^(k-1)
     _close(grad_x, exact_grad_x, y64.abs() * derivative_bound, dtype)
+    if not sums:
+        return
     _close(grad_coeffs, exact_grad_coeffs, (y64.abs()[:, None] * powers).sum(dim=0), dtype)
+
+    loss, grad = ops.poly_mse(x, y, coeffs)
+    exact_loss, exact_grad = reference.poly_mse_torch(x64, y64, c64)
+    residual_bound = magnitude + y64.abs()
+    _close(loss, exact_loss, (residual_bound**2).mean(), dtype)
+    _close(grad, exact_grad, 2 * (residual_bound[:, None] * powers).mean(dim=0), dtype)
 
     _close(ops.dot(x, y), torch.dot(x64, y64), (x64.abs() * y64.abs()).sum(), dtype)
 
@@ -156,3 +163,65 @@ def test_float32_results_are_float64_results_rounded_once(backend):
         )[1][2]
         == -math.inf
     )
+
+
+# --- the limits of the float range ---------------------------------------------------------------------------------
+
+
+@st.composite
+def _limit_inputs(draw):
+    """Coefficients and y up to the dtype's largest finite value, x of moderate size: Horner's intermediates
+    overflow or stay finite depending on each product's rounding."""
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    largest = torch.finfo(dtype).max
+    n, degree = draw(st.integers(1, 8)), draw(st.integers(1, 5))
+    huge = st.floats(-1.0, 1.0).map(lambda f: f * largest)
+    # (not tiny: where x^k underflows, the float64 kernels' twice-working-precision powers keep digits torch loses)
+    moderate = st.sampled_from([-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0]) | st.floats(0.25, 4.0).flatmap(
+        lambda f: st.sampled_from([f, -f])
+    )
+    x = draw(st.lists(moderate, min_size=n, max_size=n))
+    y = draw(st.lists(huge, min_size=n, max_size=n))
+    coeffs = draw(st.lists(huge | moderate, min_size=degree + 1, max_size=degree + 1))
+    return tuple(torch.tensor(values, dtype=torch.float64).to(dtype) for values in (x, y, coeffs))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(inputs=_limit_inputs())
+def test_backends_agree_at_the_limits(backend, inputs):
+    """One rounding semantics (csrc/common/poly_math.h): every product rounded on its own, as torch rounds it, so
+    a Horner step that overflows does so on every backend (x = 2, coeffs (-1.7e308, 1.7e308): p = inf on all).
+    Elementwise outputs over several points; the sums over one point (a sum's order could decide whether a partial
+    sum overflows)."""
+    x, y, coeffs = inputs
+    ops = pykernels.get_backend(backend)
+    _assert_agrees_with_the_reference(ops, x, y, coeffs, sums=False)
+    _assert_agrees_with_the_reference(ops, x[:1], y[:1], coeffs)
+
+
+def test_the_limit_cases_of_the_issue():
+    """The two cases that disagreed when the C++ and numba kernels fused Horner's products into FMAs."""
+    x, c = torch.tensor([2.0], dtype=torch.float64), torch.tensor([-1.7e308, 1.7e308], dtype=torch.float64)
+    y, zero = torch.tensor([1.7e308], dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    for backend in [*KERNEL_BACKENDS, "torch"]:
+        ops = pykernels.get_backend(backend)
+        assert ops.poly(x, c).item() == math.inf, backend
+        assert ops.poly_mse(x, y, zero)[0].item() == math.inf, backend
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["single", "batched"])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_a_fit_whose_products_overflow_overflows_on_every_backend(backend, batched):
+    """p(2) = 2 * 1.7e308 - 1.7e308 is inf when the product is rounded, as the reference rounds it; a fused product
+    made the kernels' fit see p = y, loss 0, and keep its coefficients (their SIMD loops are now certified per
+    segment and the rest redone in the reference's order)."""
+    x, y = torch.full((3,), 2.0, dtype=torch.float64), torch.full((3,), 1.7e308, dtype=torch.float64)
+    if batched:
+        x, y = x.expand(3, 3), y.expand(3, 3)
+    init = torch.tensor([-1.7e308, 1.7e308], dtype=torch.float64)
+    got = pykernels.fit_poly(x, y, 1, lr=1e-3, steps=3, init=init, method="data", backend=backend)
+    expected = pykernels.fit_poly(x, y, 1, lr=1e-3, steps=3, init=init, method="data", backend="torch")
+    assert bool(torch.isinf(expected.trace[..., 0]).all())
+    for g, e in zip(got, expected, strict=True):
+        _same_special_values(g, e)

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 import pykernels
-from pykernels import reference
+from pykernels import accuracy, reference
 
 from .common import (
+    DEGREE,
     DEVICES,
     DTYPES,
     IMPLEMENTATIONS,
@@ -196,3 +197,38 @@ class Bandwidth(Benchmark):
         return self.measured.track_gbytes_per_second(implementation, device, self.n, "float32")
 
     track_gbytes_per_second.unit = "GB/s"
+
+
+class Accuracy(Benchmark):
+    """The worst error, in units in the last place, against exact rational arithmetic (pykernels.accuracy) over a
+    fixed set of problems: random ones (dot: standard normal pairs of 1,000; poly_mse: the seed's sin x at 200
+    random points) and ill-conditioned ones (dot: Ogita-Rump-Oishi pairs of 100 at condition numbers 1e8 to 1e24
+    in float64, 1e4 to 1e12 in float32; poly_mse: y = p(x) rounded, so the residuals are rounding errors). torch is
+    torch.dot and the write-up's power-matrix formula. 0.5 or less is correctly rounded; lower is better."""
+
+    params = (["dot", "poly_mse"], ["torch", "pykernels-cpp", "pykernels-numba"], DTYPES, ["random", "ill-conditioned"])
+    param_names = ("op", "implementation", "dtype", "data")
+    unit = "ulps"
+    CONDITIONS = {"float32": [1e4, 1e8, 1e12], "float64": [1e8, 1e16, 1e24]}
+
+    def setup(self, op, implementation, dtype, data):
+        require(implementation, "cpu")
+        self.dtype = getattr(torch, dtype)
+        generator = np.random.default_rng(20261203)
+        if op == "dot":
+            if data == "random":
+                self.problems = [accuracy.random_dot(1000, self.dtype, generator) for _ in range(8)]
+            else:
+                conditions = self.CONDITIONS[dtype] * 3
+                self.problems = [accuracy.ill_conditioned_dot(100, c, self.dtype, generator) for c in conditions]
+        else:
+            make = accuracy.random_fit if data == "random" else accuracy.near_fit
+            self.problems = [make(200, DEGREE, self.dtype, generator) for _ in range(8)]
+        if implementation == "torch":
+            self.fn = torch.dot if op == "dot" else reference.writeup_poly_mse_torch
+        else:
+            self.fn = getattr(pykernels.get_backend(pykernels_backend(implementation)), op)
+
+    def track_worst_ulps(self, op, implementation, dtype, data):
+        errors = accuracy.dot_errors if op == "dot" else accuracy.poly_mse_errors
+        return max(errors(self.fn, self.problems))
