@@ -68,9 +68,11 @@ void poly_mse_chunk_accurate(const double* x, const double* y, const double* coe
     const Exact<LaneVector> p = compensated_horner(coeffs, deg, xs);
     const Exact<LaneVector> difference = two_sum(p.value, -load_group(y, i, end, 0.0));
     // renormalized, |lo| <= ulp(hi) / 2, even where the subtraction cancels (a fit that matches y to the last bit);
-    // where the residual is not finite, it alone (its errors are NaN)
-    const Exact<LaneVector> residual = two_sum(difference.value, difference.error + p.error);
-    const auto finite = (difference.value - difference.value) == 0.0;
+    // where the residual or its error is not finite, the residual alone, as the reference forms it
+    const LaneVector low = difference.error + p.error;
+    const Exact<LaneVector> residual = two_sum(difference.value, low);
+    // (compensated Horner's error term can overflow on its own where Horner cancels: then the plain residual)
+    const auto finite = ((difference.value - difference.value) == 0.0) & ((low - low) == 0.0);
     // the padding adds nothing, whatever p(0) is
     const LaneVector hi = zero_padding(finite ? residual.value : difference.value, count);
     const LaneVector lo = zero_padding(finite ? residual.error : splat<LaneVector>(0.0), count);

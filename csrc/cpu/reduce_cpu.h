@@ -94,7 +94,8 @@ inline void fold_lanes(const LaneVector* sums, int64_t num_sums, double* out) {
 }
 
 // Folds the lanes of each accurate sum into its pair (out[2 s], out[2 s + 1]) = (value, error), always in the
-// same order; the error is 0 where the value is not finite (it would be NaN there).
+// same order. The error is 0 where the value is not finite (it would be NaN there) or where it is not (the error
+// terms overflowed on their own, the value being finite: then the plain sum, as the reference's).
 inline void fold_accurate_lanes(const AccurateSum<LaneVector>* sums, int64_t num_sums, double* out) {
   for (int64_t s = 0; s < num_sums; ++s) {
     CompensatedSum<double> total;
@@ -103,9 +104,9 @@ inline void fold_accurate_lanes(const AccurateSum<LaneVector>* sums, int64_t num
       total.add(sums[s].value[lane]);
       error += sums[s].error[lane];
     }
-    const bool finite = (total.sum - total.sum) == 0.0;
+    const double total_error = total.compensation + error;
     out[2 * s] = total.sum;
-    out[2 * s + 1] = finite ? total.compensation + error : 0.0;
+    out[2 * s + 1] = (total.sum - total.sum) == 0.0 && (total_error - total_error) == 0.0 ? total_error : 0.0;
   }
 }
 
@@ -137,9 +138,10 @@ void reduce_in_chunks(int64_t n, int64_t num_sums, double* out, const ChunkFn& c
       out[s] = total.result();
     } else {
       static_assert(kParts == 2);
-      const bool finite = (total.sum - total.sum) == 0.0;
       out[2 * s] = total.sum;
-      out[2 * s + 1] = finite ? total.compensation : 0.0;
+      out[2 * s + 1] = (total.sum - total.sum) == 0.0 && (total.compensation - total.compensation) == 0.0
+                           ? total.compensation
+                           : 0.0;
     }
   }
 }

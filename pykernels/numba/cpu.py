@@ -178,7 +178,7 @@ def _compensated_add(total, compensation, value):
 def _combine(partials, out, parts):
     """The sums over chunks of partials[c, s * parts : (s + 1) * parts], in chunk order, Kahan-Babuska compensated:
     out[s] = the sum (parts = 1), or (out[2 s], out[2 s + 1]) = its (value, error) pair (parts = 2), the error 0
-    where the value is not finite."""
+    where the value is not finite or the error is not (the error terms overflowed on their own: the plain sum)."""
     for s in range(partials.shape[1] // parts):
         total = 0.0
         compensation = 0.0
@@ -189,7 +189,7 @@ def _combine(partials, out, parts):
             out[s] = total + compensation if np.isfinite(total) else total
         else:
             out[2 * s] = total
-            out[2 * s + 1] = compensation if np.isfinite(total) else 0.0
+            out[2 * s + 1] = compensation if np.isfinite(total) and np.isfinite(compensation) else 0.0
 
 
 @njit(**_JIT)
@@ -231,7 +231,8 @@ def _write_pairs(totals, compensations, out):
     """out[2 s], out[2 s + 1] = the (value, error) pair of sum s, the error 0 where the value is not finite."""
     for s in range(totals.shape[0]):
         out[2 * s] = totals[s]
-        out[2 * s + 1] = compensations[s] if np.isfinite(totals[s]) else 0.0
+        finite = np.isfinite(totals[s]) and np.isfinite(compensations[s])  # (see _combine)
+        out[2 * s + 1] = compensations[s] if finite else 0.0
 
 
 @njit(**_JIT)
@@ -318,8 +319,11 @@ def _compensated_residual_block(coeffs, xs, ys, hi, lo):
             lo[j] = lo[j] * xs[j] + (product_error + sum_error)
     for j in range(BLOCK):  # renormalized, |lo| <= ulp(hi) / 2, even where the subtraction cancels
         difference, difference_error = _two_sum(hi[j], -ys[j])
-        residual, residual_error = _two_sum(difference, difference_error + lo[j])
-        finite = difference - difference == 0.0  # else the residual alone: its errors are NaN
+        low = difference_error + lo[j]
+        residual, residual_error = _two_sum(difference, low)
+        # else the residual alone, as the reference forms it: its errors are NaN, or the error term overflowed on
+        # its own where Horner cancels
+        finite = (difference - difference == 0.0) & (low - low == 0.0)
         hi[j] = residual if finite else difference
         lo[j] = residual_error if finite else 0.0
 
