@@ -139,10 +139,7 @@ bool fit_cannot_overflow(double x_max, double y_max, double c_max, int64_t n, in
 template <typename scalar_t>
 double largest_magnitude(const scalar_t* values, int64_t count) {
   double largest = 0.0;
-  for (int64_t i = 0; i < count; ++i) {
-    const double magnitude = std::abs(static_cast<double>(values[i]));
-    largest = magnitude > largest || magnitude != magnitude ? magnitude : largest;
-  }
+  for (int64_t i = 0; i < count; ++i) track_largest(largest, static_cast<double>(values[i]));
   return largest;
 }
 

@@ -209,18 +209,23 @@ def _combine_chunk_pairs(partials, out):
 
 
 @njit(**_JIT)
-def _add_block_accurately(totals, compensations, s, values, errors):
-    """(totals[s], compensations[s]) += the sum of a block's values[j] + errors[j] (destroyed). The values are added
-    by a pairwise tree of TwoSums whose every level adds one half of the block to the other elementwise (so it
-    vectorizes), the errors plainly: accurate to u |sum| + O(log2(BLOCK) u^2 sum |values|), as Dot2 (Ogita, Rump
-    and Oishi)."""
-    width = values.shape[0]
-    while width > 1:
+def _fold_pairwise(values, errors, width, target):
+    """values[:target] + errors[:target] = the sum of values[:width] + errors[:width] (width / target a power of two):
+    a pairwise tree of TwoSums whose every level adds one half to the other elementwise (so it vectorizes), the
+    errors plainly."""
+    while width > target:
         width //= 2
         for j in range(width):
             value, error = _two_sum(values[j], values[j + width])
             values[j] = value
             errors[j] += errors[j + width] + error
+
+
+@njit(**_JIT)
+def _add_block_accurately(totals, compensations, s, values, errors):
+    """(totals[s], compensations[s]) += the sum of a block's values[j] + errors[j] (destroyed), by _fold_pairwise:
+    accurate to u |sum| + O(log2(BLOCK) u^2 sum |values|), as Dot2 (Ogita, Rump and Oishi)."""
+    _fold_pairwise(values, errors, values.shape[0], 1)
     total, error = _two_sum(totals[s], values[0])
     totals[s] = total
     compensations[s] += error + errors[0]
@@ -260,12 +265,7 @@ def _products_of_block(a, b, values, errors):
 def _add_halves(values, errors, width, lane_values, lane_errors):
     """Folds values[:width] + errors[:width] (destroyed) down to LANES elements by the pairwise TwoSum tree, then
     adds them lane by lane into (lane_values, lane_errors) with TwoSums."""
-    while width > LANES:
-        width //= 2
-        for j in range(width):
-            value, error = _two_sum(values[j], values[j + width])
-            values[j] = value
-            errors[j] += errors[j + width] + error
+    _fold_pairwise(values, errors, width, LANES)
     for j in range(LANES):
         value, error = _two_sum(lane_values[j], values[j])
         lane_values[j] = value
