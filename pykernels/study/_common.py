@@ -271,3 +271,9 @@ def run_isolated(
         process.join(timeout=60)
         if process.is_alive():
             process.kill()
+
+
+def mse_reference_row(section: SectionResult) -> dict:
+    """The row every fit's final MSE is compared with: exact (float64) gradient descent where it ran."""
+    name = section.extra.get("mse_reference_row", section.extra["reference_row"])
+    return next(r for r in section.rows if r["name"] == name)
