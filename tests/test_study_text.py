@@ -137,3 +137,16 @@ def test_the_load_meter_sees_other_processes_using_the_cpus():
     if result["others_cpu_share"] is None:
         pytest.skip("no /proc/stat")
     assert result["others_cpu_share"] >= 0.5 * len(spinners) / (os.cpu_count() or 1) and result["busy"]
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "pykernels" / "study" / "results" / "cpu-2core"
+
+
+def test_the_committed_report_is_what_the_code_writes_from_its_results(tmp_path):
+    """``--from-results`` rewrites a run's report from its results.json; on the committed reference run it gives the
+    committed report byte for byte, so a change to the report's text cannot leave the committed one behind."""
+    from pykernels.study.__main__ import main
+
+    assert main(["--from-results", str(COMMITTED / "results.json"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text() == (COMMITTED / "report.md").read_text()
+    assert {p.name for p in tmp_path.glob("*.png")} == {p.name for p in COMMITTED.glob("*.png")}

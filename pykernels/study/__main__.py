@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     parser.add_argument("--steps", type=_positive, default=None, help="polynomial fit steps (default 200,000)")
     parser.add_argument(
+        "--from-results",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="measure nothing: write the report and plots again from a results.json an earlier run wrote",
+    )
+    parser.add_argument(
         "--thp",
         action="store_true",
         help="re-run with THP_MEM_ALLOC_ENABLE=1: huge pages for torch's large CPU tensors",
@@ -84,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         # its compiled extension) would shadow the installed package
         safe_path = ["-P"] if sys.version_info >= (3, 11) else []
         return subprocess.call([sys.executable, *safe_path, "-m", "pykernels.study", *(argv or sys.argv[1:])], env=env)
+    if args.from_results is not None:
+        return _rewrite(args.from_results, args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ("cpu", "cuda") if args.device == "all" else (args.device,)
@@ -121,6 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     path = report.write(args.out, sections, machine, command.strip(), settings)
     print(summary_line(sections, time.perf_counter() - started, path))
     return 1 if flagged_rows(sections) else 0
+
+
+def _rewrite(results_json: Path, out: Path) -> int:
+    """The report and plots of an earlier run, from its results.json (traces as thinned there), into ``out``."""
+    try:
+        saved = report.read_results(results_json)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"pykernels-study: --from-results: cannot read {str(results_json)!r}: {error}", file=sys.stderr)
+        return 2
+    path = report.write(out, saved.sections, saved.machine, saved.command, saved.settings)
+    print(f"pykernels-study: report and plots written again from {results_json}: {path}")
+    return 0
 
 
 def _load_averages() -> tuple[float, ...] | None:

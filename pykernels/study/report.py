@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from . import plots
-from ._common import BUSY_CPUS, SectionResult, load_cell, mse_reference_row
+from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row
 from .polyfit import write_up_says
 
 
@@ -359,6 +360,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _from_jsonable(value: Any) -> Any:
+    """:func:`_jsonable` undone: the strings it wrote for inf and NaN become floats again."""
+    if isinstance(value, dict):
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    return _NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+
 MAX_TRACE_POINTS = 2000
 
 
@@ -409,3 +422,29 @@ warm-up; CUDA is synchronized before every clock read. Compare rows within this 
     }
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
     return out / "report.md"
+
+
+@dataclass
+class SavedRun:
+    """What a results.json holds: enough to write its report and plots again."""
+
+    command: str
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    sections: dict[str, SectionResult]
+
+
+def read_results(path: Path) -> SavedRun:
+    """The run a results.json (written by :func:`write`) records, its sections rebuilt as :class:`SectionResult`."""
+    payload = _from_jsonable(json.loads(Path(path).read_text()))
+    sections = {
+        key: SectionResult(
+            title=section["title"],
+            rows=section["rows"],
+            skipped=[Skipped(**skipped) for skipped in section["skipped"]],
+            notes=section["notes"],
+            extra=section["extra"],
+        )
+        for key, section in payload["sections"].items()
+    }
+    return SavedRun(payload["command"], payload["machine"], payload["settings"], sections)
