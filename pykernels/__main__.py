@@ -17,9 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pykernels", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", nargs="?", choices=("info", "build"), help="what to do")
-    parser.add_argument("--info", action="store_true", help="the same as the info command")
     args = parser.parse_args(argv)
-    command = "info" if args.info else args.command
+    command = args.command
     if command is None:
         parser.print_help()
         return 0

@@ -41,7 +41,7 @@ NUMBA_OPS_SCRIPT = textwrap.dedent("""
 
 def test_info_command_reports_the_build():
     result = subprocess.run(
-        [sys.executable, "-m", "pykernels", "--info"], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-m", "pykernels", "info"], capture_output=True, text=True, timeout=120, check=True
     )
     info = json.loads(result.stdout)
     assert info["built_with_torch"] == torch.__version__ == info["torch"]
