@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,13 +41,24 @@ def _numba_info() -> dict[str, Any]:
     }
 
 
+def _own_version() -> str:
+    """The installed distribution's version, or the source tree's where pykernels runs uninstalled (a checkout on
+    PYTHONPATH, an in-place build), which has no distribution metadata."""
+    try:
+        return importlib.metadata.version("pykernels")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+
+        return f"{__version__} (not installed: {Path(__file__).parent})"
+
+
 def build_info() -> dict[str, Any]:
     """The torch and CUDA versions the extension was built against (at install, or on first use into the cache),
     its compiled backends (the CUDA half: built or not, and why) and CUDA archs, the running torch, and numba's
     version, threading layer, cache folder and CUDA availability."""
     built = _extension.LOADED
     return {
-        "pykernels": importlib.metadata.version("pykernels"),
+        "pykernels": _own_version(),
         "extension": built.get("source"),
         "cache_dir": str(_extension.cache_dir()),
         "built_with_torch": built.get("torch_version"),

@@ -471,3 +471,18 @@ def test_a_damaged_numba_cache_file_is_named_dropped_and_recompiled(tmp_path, da
     for path, warning in zip(damaged, sorted(first["warnings"]), strict=True):
         assert f"numba's cache file {path} is damaged" in warning and "recompiling" in warning, warning
     assert run() == {"dot": pytest.approx(expected, rel=1e-12), "warnings": []}  # later runs: the cache is whole
+
+
+def test_info_works_from_an_uninstalled_source_tree(monkeypatch):
+    """A checkout on PYTHONPATH has no distribution metadata: info names the source tree's version and folder."""
+    import importlib.metadata
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    version = pykernels.build_info()["pykernels"]
+    assert (
+        version.startswith(f"{pykernels.__version__} (not installed: ")
+        and Path(pykernels.__file__).parent.name in version
+    )
