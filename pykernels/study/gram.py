@@ -14,8 +14,12 @@ s = yᵀy/N (one float64 pass over the data), after which every step costs (D+1)
 from __future__ import annotations
 
 import json
+import os
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +144,40 @@ def boundary_row(case: tuple[int, int, int], config: GramConfig, progress) -> di
 # --- sharded data -----------------------------------------------------------------------------------------------
 
 
+CPU = torch.profiler.ProfilerActivity.CPU
+
+
+def _train_sharded(method: str, shard: tuple[torch.Tensor, torch.Tensor], steps: int):
+    """(coefficients or None, last loss) of one sharded fit: the statistics' route, or DDP's step per step."""
+    from pykernels import distributed
+
+    if method == "gram":
+        fit = distributed.fit_poly_distributed(*shard, 4, lr=0.5, steps=steps)
+        return fit.coeffs, fit.trace[-1].item()
+    return None, distributed.train_ddp(*shard, 4, 0.5, steps)[-1]
+
+
+@contextmanager
+def _stderr_without(prefix: str) -> Iterator[None]:
+    """Standard error, file descriptor and all, less the lines that start with ``prefix``: torch's profiler prints
+    a "USDT: ... profiler_start" line from C++ every time it starts and stops, into the study's progress bars."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(prefix.encode())]
+            if kept:
+                sys.stderr.buffer.write(b"".join(kept))
+                sys.stderr.flush()
+
+
 def _rank_main(rank: int, world: int, init_file: str, out_dir: str, points: int, steps: int) -> None:
     import torch.distributed as dist
 
@@ -152,16 +190,14 @@ def _rank_main(rank: int, world: int, init_file: str, out_dir: str, points: int,
         shard = (x[rank::world], y[rank::world])
         report = {}
         for method in ("gram", "ddp"):
+            # timed without the profiler (it slows every op DDP issues), then profiled alone to count collectives
             dist.barrier()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-                start = time.perf_counter()
-                if method == "gram":
-                    fit = distributed.fit_poly_distributed(*shard, 4, lr=0.5, steps=steps)
-                    coeffs, last_loss = fit.coeffs, fit.trace[-1].item()
-                else:
-                    losses = distributed.train_ddp(*shard, 4, 0.5, steps)
-                    coeffs, last_loss = None, losses[-1]
-                seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            coeffs, last_loss = _train_sharded(method, shard, steps)
+            seconds = time.perf_counter() - start
+            dist.barrier()
+            with _stderr_without("USDT:"), torch.profiler.profile(activities=[CPU]) as profile:
+                _train_sharded(method, shard, steps)
             collectives: dict[str, int] = {}
             for event in profile.events():
                 if event.name.startswith("gloo:"):
