@@ -3,9 +3,12 @@ Python code, which runs as pasted."""
 
 from __future__ import annotations
 
+import code
 import re
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,16 +44,41 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
 
 
-def test_every_python_block_of_the_readme_runs_as_pasted():
-    """Each block as a user pastes it whole, in a fresh namespace; only the step counts are shortened."""
+class _Console(code.InteractiveConsole):
+    """Python's interactive console (what ``python`` without arguments runs), raising what it would print."""
+
+    def showsyntaxerror(self, filename=None, **kwargs):
+        raise SyntaxError(f"the interactive interpreter cannot take this block as pasted: {sys.exc_info()[1]}")
+
+    def showtraceback(self):
+        raise sys.exc_info()[1]
+
+
+def _run_in_console(block: str, namespace: dict) -> None:
+    """Line by line, as a block pasted into the interactive interpreter arrives (a blank line ends a compound
+    statement there, and a statement right after an indented block without one is a syntax error)."""
+    console = _Console(namespace)
+    for line in block.splitlines():
+        console.push(line)
+    assert not console.push(""), "the pasted block left a statement unfinished"
+
+
+def _run_as_script(block: str, namespace: dict) -> None:
+    exec(compile(block, "README.md", "exec"), namespace)
+
+
+@pytest.mark.parametrize("run", [_run_as_script, _run_in_console], ids=["as-a-script", "pasted-into-python"])
+def test_every_python_block_of_the_readme_runs_as_pasted(run):
+    """Each block whole, in a fresh namespace, as a file and as pasted into ``python``; only the step counts and
+    sizes are shortened. The Hessian it computes is checked against 2/N VᵀV."""
     blocks = _python_blocks()
     assert blocks
     for block in blocks:
         shortened = block
         for long, short in SHORTER.items():
             shortened = shortened.replace(long, short)
-        namespace: dict = {}
-        exec(compile(shortened, "README.md", "exec"), namespace)
+        namespace: dict = {"__name__": "__main__"}
+        run(shortened, namespace)
         if "hessian" in namespace:
             hessian = namespace["hessian"]
             x = namespace["x"]
