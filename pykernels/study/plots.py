@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ._common import SectionResult, mse_reference_row
+from .large import size_words
 
 MAX_PLOT_POINTS = 4000  # per line: 200,000-step traces drawn at every k-th step
 DPI = 110
@@ -190,19 +191,14 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
             fontweight="bold",
         )
     bottom.axhline(tolerance, color="tab:red", ls=":", lw=1.2)
-    bottom.text(
-        len(reference_trace) * every,
-        tolerance * 1.3,
-        f"the report's 'same MSE' tolerance, {tolerance:g}",
-        color="tab:red",
-        ha="right",
-        va="bottom",
-    )
+    # at the left: the groups' labels sit at the right, where the lines end
+    bottom.text(1, tolerance * 1.3, f"the report's 'same MSE' tolerance, {tolerance:g}", color="tab:red", va="bottom")
+    largest_drawn = max((float(s.max()) for s in strays.values()), default=tolerance)
     lowest_drawn = min((max(float(s.min()), floor_value) for s in strays.values()), default=floor_value)
     bottom.set(
         xscale="log",
         yscale="log",
-        ylim=(lowest_drawn / 100, tolerance * 8),  # room under the lowest line for its label
+        ylim=(lowest_drawn / 100, max(tolerance, largest_drawn) * 8),  # room under the lowest line for its label
         xlabel="gradient-descent step (log scale)",
         ylabel="largest relative difference\nfrom exact GD so far",
     )
@@ -506,7 +502,8 @@ def figure_large_time(section: SectionResult) -> Figure | None:
     ax.set_xlim(0, max(s[1] for s in spans) * 1.75)
     ax.set_xlabel("milliseconds per epoch (shorter is faster); a range: the runs at the two learning rates")
     fig.suptitle(
-        f"Speed write-up's large problem: time per epoch of the {config['n']:,}-weight model, sample included",
+        f"Speed write-up's large problem: time per epoch of the {size_words(config['n'])}-weight model, sample "
+        "included",
         x=0.02,
         ha="left",
     )
@@ -542,14 +539,14 @@ def figure_large_loss(section: SectionResult) -> Figure | None:
     config = section.extra["config"]
     if not section.rows:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.8))
+    rates = [lr for lr in (config["seed_lr"], config["stable_lr"]) if any(r["lr"] == lr for r in section.rows)]
+    if not rates:
+        return None
+    fig, axes = plt.subplots(1, len(rates), figsize=(6 * len(rates), 5.8), squeeze=False)
     window = 20
     outcomes = {}
-    for ax, lr in zip(axes, (config["seed_lr"], config["stable_lr"]), strict=True):
+    for ax, lr in zip(axes[0], rates, strict=True):
         rows = [r for r in section.rows if r["lr"] == lr]
-        if not rows:
-            ax.set_visible(False)
-            continue
         outcomes[lr] = _outcome(rows)
         keys = []  # the lines' direct labels, stacked in the panel's emptiest corner (lower right)
         for group in coinciding_groups(rows):
@@ -613,11 +610,12 @@ def figure_large_loss(section: SectionResult) -> Figure | None:
             why = f"\nthe error grows ~{growth:.0f}x per epoch on average" if growth > 1.5 else ""
             ax.set_title(f"lr = {lr:.2g} (the write-up's): {outcomes[lr]}{why}", loc="left")
     answer = (
-        f"Not at either learning rate in {config['epochs']} epochs"
+        f"Not at {'either learning rate' if len(rates) > 1 else f'lr {rates[0]:.2g}'} in {config['epochs']} epochs"
         if outcomes and "learning" not in outcomes.values()
         else "; ".join(f"lr {lr:.2g}: {outcome}" for lr, outcome in outcomes.items())
     )
-    fig.suptitle(f"Does the 10^7-weight model train? {answer}", x=0.02, ha="left")
+    title = f"Does the {size_words(config['n'])}-weight model train? {answer}"
+    fig.suptitle(textwrap.fill(title, 9 * 6 * len(rates)), x=0.02, ha="left")  # ~9 characters an inch
     return _finish(fig, section)
 
 
