@@ -1,18 +1,62 @@
-"""The study's plots, one PNG per question (each function's docstring says which)."""
+"""The study's plots: one PNG per question, each drawn by a ``figure_*`` function whose docstring states it.
+
+``FIGURES`` maps a section key to its files and the functions that draw them; ``PLOTS`` maps a section key to the
+function report.py calls to write that section's files. Every figure labels its lines and bars directly where it
+can (a reader should get the answer without a legend), keeps to a few colours that mean the same thing across
+figures, and says in a visible note which rows did not run here (no GPU, a package missing).
+"""
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from ._common import SectionResult, mse_reference_row
+from .large import size_words
 
 MAX_PLOT_POINTS = 4000  # per line: 200,000-step traces drawn at every k-th step
+DPI = 110
+
+# Large enough to read at the saved size (nothing below 9 pt); figures are 10-12 inches wide at DPI 110.
+STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 12.5,
+    "axes.labelsize": 11.5,
+    "xtick.labelsize": 10.5,
+    "ytick.labelsize": 10.5,
+    "legend.fontsize": 10,
+    "figure.titlesize": 13.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+NOTE_SIZE = 10  # the smallest text drawn: bar values, direct labels, the skip note
+
+# Colours with one meaning each, the same in every figure.
+WRITE_UP = "#8c8c8c"  # the write-ups' own rows and figures
+REFERENCE = "#222222"  # exact (float64) gradient descent, the row every fit is compared with
+TODAY = "tab:blue"  # today's tools (torch.compile, numba) and torch's own ops
+PYKERNELS = "tab:orange"
+FLOOR = "tab:green"  # the floor: the loop's overhead, no fit
+SAMPLE = "#d0d0d0"  # time spent drawing the random sample (torch.randn)
+IN_KERNEL = "tab:purple"  # pykernels rows that draw their sample inside the kernel
+
+POLY_GROUPS = {  # group -> (colour, words in the key)
+    "write-up": (WRITE_UP, "the polynomial write-up's rows"),
+    "reference": (REFERENCE, "exact gradient descent (float64 weights)"),
+    "today": (TODAY, "today's tools"),
+    "pykernels": (PYKERNELS, "pykernels"),
+    "floor": (FLOOR, "floor: an empty autograd step (no fit)"),
+}
+SPARE_COLORS = ("tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
 def _plotted(trace: list | np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
@@ -23,119 +67,333 @@ def _plotted(trace: list | np.ndarray, every: int) -> tuple[np.ndarray, np.ndarr
     return index * every + 1, values[index]
 
 
-def plot_poly(section: SectionResult, out: Path) -> None:
-    optimum = section.extra["optimum"]
-    fits = [r for r in section.rows if r["group"] != "floor"]  # the floor trains nothing
+def duration(seconds: float) -> str:
+    """A time in the unit that keeps it short: '4.97 ns', '15.7 µs', '91.3 ms', '1.36 s'."""
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+        if abs(seconds) >= scale or unit == "ns":
+            return f"{seconds / scale:.3g} {unit}"
+    raise AssertionError("unreachable")
+
+
+def times_word(ratio: float, baseline: str) -> str:
+    """'391x faster than numpy', '2.6x slower than numpy', or 'as fast as numpy' (within 5%)."""
+    if 1 / 1.05 <= ratio <= 1.05:
+        return f"as fast as {baseline}"
+    faster = ratio > 1
+    factor = ratio if faster else 1 / ratio
+    amount = f"{factor:,.0f}" if factor >= 10 else f"{factor:.2g}"
+    return f"{amount}x {'faster' if faster else 'slower'} than {baseline}"
+
+
+def skip_note(section: SectionResult) -> str | None:
+    """One line saying which rows did not run here and why, grouped by reason ('17 GPU rows not run: no CUDA
+    GPU'), or None when every row ran."""
+    reasons: dict[str, list[str]] = {}
+    for skipped in section.skipped:
+        reasons.setdefault(skipped.reason, []).append(skipped.name)
+    parts = []
+    for reason, names in reasons.items():
+        kind = "GPU rows" if all("gpu" in n.lower() for n in names) else "rows"
+        if len(names) == 1:
+            kind = kind[:-1]
+        parts.append(f"{len(names)} {kind} not run: {reason}")
+    return "; ".join(parts) or None
+
+
+def _finish(fig: Figure, section: SectionResult) -> Figure:
+    """Lay the figure out, with the skip note (if any) along its bottom edge where every reader passes it."""
+    note = skip_note(section)
+    if note is None:
+        fig.tight_layout()
+        return fig
+    lines = textwrap.wrap(f"Not shown: {note}.", 130)
+    fig.text(0.01, 0.01, "\n".join(lines), ha="left", va="bottom", fontsize=NOTE_SIZE, color="dimgray")
+    fig.tight_layout(rect=(0, 0.035 * len(lines) * 10 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+# --- the polynomial write-up: degree-4 fit to sin(x) ---------------------------------------------------------------
+
+
+def _fits(section: SectionResult) -> list[dict]:
+    return [r for r in section.rows if r["group"] != "floor"]  # the floor trains nothing
+
+
+def _reference_label(reference: dict) -> str:
+    return "exact gradient descent (float64)" if reference["group"] == "reference" else reference["name"]
+
+
+def figure_poly_traces(section: SectionResult) -> Figure | None:
+    """Does every implementation train the same model as exact gradient descent?
+
+    Top: the MSE per step of exact (float64) gradient descent, which every row follows to the width of the line,
+    against the least-squares optimum. Bottom: how far each row's MSE has strayed from it so far, the rows grouped
+    by how far they end (agreeing to rounding, within the report's 'same MSE' tolerance, or outside it), each group
+    drawn as its band (fewest to most) and labelled at its end.
+    """
+    fits = _fits(section)
     if not fits:
-        return
+        return None
+    optimum = section.extra["optimum"]
+    tolerance = section.extra.get("config", {}).get("mse_rtol", 2e-3)
     reference = mse_reference_row(section)
     reference_trace = np.asarray(reference["trace"], dtype=float)
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, height_ratios=(1, 1.2))
-    steps, values = _plotted(reference_trace, reference.get("trace_every", 1))
-    label = "exact gradient descent (float64)" if reference["group"] == "reference" else reference["name"]
-    top.plot(steps, values, color="k", lw=2, label=f"{label} (every row's trace, to the width of the line)")
-    top.axhline(optimum["mse"], color="k", ls="--", lw=1, label=f"least-squares optimum ({optimum['mse']:.2g})")
-    top.set(yscale="log", ylabel="MSE", title="Polynomial fit: MSE per step")
-    top.legend(fontsize=8, loc="center left")
-    largest = 0.0
-    for k, row in enumerate(r for r in fits if r is not reference):
+    every = reference.get("trace_every", 1)
+    label = _reference_label(reference)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8.5), sharex=True, height_ratios=(1, 1.25))
+
+    steps, values = _plotted(reference_trace, every)
+    top.plot(steps, values, color=REFERENCE, lw=2.5)
+    top.text(steps[-1], values[-1] * 0.7, f"ends at {values[-1]:.2g}", ha="right", va="top")
+    # the label sits halfway (in log) between the curve's start and the optimum, clear of both
+    top.text(1, np.sqrt(values[0] * optimum["mse"]), f"{label}: every row's MSE, to the width of the line")
+    top.axhline(optimum["mse"], color=REFERENCE, ls="--", lw=1)
+    top.text(1, optimum["mse"] * 1.3, f"least-squares optimum, {optimum['mse']:.2g}", va="bottom")
+    top.set(yscale="log", ylabel="MSE (log scale)")
+    top.set_title(f"Gradient descent ends {values[-1] / optimum['mse']:.0f}x above the best fit's MSE", loc="left")
+
+    # the running maximum: the per-step difference flips between 0 and an ulp or two, unreadable when drawn
+    strays = {}
+    for row in fits:
         trace = np.asarray(row["trace"], dtype=float)
-        if len(trace) != len(reference_trace):
+        if row is reference or len(trace) != len(reference_trace):
             continue
-        # the running maximum: the per-step difference flips between 0 and an ulp or two, unreadable when drawn
-        difference = np.maximum.accumulate(np.nan_to_num(np.abs(trace - reference_trace) / reference_trace, nan=1.0))
-        largest = max(largest, float(difference[-1]))
-        steps, values = _plotted(np.maximum(difference, 1e-10), reference.get("trace_every", 1))
-        bottom.plot(steps, values, lw=1, color=colors[k % 20], label=row["name"])
+        difference = np.abs(trace - reference_trace) / reference_trace
+        strays[row["name"]] = np.maximum.accumulate(np.nan_to_num(difference, nan=1.0))
+    floor_value = 1e-10  # where an exact 0 is drawn on the log scale
+    # colours of their own: blue and orange mean today's tools and pykernels in the other figures
+    groups = (  # (lowest final difference, highest, colour, words)
+        (0.0, 1e-5, "teal", "agree to the rounding of the recorded MSE"),
+        (1e-5, tolerance, "darkgoldenrod", f"drift, but end within the {tolerance:g} tolerance"),
+        (tolerance, np.inf, "tab:red", f"end outside the {tolerance:g} tolerance"),
+    )
+    for low, high, color, words in groups:
+        members = [n for n, s in strays.items() if low <= s[-1] < high or (high == np.inf and not s[-1] < low)]
+        if not members:
+            continue
+        curves = np.maximum(np.array([strays[n] for n in members]), floor_value)
+        steps, lowest = _plotted(curves.min(axis=0), every)
+        _, highest = _plotted(curves.max(axis=0), every)
+        bottom.fill_between(steps, lowest, highest, color=color, alpha=0.3, lw=0)
+        bottom.plot(steps, highest, color=color, lw=2)
+        who = "; ".join(members) if len(members) <= 3 else f"{len(members)} rows"
+        text = textwrap.fill(f"{who}: {words} (largest {highest[-1]:.2g})", 46)
+        # the lowest group's label goes under its line's end, the others' left of theirs (they rise at the end)
+        bottom.annotate(
+            text,
+            (steps[-1], highest[-1]),
+            xytext=(-45, -2) if low > 0 else (0, -12),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            color=color,
+            fontsize=NOTE_SIZE,
+            fontweight="bold",
+        )
+    bottom.axhline(tolerance, color="tab:red", ls=":", lw=1.2)
+    # at the left: the groups' labels sit at the right, where the lines end
+    bottom.text(1, tolerance * 1.3, f"the report's 'same MSE' tolerance, {tolerance:g}", color="tab:red", va="bottom")
+    largest_drawn = max((float(s.max()) for s in strays.values()), default=tolerance)
+    lowest_drawn = min((max(float(s.min()), floor_value) for s in strays.values()), default=floor_value)
     bottom.set(
         xscale="log",
         yscale="log",
-        xlabel="gradient-descent step",
-        ylabel="largest relative difference so far",
-        title=f"How far each row's MSE trace has been from the {label} row's, up to each step\n(largest: "
-        f"{largest:.2g}; 0 drawn at 1e-10; float32 rows stall ~1e-3 above exact gradient descent)",
+        ylim=(lowest_drawn / 100, max(tolerance, largest_drawn) * 8),  # room under the lowest line for its label
+        xlabel="gradient-descent step (log scale)",
+        ylabel="largest relative difference\nfrom exact GD so far",
     )
-    bottom.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    fig.tight_layout()
-    fig.savefig(out / "poly_mse_traces.png", dpi=110)
-    plt.close(fig)
+    largest = max((s[-1] for s in strays.values()), default=0.0)
+    bottom.set_title(
+        f"Every row stays within {largest:.1g} of {label}"
+        if largest <= tolerance
+        else f"Some rows leave {label} by more than {tolerance:g}",
+        loc="left",
+    )
+    fig.suptitle("Does every implementation train the same model as exact gradient descent?", x=0.02, ha="left")
+    return _finish(fig, section)
 
+
+def figure_poly_fit(section: SectionResult) -> Figure | None:
+    """How close does gradient descent get to the best degree-4 fit of sin(x)?
+
+    The data, the least-squares optimum and the curve gradient descent ends on (every row's, pykernels' drawn over
+    the exact one), each labelled where it runs.
+    """
+    fits = _fits(section)
+    if not fits:
+        return None
+    optimum = section.extra["optimum"]
+    reference = mse_reference_row(section)
+    steps = section.extra.get("config", {}).get("steps")
     x, y = np.asarray(section.extra["data"]["x"]), np.asarray(section.extra["data"]["y"])
     grid = np.linspace(x.min(), x.max(), 400)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(x, y, "o", ms=3, color="tab:blue", label="data: sin(x)")
-    reference_curve = np.polynomial.polynomial.polyval(grid, reference["coeffs"])
-    ax.plot(grid, reference_curve, color="tab:gray", lw=6, alpha=0.5, label=f"{label} (GD)")
+    span = x.max() - x.min()
+    at = lambda fraction: x.min() + fraction * span  # noqa: E731 (a place along the x range, for labels)
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    ax.plot(x, y, "o", ms=4, color="tab:blue")
+    best = np.polynomial.polynomial.polyval(grid, optimum["coeffs"])
+    ax.plot(grid, best, color=REFERENCE, ls=":", lw=2)
+    descent = np.polynomial.polynomial.polyval(grid, reference["coeffs"])
+    ax.plot(grid, descent, color=WRITE_UP, lw=7, alpha=0.55, solid_capstyle="butt")
     ours = next((r for r in fits if r["group"] == "pykernels"), None)
+    ours_words = ""
     if ours is not None:
         curve = np.polynomial.polynomial.polyval(grid, ours["coeffs"])
-        apart = float(np.max(np.abs(curve - reference_curve)))
-        ax.plot(
-            grid,
-            curve,
-            color="tab:orange",
-            lw=1.5,
-            ls="--",
-            label=f"{ours['name']} (GD): on the {label} curve, at most {apart:.1g} apart",
-        )
-    ax.plot(grid, np.polynomial.polynomial.polyval(grid, optimum["coeffs"]), "k:", label="least-squares optimum")
-    ax.set(xlabel="x", ylabel="y", title="Degree-4 fit after gradient descent vs the optimum")
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "poly_fit.png", dpi=110)
-    plt.close(fig)
+        ax.plot(grid, curve, color=PYKERNELS, lw=2, ls="--")
+        ours_words = f"\ndashed: {ours['name']}, at most {np.max(np.abs(curve - descent)):.1g} away"
 
+    def label(text: str, point: tuple[float, float], place: tuple[float, float], color: str) -> None:
+        ax.annotate(
+            text,
+            point,
+            xytext=place,
+            color=color,
+            fontsize=NOTE_SIZE + 0.5,
+            arrowprops={"arrowstyle": "-", "color": color, "lw": 1},
+        )
+
+    on_data = np.argmin(np.abs(x - at(0.72)))
+    label(f"data: sin(x), {len(x)} points", (x[on_data], y[on_data]), (at(0.74), 0.55), "tab:blue")
+    peak = np.argmax(best)
+    label(
+        f"best degree-4 fit (least squares), MSE {optimum['mse']:.2g}",
+        (grid[peak], best[peak]),
+        (at(0.36), 1.22),
+        REFERENCE,
+    )
+    start = np.argmin(np.abs(grid - at(0.06)))
+    label(
+        f"gradient descent after {steps:,} steps, MSE {reference['final_mse']:.2g}\n(every row's curve){ours_words}"
+        if steps
+        else f"gradient descent, MSE {reference['final_mse']:.2g}{ours_words}",
+        (grid[start], descent[start]),
+        (at(0.0), -0.75),
+        "dimgray",
+    )
+    ax.set(xlabel="x", ylabel="y", ylim=(min(y.min(), best.min()) - 0.15, 1.45))
+    worse = reference["final_mse"] / optimum["mse"]
+    ax.set_title(f"Gradient descent stops short of the best fit: its MSE is {worse:.0f}x the optimum's", loc="left")
+    return _finish(fig, section)
+
+
+def figure_poly_times(section: SectionResult) -> Figure | None:
+    """How long does one training step take in each implementation, against the polynomial write-up's numpy?
+
+    One bar per row, fastest first, coloured by where the row comes from (every colour in the key), its time and
+    its speed against the baseline written at its end.
+    """
     rows = sorted(section.rows, key=lambda r: r["us_per_step"])
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.8))
-    group_colors = {"write-up": "tab:gray", "today": "tab:blue", "pykernels": "tab:orange", "floor": "tab:green"}
+    if not rows:
+        return None
+    baseline = section.extra["reference_row"]
+    colors = dict(POLY_GROUPS)
+    for group in dict.fromkeys(r["group"] for r in rows):  # a group added later still gets a colour and a key entry
+        if group not in colors:
+            colors[group] = (SPARE_COLORS[(len(colors) - len(POLY_GROUPS)) % len(SPARE_COLORS)], group)
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 2.2))
     bars = ax.barh(
-        [r["name"] for r in rows],
-        [r["us_per_step"] for r in rows],
-        color=[group_colors.get(r["group"], "tab:purple") for r in rows],
+        [r["name"] for r in rows], [r["us_per_step"] for r in rows], color=[colors[r["group"]][0] for r in rows]
     )
     for bar, row in zip(bars, rows, strict=True):
+        words = "the baseline" if row["name"] == baseline else times_word(row["speedup"], baseline)
         ax.text(
-            bar.get_width(),
+            bar.get_width() * 1.08,
             bar.get_y() + bar.get_height() / 2,
-            f" {row['us_per_step']:.3g} µs, {row['speedup']:.3g}x {section.extra['reference_row']}",
+            f"{duration(row['us_per_step'] * 1e-6)}, {words}",
             va="center",
-            fontsize=7,
+            fontsize=NOTE_SIZE,
         )
-    ax.set_xscale("log")
     times = [r["us_per_step"] for r in rows]
-    ax.set_xlim(min(times) / 2, max(times) * 40)  # room for the labels right of the bars
-    ax.set(
-        xlabel="µs per training step (log scale)",
-        title="Polynomial fit: time per training step\n"
-        "(gray: write-up, blue: today's tools, orange: pykernels, green: floor, no fit)",
-    )
+    ax.set_xscale("log")
+    ax.set_xlim(min(times) / 2, max(times) * 300)  # room for the words right of the bars
+    # ticks in the bars' own units (ns, µs), not powers of ten of µs
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda us, _: duration(us * 1e-6)))
+    ax.set_xlabel("time per training step (log scale; shorter is faster)")
+    ax.tick_params(axis="y", length=0)
     ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(out / "poly_times.png", dpi=110)
-    plt.close(fig)
+    present = dict.fromkeys(r["group"] for r in rows)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[g][0]) for g in present]
+    # under the axis: inside, the key would cover the words at the bars' ends
+    ax.legend(
+        handles,
+        [colors[g][1] for g in present],
+        loc="upper center",
+        bbox_to_anchor=(0.35, -0.09),
+        ncol=2,
+        frameon=False,
+        title="colour: the row is",
+    )
+    ax.set_title("Polynomial write-up: time per gradient-descent step, fastest first", loc="left")
+    return _finish(fig, section)
 
 
-def plot_speed(section: SectionResult, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(10, 4.8))
-    labels = [f"{r['workload']} {r['size']}² ×{r['loops']}\n{r['name']}" for r in section.rows]
-    positions = np.arange(len(labels))
-    series = [
-        ("write-up (%%time)", "write_up_seconds"),
-        ("as written (synchronized)", "as_written_seconds"),
-        ("op alone", "op_alone_seconds"),
-        ("op alone, preallocated result", "op_preallocated_seconds"),
-    ]
-    width = 0.8 / len(series)
-    for k, (label, key) in enumerate(series):
-        values = [r.get(key) or np.nan for r in section.rows]
-        ax.bar(positions + (k - (len(series) - 1) / 2) * width, values, width=width, label=label)
-    ax.set_xticks(positions, labels, fontsize=7)
-    ax.set(yscale="log", ylabel="seconds (log scale)", title="Write-up 1 speed comparisons, timed correctly")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(series))
-    fig.tight_layout()
-    fig.savefig(out / "speed.png", dpi=110)
-    plt.close(fig)
+# --- the speed write-up: matmul and add loops, NumPy vs torch --------------------------------------------------------
+
+SPEED_MEASURES = (  # (row key, words, colour): from everything the loop timed to the operation alone
+    ("write_up_seconds", "the speed write-up's %%time", WRITE_UP),
+    ("as_written_unsynchronized_seconds", "as written, clock read before the GPU finished", "#9ecae1"),
+    ("as_written_seconds", "as written, measured here (2 randn + op)", "#08519c"),
+    ("op_alone_seconds", "the operation alone", "#3182bd"),
+    ("op_preallocated_seconds", "the operation alone, into a preallocated result", "#6baed6"),
+)
+
+
+def figure_speed(section: SectionResult) -> Figure | None:
+    """How much of each loop the speed write-up timed is the operation itself?
+
+    One panel per loop (its sizes), one block of bars per implementation: the write-up's own %%time, the loop as
+    written measured here, and the operation alone (into a fresh and into a preallocated result), each bar
+    labelled with what it is and its time.
+    """
+    loops = list(dict.fromkeys((r["workload"], r["size"], r["loops"]) for r in section.rows))
+    if not loops:
+        return None
+    heights = []
+    for loop in loops:
+        rows = [r for r in section.rows if (r["workload"], r["size"], r["loops"]) == loop]
+        heights.append(sum(1 + sum(r.get(k) is not None for k, _, _ in SPEED_MEASURES) for r in rows))
+    fig, axes = plt.subplots(
+        len(loops), 1, figsize=(11, 0.36 * sum(heights) + 1.6 * len(loops) + 1.2), height_ratios=heights
+    )
+    shares = []
+    for ax, loop in zip(np.atleast_1d(axes), loops, strict=True):
+        workload, size, count = loop
+        labels, values, colors = [], [], []
+        for row in (r for r in section.rows if (r["workload"], r["size"], r["loops"]) == loop):
+            impl = row["name"] if row["device"] == "cpu" or "gpu" in row["name"] else f"{row['name']} (GPU)"
+            for key, words, color in SPEED_MEASURES:
+                if row.get(key) is not None:
+                    labels.append(f"{impl}: {words}")
+                    values.append(row[key])
+                    colors.append(color)
+            labels.append("")  # a gap between implementations
+            values.append(np.nan)
+            colors.append("white")
+            if row.get("as_written_seconds") and row.get("op_alone_seconds"):
+                shares.append(row["op_alone_seconds"] / row["as_written_seconds"])
+        labels, values, colors = labels[:-1], values[:-1], colors[:-1]
+        positions = np.arange(len(labels))
+        ax.barh(positions, values, color=colors)
+        for position, value in zip(positions, values, strict=True):
+            if np.isfinite(value):
+                ax.text(value * 1.06, position, duration(value), va="center", fontsize=NOTE_SIZE)
+        ax.set_yticks(positions, labels)
+        ax.tick_params(axis="y", length=0)
+        ax.invert_yaxis()
+        finite = [v for v in values if np.isfinite(v)]
+        ax.set(xscale="log", xlim=(min(finite) / 2, max(finite) * 4))
+        ax.set_xlabel(f"seconds for the whole loop of {count} (log scale)")
+        what = "product" if workload == "matmul" else "sum"
+        ax.set_title(f"{workload}: {count} x the {what} of two {size:,}x{size:,} random matrices", loc="left")
+    title = "What the speed write-up's loops time"
+    if shares:
+        low, high = 100 * min(shares), 100 * max(shares)
+        title += f": the operation itself is {low:.0f}-{high:.0f}% of each loop as written (the rest is randn)"
+    fig.suptitle(textwrap.fill(title, 95), x=0.02, ha="left")
+    return _finish(fig, section)
+
+
+# --- the speed write-up: the 10^7-weight linear model ---------------------------------------------------------------
 
 
 def coinciding_groups(rows: list[dict]) -> list[list[dict]]:
@@ -159,52 +417,257 @@ def coinciding_groups(rows: list[dict]) -> list[list[dict]]:
     return groups
 
 
-def plot_large(section: SectionResult, out: Path) -> None:
-    import textwrap
+def _implementations(rows: list[dict]) -> dict[str, list[dict]]:
+    """The rows by implementation (each ran once per learning rate), in the section's order."""
+    by_name: dict[str, list[dict]] = {}
+    for row in rows:
+        by_name.setdefault(row["name"], []).append(row)
+    return by_name
 
+
+def figure_large_time(section: SectionResult) -> Figure | None:
+    """How long does one epoch of the 10^7-weight model take, and how much of it is drawing the random sample?
+
+    One bar per implementation (the mean of its runs at the two learning rates; their range in the label), split
+    into drawing the sample and the training step, or whole where the kernel draws its own sample; the speed
+    write-up's own time per epoch on top.
+    """
     config = section.extra["config"]
-    fig = plt.figure(figsize=(12, 10))
-    grid = fig.add_gridspec(2, 2, height_ratios=(1.1, 1))
-    bars_ax = fig.add_subplot(grid[0, :])
-    labels = [textwrap.fill(f"{r['name']}, lr={r['lr']:.2g}", 55) for r in section.rows]
-    sampled = [not r["sample_in_kernel"] for r in section.rows]
-    gen = [r["generation_ms_per_epoch"] if s else 0.0 for r, s in zip(section.rows, sampled, strict=True)]
-    train = [r["training_ms_per_epoch"] if s else 0.0 for r, s in zip(section.rows, sampled, strict=True)]
-    whole = [0.0 if s else r["epoch_ms"] for r, s in zip(section.rows, sampled, strict=True)]
-    bars_ax.barh(labels, gen, color="lightgray", edgecolor="gray", label="torch.randn sample")
-    bars_ax.barh(labels, train, left=gen, color="tab:blue", label="training step")
-    bars_ax.barh(labels, whole, color="tab:purple", label="whole epoch, sample drawn in the kernel")
-    for k, row in enumerate(section.rows):
-        bars_ax.text(row["epoch_ms"], k, f" {row['epoch_ms']:.3g} ms", va="center", fontsize=7)
-    bars_ax.set_xlim(right=max(r["epoch_ms"] for r in section.rows) * 1.15)
-    bars_ax.set(xlabel="ms per epoch", title=f"Per-epoch time, N = {config['n']:,}")
-    bars_ax.invert_yaxis()
-    bars_ax.tick_params(axis="y", labelsize=7)
-    bars_ax.legend(fontsize=8, loc="lower right")
-    colors = plt.get_cmap("tab10").colors
-    for column, lr in enumerate((config["seed_lr"], config["stable_lr"])):
-        ax = fig.add_subplot(grid[1, column])
-        for k, group in enumerate(coinciding_groups([r for r in section.rows if r["lr"] == lr])):
-            losses = np.asarray(group[0]["losses"], dtype=float)
-            names = "; ".join(r["name"] for r in group)
-            label = f"{names} (the same line)" if len(group) > 1 else names
-            ax.plot(
-                np.arange(1, len(losses) + 1),
-                np.where(np.isfinite(losses), losses, np.nan),
-                color=colors[k % 10],
-                lw=1.2,
-                label=textwrap.fill(label, 70),
-            )
-        ax.set(
-            yscale="log",
-            xlabel="epoch",
-            ylabel="squared error on the epoch's sample",
-            title=f"lr = {lr:.3g}" + (" (lines end where the loss overflowed)" if lr == config["seed_lr"] else ""),
+    by_name = _implementations(section.rows)
+    if not by_name:
+        return None
+    baseline = section.rows[0]["name"]  # the write-up's torch-autograd loop: the speedups' baseline
+    labels, sample, training, whole, spans = [], [], [], [], []
+    write_up = [r["write_up_ms_per_epoch"] for r in section.rows if r.get("write_up_ms_per_epoch")]
+    if write_up:
+        labels.append("the speed write-up's own time\n(its torch-autograd loop, Colab CPU)")
+        sample.append(0.0)
+        training.append(0.0)
+        whole.append(write_up[0])
+        spans.append((write_up[0], write_up[0]))
+    for name, rows in by_name.items():
+        labels.append(textwrap.fill(name, 40))
+        epoch = [r["epoch_ms"] for r in rows]
+        spans.append((min(epoch), max(epoch)))
+        if rows[0]["sample_in_kernel"]:
+            sample.append(0.0)
+            training.append(0.0)
+            whole.append(float(np.mean(epoch)))
+        else:
+            sample.append(float(np.mean([r["generation_ms_per_epoch"] for r in rows])))
+            training.append(float(np.mean([r["training_ms_per_epoch"] for r in rows])))
+            whole.append(0.0)
+    fig, ax = plt.subplots(figsize=(11, 0.62 * len(labels) + 2.3))
+    positions = np.arange(len(labels))
+    whole_colors = [WRITE_UP if write_up and k == 0 else IN_KERNEL for k in positions]
+    ax.barh(positions, sample, color=SAMPLE)
+    ax.barh(positions, training, left=sample, color=TODAY)
+    ax.barh(positions, whole, color=whole_colors)
+    baseline_ms = float(np.mean([r["epoch_ms"] for r in by_name[baseline]]))
+    first_split = next((k for k in positions if sample[k] > 0), None)
+    for k in positions:
+        total = sample[k] + training[k] + whole[k]
+        low, high = spans[k]
+        value = f"{total:.3g} ms" if high - low <= 0.02 * total else f"{low:.3g}-{high:.3g} ms"
+        is_write_up = write_up and k == 0
+        if is_write_up:
+            words = " (its machine, not this one)"
+        elif labels[k] == textwrap.fill(baseline, 40):
+            words = ", the baseline"
+        else:
+            words = ", " + times_word(baseline_ms / total, baseline)
+        in_kernel = whole[k] > 0 and not is_write_up
+        ax.text(
+            total + 1,
+            k,
+            f"{value}{words}" + ("\n(sample drawn inside the kernel)" if in_kernel else ""),
+            va="center",
+            fontsize=NOTE_SIZE,
         )
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))
-    fig.tight_layout()
-    fig.savefig(out / "large.png", dpi=110)
-    plt.close(fig)
+    if first_split is not None:  # the stacked bars' parts, named inside the first one
+        k = first_split
+        ax.text(sample[k] / 2, k, "drawing the sample\n(torch.randn)", ha="center", va="center", fontsize=NOTE_SIZE)
+        ax.text(
+            sample[k] + training[k] / 2,
+            k,
+            "training\nstep",
+            ha="center",
+            va="center",
+            color="white",
+            fontsize=NOTE_SIZE,
+        )
+    ax.set_yticks(positions, labels)
+    ax.tick_params(axis="y", length=0)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(s[1] for s in spans) * 1.75)
+    ax.set_xlabel("milliseconds per epoch (shorter is faster); a range: the runs at the two learning rates")
+    fig.suptitle(
+        f"Speed write-up's large problem: time per epoch of the {size_words(config['n'])}-weight model, sample "
+        "included",
+        x=0.02,
+        ha="left",
+    )
+    return _finish(fig, section)
 
 
-PLOTS = {"poly": plot_poly, "speed": plot_speed, "large": plot_large}
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """The mean of the last ``window`` values at each point (fewer at the start)."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    index = np.arange(1, len(values) + 1)
+    start = np.maximum(index - window, 0)
+    return (sums[index] - sums[start]) / (index - start)
+
+
+def _outcome(rows: list[dict]) -> str:
+    """What the rows at one learning rate did: 'overflows', 'stable, not learning' or 'learning' (the weights' RMS
+    error halved or better in at least one row)."""
+    if all(r["diverged_at_epoch"] is not None for r in rows):
+        return "overflows"
+    ratios = [r["weight_error_ratio"] for r in rows if r["diverged_at_epoch"] is None]
+    return "learning" if any(ratio <= 0.5 for ratio in ratios) else "stable, not learning"
+
+
+def figure_large_loss(section: SectionResult) -> Figure | None:
+    """Does the 10^7-weight model train at either learning rate?
+
+    Left, the write-up's lr: the weights' squared error grows ~41x per epoch until the loss overflows float32.
+    Right, the stable lr 0.5/N: each epoch's loss is the squared error on one fresh random sample, noisy by nature
+    (the weights' squared error times a chi-square of one degree of freedom), so the raw values are faint dots and
+    the running mean over 20 epochs is the line; it stays on the mean loss the untrained weights give: stable, but
+    not learning.
+    """
+    config = section.extra["config"]
+    if not section.rows:
+        return None
+    rates = [lr for lr in (config["seed_lr"], config["stable_lr"]) if any(r["lr"] == lr for r in section.rows)]
+    if not rates:
+        return None
+    fig, axes = plt.subplots(1, len(rates), figsize=(6 * len(rates), 5.8), squeeze=False)
+    window = 20
+    outcomes = {}
+    for ax, lr in zip(axes[0], rates, strict=True):
+        rows = [r for r in section.rows if r["lr"] == lr]
+        outcomes[lr] = _outcome(rows)
+        keys = []  # the lines' direct labels, stacked in the panel's emptiest corner (lower right)
+        for group in coinciding_groups(rows):
+            losses = np.asarray(group[0]["losses"], dtype=float)
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if len(bad):  # past an overflow the values mean nothing (inf, nan, or a float32 that wrapped back)
+                losses = losses[: bad[0]]
+            if len(losses) == 0:
+                continue
+            epochs = np.arange(1, len(losses) + 1)
+            in_kernel = group[0]["sample_in_kernel"]
+            color = IN_KERNEL if in_kernel else TODAY
+            source = "sample drawn inside the kernel" if in_kernel else "torch.randn sample"
+            who = f"{len(group)} rows, one line" if len(group) > 1 else group[0]["name"]
+            if group[0]["diverged_at_epoch"] is None:
+                ax.plot(epochs, losses, "o", ms=3.5, color=color, alpha=0.3)
+                ax.plot(epochs, _running_mean(losses, window), color=color, lw=2.5)
+                keys.append((f"{source} ({who})", color))
+            else:
+                ax.plot(epochs, losses, color=color, lw=2)
+                ax.plot(epochs[-1], losses[-1], "x", ms=10, mew=2.5, color=color)
+                keys.append((f"{source} ({who}):\noverflows at epoch {group[0]['diverged_at_epoch']}", color))
+        if lr == config["stable_lr"]:
+            keys.append((f"dots: each epoch; lines: mean of the last {window}", "dimgray"))
+        y = 0.04
+        for text, color in reversed(keys):
+            shown = ax.text(
+                0.98,
+                y,
+                text,
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                color=color,
+                fontsize=NOTE_SIZE,
+                fontweight="bold",
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1},
+            )
+            y += 0.075 * (1 + shown.get_text().count("\n"))
+        ax.set(yscale="log", xlabel="epoch (one fresh random sample each)", ylabel="squared error on the sample")
+        if lr == config["stable_lr"]:
+            first = [r["weight_error_first"] for r in rows if np.isfinite(r["weight_error_first"])]
+            last = [r["weight_error_last"] for r in rows if np.isfinite(r["weight_error_last"])]
+            if first:
+                untrained = config["n"] * first[0] ** 2  # the loss's mean for weights that have not moved
+                ax.axhline(untrained, color=REFERENCE, ls="--", lw=1.2)
+                ax.text(
+                    1,
+                    untrained * 2.5,
+                    f"the untrained weights' mean loss, {untrained:.2g}",
+                    va="bottom",
+                    fontsize=NOTE_SIZE,
+                    color=REFERENCE,
+                    bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1},
+                )
+            moved = f"\nweights' RMS error {first[0]:.5g} -> {min(last):.5g}" if first and last else ""
+            ax.set_title(f"lr = {lr:.2g} (0.5/N): {outcomes[lr]}{moved}", loc="left")
+        else:
+            # the weights' squared error's mean growth per epoch (large.py's model of the iteration)
+            growth = 1 - 4 * lr + 4 * lr**2 * (config["n"] + 2)
+            why = f"\nthe error grows ~{growth:.0f}x per epoch on average" if growth > 1.5 else ""
+            ax.set_title(f"lr = {lr:.2g} (the write-up's): {outcomes[lr]}{why}", loc="left")
+    answer = (
+        f"Not at {'either learning rate' if len(rates) > 1 else f'lr {rates[0]:.2g}'} in {config['epochs']} epochs"
+        if outcomes and "learning" not in outcomes.values()
+        else "; ".join(f"lr {lr:.2g}: {outcome}" for lr, outcome in outcomes.items())
+    )
+    title = f"Does the {size_words(config['n'])}-weight model train? {answer}"
+    fig.suptitle(textwrap.fill(title, 9 * 6 * len(rates)), x=0.02, ha="left")  # ~9 characters an inch
+    return _finish(fig, section)
+
+
+# --- writing the files -----------------------------------------------------------------------------------------------
+
+FIGURES: dict[str, dict[str, Callable[[SectionResult], Figure | None]]] = {
+    "poly": {
+        "poly_mse_traces.png": figure_poly_traces,
+        "poly_fit.png": figure_poly_fit,
+        "poly_times.png": figure_poly_times,
+    },
+    "speed": {"speed.png": figure_speed},
+    "large": {"large.png": figure_large_time, "large_loss.png": figure_large_loss},
+}
+
+
+def render(draw: Callable[[SectionResult], Figure | None], section: SectionResult, path: Path) -> bool:
+    """Draw one figure in the study's style and save it to ``path``; the figure is closed whatever happens (a
+    study writes many). False when the section has nothing for it to draw."""
+    with plt.rc_context(STYLE):
+        fig = draw(section)
+        if fig is None:
+            return False
+        try:
+            fig.savefig(path, dpi=DPI)
+        finally:
+            plt.close(fig)
+    return True
+
+
+def _write_section(key: str, section: SectionResult, out: Path) -> list[Path]:
+    """Every figure of the section ``key`` that has something to draw, written into ``out``."""
+    return [out / name for name, draw in FIGURES[key].items() if render(draw, section, out / name)]
+
+
+def plot_poly(section: SectionResult, out: Path) -> list[Path]:
+    """The polynomial write-up's figures: poly_mse_traces.png, poly_fit.png and poly_times.png."""
+    return _write_section("poly", section, out)
+
+
+def plot_speed(section: SectionResult, out: Path) -> list[Path]:
+    """The speed write-up's loops: speed.png."""
+    return _write_section("speed", section, out)
+
+
+def plot_large(section: SectionResult, out: Path) -> list[Path]:
+    """The speed write-up's large problem: large.png (time per epoch) and large_loss.png (does it train)."""
+    return _write_section("large", section, out)
+
+
+PLOTS: dict[str, Callable[[SectionResult, Path], list[Path]]] = {
+    "poly": plot_poly,
+    "speed": plot_speed,
+    "large": plot_large,
+}
