@@ -123,7 +123,8 @@ def _machine_results(machine: str) -> dict[str, dict[str, tuple[list[str], list]
 
 
 def _number(value) -> float | None:
-    return value if isinstance(value, float) and math.isfinite(value) and value > 0 else None
+    measured = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if measured and math.isfinite(value) and value > 0 else None
 
 
 def noise_factor(first: dict[str, tuple], second: dict[str, tuple]) -> tuple[float, dict[str, float]]:
@@ -225,7 +226,7 @@ def machine_outliers(machine: str) -> list[tuple[str, str, str, float, float, fl
     return rows
 
 
-def drop_points(machine: str, points: list[tuple[str, str, str]]) -> int:
+def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: Path = HERE / "results") -> int:
     """Set the (benchmark, parameters, commit) points of a machine's result files to "not measured" (null, as asv
     records a failed parameter combination); returns how many were dropped."""
     import itertools
@@ -233,7 +234,7 @@ def drop_points(machine: str, points: list[tuple[str, str, str]]) -> int:
     from asv.results import Results
 
     dropped = 0
-    folder = HERE / "results" / machine
+    folder = results_dir / machine
     for path in sorted(folder.glob("*.json")):
         if path.name == "machine.json":
             continue
@@ -253,7 +254,7 @@ def drop_points(machine: str, points: list[tuple[str, str, str]]) -> int:
             changed = True
             dropped += 1
         if changed:
-            results.save(str(HERE / "results"))
+            results.save(str(results_dir))
             path.write_text(json.dumps(json.loads(path.read_text()), indent=4))  # as committed: one value a line
     return dropped
 
