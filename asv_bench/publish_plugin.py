@@ -106,6 +106,12 @@ _SCRIPT_PATCHES = [
         "options.yaxis.axisLabel = $.asv.main_json.benchmarks[current_benchmark].unit +"
         " ($.asv.main_json.benchmarks[current_benchmark].higher_is_better ? ' (higher is better)' : '');",
     ),
+    (
+        "graphdisplay.js",
+        "options.yaxis.axisLabel = unit_name;",
+        "options.yaxis.axisLabel = unit_name +"
+        " ($.asv.main_json.benchmarks[current_benchmark].higher_is_better ? ' (higher is better)' : '');",
+    ),
 ]
 
 
