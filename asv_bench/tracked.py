@@ -173,9 +173,10 @@ def _noise_factors() -> tuple[dict[str, float], float]:
 
 def find_outliers(series: list[tuple[str, float | None]], factor: float) -> list[tuple[str, float, float, float]]:
     """The points of one series (commit, value; in commit order) beyond ``factor`` of both their measured neighbours,
-    in the same direction (a spike or a dip that the commits around it do not share): (commit, value, the value
-    before, the value after). The first and the last point, which have one neighbour, are judged by the two nearest
-    points on their side (then "before" and "after" are those two, nearest first)."""
+    in the same direction, where the neighbours agree with each other within ``factor`` (a spike or a dip that the
+    commits around it do not share; a point between two spikes is not one): (commit, value, the value before, the
+    value after). The first and the last point, which have one neighbour, are judged by the two nearest points on
+    their side (then "before" and "after" are those two, nearest first)."""
     measured = [(commit, value) for commit, value in series if _number(value)]
     if len(measured) < 3:
         return []
@@ -189,7 +190,8 @@ def find_outliers(series: list[tuple[str, float | None]], factor: float) -> list
         else:
             around = values[k - 1], values[k + 1]
         ratios = [value / other for other in around]
-        if all(r > factor for r in ratios) or all(r < 1 / factor for r in ratios):
+        agree = max(around) / min(around) <= factor
+        if agree and (all(r > factor for r in ratios) or all(r < 1 / factor for r in ratios)):
             found.append((commit, value, *around))
     return found
 

@@ -392,6 +392,7 @@ def test_outliers_are_points_beyond_the_noise_of_both_neighbours():
     assert find(series(100, 140, 100), 1.5) == []  # within the noise
     assert find(series(100, 200, 110), 1.5) == [("c1", 200, 100, 110)]
     assert find(series(100, 100, 200, 500, 500), 1.5) == []  # a rise over two commits: not a spike
+    assert find(series(100, 1000, 100, 5000, 100), 1.5) == [("c1", 1000, 100, 100), ("c3", 5000, 100, 100)]
     assert find(series(100, None, 98, 54_902, None, 101), 1.5) == [("c3", 54_902, 98, 101)]  # unmeasured skipped
     assert find(series(100, 98, 102, 54_902), 1.5) == [("c3", 54_902, 102, 98)]  # the newest, by its two before
     assert find(series(54_902, 98, 102), 1.5) == [("c0", 54_902, 98, 102)]  # the oldest, by its two after
@@ -435,3 +436,43 @@ def test_results_of_other_machines_are_not_committed():
     tracked = subprocess.run(["git", "ls-files", "asv_bench/results"], cwd=ROOT, capture_output=True, text=True)
     machines = {Path(p).parts[2] for p in tracked.stdout.split() if len(Path(p).parts) > 3}
     assert machines == {REFERENCE_MACHINE}
+
+
+def test_history_measures_again_the_outliers_among_the_new_commits(monkeypatch, tmp_path, capsys):
+    """After its asv run, history re-runs the outlying benchmark at a new commit (asv run -b that benchmark, the
+    commit in a hash file), and only lists an old outlier that no new commit neighbours."""
+    import argparse
+
+    tracked = _tracked()
+    name = "b.Fits.time_fit"
+    commits = [str(k) * 40 for k in range(5)]
+    values = {commits[0]: 100.0, commits[1]: 1000.0, commits[2]: 100.0}  # c1: an old outlier
+    calls = []
+
+    def asv(*args, check=True):
+        calls.append(args)
+        if "--skip-existing-successful" in args:  # the history run: two new commits, the first a spike
+            values.update({commits[3]: 5000.0, commits[4]: 100.0})
+        else:  # the re-measure
+            hashes = Path(args[-1].removeprefix("HASHFILE:")).read_text().split()
+            values.update(dict.fromkeys(hashes, 101.0))
+
+    monkeypatch.setattr(tracked, "_asv", asv)
+    monkeypatch.setattr(tracked, "describe_machine", lambda machine: None)
+    monkeypatch.setattr(tracked, "_commit_order", lambda: {c: k for k, c in enumerate(commits)})
+    monkeypatch.setattr(tracked, "_noise_factors", lambda: ({}, 1.3))
+    monkeypatch.setattr(
+        tracked, "_machine_results", lambda machine: {c: {name: ([""], [v])} for c, v in values.items()}
+    )
+    monkeypatch.setattr(tracked, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    args = argparse.Namespace(machine="m", steps=5, since_last=True, range="main", no_remeasure=False)
+    assert tracked.command_history(args) == 0
+    assert calls[0][-1] == f"{commits[2]}..main" and "--steps" in calls[0]
+    assert (
+        len(calls) == 2 and calls[1][:4] == ("run", "--machine", "m", "-b") and calls[1][4] == "^b\\.Fits\\.time_fit$"
+    )
+    assert values[commits[3]] == 101.0 and values[commits[1]] == 1000.0  # the new one measured again, the old not
+    measured_again, listed = capsys.readouterr().out.split("check them before committing")
+    assert f"{commits[3][:8]}  {name}" in measured_again and commits[1][:8] not in measured_again
+    assert f"{commits[1][:8]}  {name}" in listed and commits[3][:8] not in listed
