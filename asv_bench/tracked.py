@@ -22,9 +22,12 @@ import contextlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from publish_plugin import higher_is_better  # asv takes every value as lower-is-better; rates and speedups are not
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -120,7 +123,8 @@ def _machine_results(machine: str) -> dict[str, dict[str, tuple[list[str], list]
 
 
 def _number(value) -> float | None:
-    return value if isinstance(value, float) and math.isfinite(value) and value > 0 else None
+    measured = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if measured and math.isfinite(value) and value > 0 else None
 
 
 def noise_factor(first: dict[str, tuple], second: dict[str, tuple]) -> tuple[float, dict[str, float]]:
@@ -160,11 +164,159 @@ def command_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _noise_factors() -> tuple[dict[str, float], float]:
+    """Each benchmark's flagging factor (1.2x its A/A noise in noise.json), and the factor for those it lacks."""
+    noise = json.loads(NOISE_FILE.read_text()) if NOISE_FILE.exists() else {}
+    factors = {name: 1.2 * value for name, value in noise.get("per_benchmark", {}).items()}
+    return factors, noise.get("factor", DEFAULT_FACTOR)
+
+
+def find_outliers(series: list[tuple[str, float | None]], factor: float) -> list[tuple[str, float, float, float]]:
+    """The points of one series (commit, value; in commit order) beyond ``factor`` of both their measured neighbours,
+    in the same direction, where the neighbours agree with each other within ``factor`` (a spike or a dip that the
+    commits around it do not share; a point between two spikes is not one): (commit, value, the value before, the
+    value after). The first and the last point, which have one neighbour, are judged by the two nearest points on
+    their side (then "before" and "after" are those two, nearest first)."""
+    measured = [(commit, value) for commit, value in series if _number(value)]
+    if len(measured) < 3:
+        return []
+    values = [value for _, value in measured]
+    found = []
+    for k, (commit, value) in enumerate(measured):
+        if k == 0:
+            around = values[1], values[2]
+        elif k == len(measured) - 1:
+            around = values[k - 1], values[k - 2]
+        else:
+            around = values[k - 1], values[k + 1]
+        ratios = [value / other for other in around]
+        agree = max(around) / min(around) <= factor
+        if agree and (all(r > factor for r in ratios) or all(r < 1 / factor for r in ratios)):
+            found.append((commit, value, *around))
+    return found
+
+
+def outlier_size(row: tuple) -> float:
+    """How far a machine_outliers row is from the nearer of its two neighbours (a ratio, above 1)."""
+    *_, value, before, after = row
+    return min(max(value / other, other / value) for other in (before, after))
+
+
+def _commit_order() -> dict[str, int]:
+    """Each commit's position in the repository's history, oldest first (the order of asv's graphs)."""
+    commits = _git("rev-list", "--topo-order", "--reverse", "--all").splitlines()
+    return {commit: position for position, commit in enumerate(commits)}
+
+
+def machine_outliers(machine: str) -> list[tuple[str, str, str, float, float, float]]:
+    """(benchmark, parameters, commit, value, before, after) for every outlier in a machine's results, each benchmark
+    judged by its own noise factor (1.2x its A/A noise, never below DEFAULT_FACTOR)."""
+    recorded = _machine_results(machine)
+    order = _commit_order()
+    commits = sorted(recorded, key=lambda commit: order.get(commit, len(order)))
+    factors, overall = _noise_factors()
+    rows = []
+    for name in sorted({name for measured in recorded.values() for name in measured}):
+        factor = max(DEFAULT_FACTOR, factors.get(name, overall))
+        labels = next(recorded[c][name][0] for c in commits if name in recorded[c])
+        for k, label in enumerate(labels):
+            series = []
+            for commit in commits:
+                values = recorded[commit].get(name, (labels, []))[1]
+                series.append((commit, values[k] if k < len(values) else None))
+            rows += [(name, label, *outlier) for outlier in find_outliers(series, factor)]
+    return rows
+
+
+def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: Path = HERE / "results") -> int:
+    """Set the (benchmark, parameters, commit) points of a machine's result files to "not measured" (null, as asv
+    records a failed parameter combination); returns how many were dropped."""
+    import itertools
+
+    from asv.results import Results
+
+    dropped = 0
+    folder = results_dir / machine
+    for path in sorted(folder.glob("*.json")):
+        if path.name == "machine.json":
+            continue
+        results = Results.load(str(path), machine)
+        changed = False
+        for name, label, commit in points:
+            if commit != results.commit_hash or name not in results.get_all_result_keys():
+                continue
+            params = results.get_result_params(name)
+            labels = [", ".join(map(str, c)) for c in itertools.product(*params)] or [""]
+            k = labels.index(label)
+            results._results[name][k] = None  # (asv has no public call to drop one parameter combination)
+            if results._stats.get(name):
+                results._stats[name][k] = None
+            if results._samples.get(name):
+                results._samples[name][k] = None
+            changed = True
+            dropped += 1
+        if changed:
+            results.save(str(results_dir))
+            path.write_text(json.dumps(json.loads(path.read_text()), indent=4))  # as committed: one value a line
+    return dropped
+
+
+def _print_outliers(rows) -> None:
+    for name, label, commit, value, before, after in rows:
+        print(f"{commit[:8]}  {name}({label}): {value:.4g} between {before:.4g} and {after:.4g}")
+
+
+def command_outliers(args: argparse.Namespace) -> int:
+    rows = [row for row in machine_outliers(args.machine) if outlier_size(row) > args.min_factor]
+    print(
+        f"tracked: {len(rows)} point(s) on {args.machine} beyond their noise factor of both neighbours"
+        + (f" and {args.min_factor}x from the nearer" if args.min_factor > 1 else "")
+    )
+    _print_outliers(rows)
+    if args.drop and rows:
+        print(f"tracked: dropped {drop_points(args.machine, [(n, label, c) for n, label, c, *_ in rows])} point(s)")
+    return 0
+
+
+def history_range(machine: str, since_last: bool, range_spec: str) -> str:
+    """The git range history runs over: ``range_spec``, or with ``since_last`` the commits after the newest commit
+    that has results on the machine, up to ``range_spec``'s tip."""
+    if not since_last:
+        return range_spec
+    order = _commit_order()
+    measured = [commit for commit in _machine_results(machine) if commit in order]
+    if not measured:
+        return range_spec
+    return f"{max(measured, key=order.__getitem__)}..{range_spec.split('..')[-1]}"
+
+
 def command_history(args: argparse.Namespace) -> int:
     describe_machine(args.machine)
     steps = ["--steps", str(args.steps)] if args.steps else []
-    run = ["run", "--machine", args.machine, "--skip-existing-successful", *steps, *_bench_args(), args.range]
+    commits = history_range(args.machine, args.since_last, args.range)
+    before = set(_machine_results(args.machine))
+    run = ["run", "--machine", args.machine, "--skip-existing-successful", *steps, *_bench_args(), commits]
     _asv(*run, check=False)
+    # A point beyond the noise of both its neighbours is measured again (once) before the results are committed: at
+    # the commits this run measured and at the measured commits next to them (whose neighbours just changed). Older
+    # ones are only listed: re-measuring them would build their commits again.
+    recorded = _machine_results(args.machine)
+    order = _commit_order()
+    series = sorted(recorded, key=lambda commit: order.get(commit, len(order)))
+    new = {k for k, commit in enumerate(series) if commit not in before}
+    near = {series[k] for k in new | {k - 1 for k in new} | {k + 1 for k in new} if 0 <= k < len(series)}
+    outliers = [row for row in machine_outliers(args.machine) if row[2] in near]
+    if outliers and not args.no_remeasure:
+        print(f"tracked: {len(outliers)} outlier(s) among the new commits and their neighbours: measured again")
+        _print_outliers(outliers)
+        again = HERE / "results" / "remeasure-commits.txt"
+        for name in sorted({row[0] for row in outliers}):
+            again.write_text("".join(sorted({f"{row[2]}\n" for row in outliers if row[0] == name})))
+            _asv("run", "--machine", args.machine, "-b", f"^{re.escape(name)}$", f"HASHFILE:{again}", check=False)
+    left = machine_outliers(args.machine)
+    if left:
+        print(f"tracked: {len(left)} outlier(s) on {args.machine}: check them before committing (tracked.py outliers)")
+        _print_outliers(left)
     print(f"commits with results on {args.machine}: {len(_machine_results(args.machine))}")
     return 0
 
@@ -177,10 +329,6 @@ def default_base(head: str) -> str | None:
         if commit in recorded:
             return commit
     return None
-
-
-# asv treats every value as lower-is-better; these units are rates and speedups, where higher is better
-HIGHER_IS_BETTER_UNITS = {"x", "GB/s"}
 
 
 def _units() -> dict[str, str]:
@@ -199,12 +347,12 @@ def compare_results(base: dict, head: dict, units: dict[str, str], factors: dict
     rows = []
     for name in sorted(base.keys() & head.keys()):
         factor = max(DEFAULT_FACTOR, factors.get(name, default))
-        higher_is_better = units.get(name) in HIGHER_IS_BETTER_UNITS
+        upward = higher_is_better(name, units.get(name))
         labels, base_values = base[name]
         for label, old, new in zip(labels, base_values, head[name][1], strict=False):
             if not (_number(old) and _number(new)):
                 continue
-            slowdown = old / new if higher_is_better else new / old
+            slowdown = old / new if upward else new / old
             flag = "worse" if slowdown > factor else "better" if slowdown < 1 / factor else ""
             rows.append((name, label, old, new, slowdown, flag))
     return sorted(rows, key=lambda row: -row[4])
@@ -216,9 +364,7 @@ def command_compare(args: argparse.Namespace) -> int:
     if base is None:
         print("tracked: no committed results for an ancestor of HEAD; pass BASE")
         return 2
-    noise = json.loads(NOISE_FILE.read_text()) if NOISE_FILE.exists() else {}
-    overall = noise.get("factor", DEFAULT_FACTOR)  # for benchmarks the A/A run did not measure
-    factors = {name: 1.2 * value for name, value in noise.get("per_benchmark", {}).items()}
+    factors, overall = _noise_factors()  # (overall: for benchmarks the A/A run did not measure)
     print(
         f"tracked: {base[:8]} (base) vs {head[:8]} on {args.machine}; a change is flagged beyond 1.2x its benchmark's "
         f"A/A noise ({NOISE_FILE.name}; {overall:.2f}x where it has none), and never below {DEFAULT_FACTOR}x",
@@ -259,11 +405,24 @@ def main(argv: list[str] | None = None) -> int:
     history.add_argument("range", nargs="?", default="main", help="a git range, e.g. 879ea81..main (default: main)")
     history.add_argument("--steps", type=int, default=None, help="at most this many commits, evenly spread")
     history.add_argument(
+        "--since-last",
+        action="store_true",
+        help="only the commits after the newest one with results on the machine, up to the range's tip (the newest "
+        "is always among them)",
+    )
+    history.add_argument("--no-remeasure", action="store_true", help="leave outliers as measured (only listed)")
+    history.add_argument(
         "--machine",
         required=True,
         help=f"the name results are kept under ({REFERENCE_MACHINE} is the committed reference machine: use it only "
         "there)",
     )
+    outliers = commands.add_parser("outliers", help="points beyond their noise factor of both neighbours")
+    outliers.add_argument("--machine", default=REFERENCE_MACHINE)
+    outliers.add_argument(
+        "--min-factor", type=float, default=1.0, help="only points this many times off the nearer neighbour"
+    )
+    outliers.add_argument("--drop", action="store_true", help="set them to 'not measured' in the result files")
     noise = commands.add_parser("noise", help="A/A: the installed code measured twice")
     noise.add_argument("--write", action="store_true", help=f"save the factor to {NOISE_FILE.name}")
     compare = commands.add_parser("compare", help="asv continuous of the tracked set between two commits")
@@ -275,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         for pattern, what in TRACKED.items():
             print(f"{pattern:70} {what}")
         return 0
-    return {"history": command_history, "noise": command_noise, "compare": command_compare}[args.command](args)
+    handlers = {"history": command_history, "noise": command_noise, "compare": command_compare}
+    return {**handlers, "outliers": command_outliers}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ def test_every_device_benchmark_synchronizes(module):
 def _run(args, **kwargs):
     if args[0] == "asv":  # the asv of this interpreter, whether or not its venv is on PATH
         args = [sys.executable, "-m", "asv", *args[1:]]
+        if "PYTHONPATH" in os.environ:  # asv drops PYTHONPATH in the benchmark processes; it keeps ASV_PYTHONPATH
+            kwargs["env"] = {**os.environ, "ASV_PYTHONPATH": os.environ["PYTHONPATH"], **kwargs.get("env", {})}
     result = subprocess.run(args, cwd=ASV_DIR, capture_output=True, text=True, timeout=900, **kwargs)
     assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
@@ -83,6 +85,38 @@ def _serve(folder: Path):
         server.shutdown()
 
 
+def _asv_config(tmp_path: Path, *, reference: bool = True, plugins: bool = True) -> Path:
+    """A copy of asv.conf.json whose results, html and environments are under tmp_path (never asv_bench/results):
+    the suite's discovered benchmarks, and the committed reference history unless ``reference`` is false. asv runs
+    from asv_bench/ all the same (its plugin is imported from there), each call with --config this file."""
+    import json
+
+    from asv import util
+
+    conf = util.load_json(str(ASV_DIR / "asv.conf.json"), js_comments=True)
+    results = tmp_path / "results"
+    results.mkdir(parents=True)
+    shutil.copy(ASV_DIR / "results" / "benchmarks.json", results)
+    if reference:
+        shutil.copytree(ASV_DIR / "results" / REFERENCE_MACHINE, results / REFERENCE_MACHINE)
+    conf.update(
+        repo=str(ROOT),
+        benchmark_dir=str(ASV_DIR / "benchmarks"),
+        env_dir=str(tmp_path / "env"),
+        results_dir=str(results),
+        html_dir=str(tmp_path / "html"),
+    )
+    if not plugins:
+        conf["plugins"] = []
+    path = tmp_path / "asv.conf.json"
+    path.write_text(json.dumps(conf))
+    return path
+
+
+def _results_folder() -> set[str]:
+    return {str(p.relative_to(ASV_DIR)) for p in (ASV_DIR / "results").rglob("*")}
+
+
 @pytest.mark.slow
 def test_quick_run_publishes_a_dashboard_that_renders(tmp_path):
     if importlib.util.find_spec("asv") is None:
@@ -90,12 +124,16 @@ def test_quick_run_publishes_a_dashboard_that_renders(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium not installed (.ci/run installs Debian's chromium)")
-    _run(["asv", "check", "--python=same"])
+    before = _results_folder()
+    config = str(_asv_config(tmp_path / "asv"))
+    _run(["asv", "check", "--config", config, "--python=same"])
     _run(["asv", "machine", "--yes", "--machine", "ci-quick"])
     _run(
         [
             "asv",
             "run",
+            "--config",
+            config,
             "--python=same",
             "--quick",
             "--set-commit-hash",
@@ -107,13 +145,14 @@ def test_quick_run_publishes_a_dashboard_that_renders(tmp_path):
             "^bench_overhead.AutogradRoute.time_forward_backward",
         ]
     )
-    assert any((ASV_DIR / "results" / "ci-quick").glob("*.json"))
-    _run(["asv", "publish"])
-    html = ASV_DIR / "html"
+    assert any((tmp_path / "asv" / "results" / "ci-quick").glob("*.json"))
+    _run(["asv", "publish", "--config", config])
+    assert _results_folder() == before, "the test wrote into asv_bench/results"
+    html = tmp_path / "asv" / "html"
     assert (html / "index.html").exists()
     if shutil.which("npm") is None:
         pytest.skip("npm not installed: the dashboard's scripts cannot be vendored for an offline browser")
-    _run([sys.executable, "vendor_dashboard.py"])  # asv's page loads its scripts from CDNs; serve them locally
+    _run([sys.executable, "vendor_dashboard.py", str(html)])  # asv's page loads its scripts from CDNs; serve them
     flags = [
         "--headless",
         "--no-sandbox",
@@ -228,3 +267,212 @@ def test_the_forge_workflows_run_commands_that_exist():
                     assert (ASV_DIR / "vendor_dashboard.py").exists()
                 if "-c .ci/constraints.txt" in line:
                     assert (ROOT / ".ci" / "constraints.txt").exists()
+
+
+def _synthetic_history(tmp_path: Path, series: dict[str, tuple[str, list[float]]], plugins: bool = True) -> Path:
+    """A results folder with one benchmark per entry of ``series`` (name -> (unit, a value per commit)) measured on
+    a machine "synthetic" at the oldest commits of main, plus one benchmark never measured; returns the config."""
+    import json
+
+    from asv import runner
+    from asv.results import Results
+
+    config = _asv_config(tmp_path, reference=False, plugins=plugins)
+    results = tmp_path / "results"
+    benchmarks = {"version": 2}
+    for name, (unit, _) in {**series, "synthetic.Never.time_never": ("seconds", [])}.items():
+        kind = "time" if ".time_" in name else "track"
+        benchmarks[name] = {"name": name, "type": kind, "unit": unit, "params": [], "param_names": [], "version": "1"}
+        benchmarks[name].update(code="", timeout=60)
+    (results / "benchmarks.json").write_text(json.dumps(benchmarks))
+    machine = {"machine": "synthetic", "arch": "x", "cpu": "x", "num_cpu": "1", "os": "x", "ram": "1GB"}
+    (results / "synthetic").mkdir()
+    (results / "synthetic" / "machine.json").write_text(json.dumps({**machine, "version": 1}))
+    length = max(len(values) for _, values in series.values())
+    log = ["git", "log", "--first-parent", "--reverse", "--format=%H %ct", "main"]
+    commits = subprocess.run(log, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")[:length]
+    for k, line in enumerate(commits):
+        commit, date = line.split()
+        measured = Results({**machine, "python": "3.11"}, {}, commit, int(date) * 1000, "3.11", "synthetic-env", {})
+        for name, (_, values) in series.items():
+            result = runner.BenchmarkResult(
+                [values[k]], samples=[None], number=[None], errcode=0, stderr="", profile=None
+            )
+            measured.add_result(benchmarks[name], result, duration=1.0)
+        measured.save(str(results))
+    return config
+
+
+def _regressions(html: Path) -> dict[str, tuple[float, float]]:
+    import json
+
+    entries = json.loads((html / "regressions.json").read_text())["regressions"]
+    return {name: (last, best) for name, _, _, _, last, best, _ in entries}
+
+
+STEADY, HIGHER, LOWER = [10.0] * 6, [20.0] * 6, [4.0] * 6
+SYNTHETIC = {
+    "synthetic.Rises.track_speedup": ("x", STEADY + HIGHER),  # an improvement
+    "synthetic.Drops.track_speedup": ("x", STEADY + LOWER),  # a regression
+    "synthetic.Rises.track_gbytes_per_second": ("GB/s", STEADY + HIGHER),  # an improvement
+    "synthetic.Drops.track_gbytes_per_second": ("GB/s", STEADY + LOWER),  # a regression
+    "synthetic.Slower.time_step": ("seconds", STEADY + HIGHER),  # a regression, as asv sees it anyway
+    "synthetic.Cost.track_ratio": ("x", STEADY + HIGHER),  # a cost ratio (unit "x" too): higher is worse
+}
+
+
+@pytest.mark.slow
+def test_the_published_regressions_are_drops_of_rates_and_speedups_and_rises_of_times(tmp_path):
+    """asv publish (with publish_plugin) lists a speedup's or GB/s's drop on the Regressions page, never its rise;
+    times and cost ratios keep asv's direction; the list's and the page's scripts read the direction from index.json,
+    and a benchmark without data is left out. Without the plugin, asv gets the rates backwards (what the plugin
+    fixes)."""
+    import json
+
+    if importlib.util.find_spec("asv") is None:
+        pytest.skip("asv not installed (pip install '.[test]')")
+    _run(["asv", "publish", "--config", str(_synthetic_history(tmp_path / "fixed", SYNTHETIC))])
+    regressions = _regressions(tmp_path / "fixed" / "html")
+    assert set(regressions) == {
+        "synthetic.Drops.track_speedup",
+        "synthetic.Drops.track_gbytes_per_second",
+        "synthetic.Slower.time_step",
+        "synthetic.Cost.track_ratio",
+    }
+    assert regressions["synthetic.Drops.track_speedup"] == pytest.approx((4.0, 10.0))  # last, best: the real values
+    index = json.loads((tmp_path / "fixed" / "html" / "index.json").read_text())
+    upward = {name for name, entry in index["benchmarks"].items() if entry["higher_is_better"]}
+    assert upward == {name for name in SYNTHETIC if ".Rises.track" in name or ".Drops.track" in name}
+    assert "synthetic.Never.time_never" not in index["benchmarks"]
+    for script in ("regressions.js", "summarylist.js"):
+        assert "higher_is_better" in (tmp_path / "fixed" / "html" / script).read_text()
+
+    _run(["asv", "publish", "--config", str(_synthetic_history(tmp_path / "asv-only", SYNTHETIC, plugins=False))])
+    assert {"synthetic.Rises.track_speedup", "synthetic.Rises.track_gbytes_per_second"} <= set(
+        _regressions(tmp_path / "asv-only" / "html")
+    )
+    assert "synthetic.Drops.track_speedup" not in _regressions(tmp_path / "asv-only" / "html")
+
+
+def test_higher_is_better_is_rates_and_speedups_only():
+    tracked = _tracked()
+    publish_plugin = _from_asv_dir("publish_plugin")
+    assert publish_plugin.higher_is_better("bench_ops.Speedup.track_speedup", "x")
+    assert publish_plugin.higher_is_better("bench_ops.Speedup.track_speedup('dot', 'numpy')", "x")
+    assert publish_plugin.higher_is_better("bench_ops.Bandwidth.track_gbytes_per_second", "GB/s")
+    for name, unit in [
+        ("bench_training.GramManyPoints.track_fit_over_poly_mse_calls", "x"),
+        ("bench_overhead.RatioToEmptyFunction.track_ratio", "x"),
+        ("bench_training.FusedFitRecording.track_recording_cost", "x"),
+        ("bench_training.BatchedFits.track_ns_per_series_step", "ns"),
+        ("bench_ops.Dot.time_call", "seconds"),
+    ]:
+        assert not publish_plugin.higher_is_better(name, unit), name
+    # compare reads the same direction: a cost ratio that doubles is 2x worse
+    rows = tracked.compare_results(
+        {"g.track_fit_over_poly_mse_calls": ([""], [1.0])},
+        {"g.track_fit_over_poly_mse_calls": ([""], [2.0])},
+        {"g.track_fit_over_poly_mse_calls": "x"},
+        factors={},
+        default=1.3,
+    )
+    assert [(slowdown, flag) for *_, slowdown, flag in rows] == [(2.0, "worse")]
+
+
+def test_outliers_are_points_beyond_the_noise_of_both_neighbours():
+    find = _tracked().find_outliers
+    commits = [f"c{k}" for k in range(7)]
+
+    def series(*values):
+        return list(zip(commits, values, strict=False))
+
+    assert find(series(100, 110, 95, 54_902, 105, 98, 101), 1.5) == [("c3", 54_902, 95, 105)]  # a spike
+    assert find(series(100, 110, 9, 105, 98), 1.5) == [("c2", 9, 110, 105)]  # a dip
+    assert find(series(100, 110, 95, 300, 290, 310), 1.5) == []  # a step the next commits share: real
+    assert find(series(100, 140, 100), 1.5) == []  # within the noise
+    assert find(series(100, 200, 110), 1.5) == [("c1", 200, 100, 110)]
+    assert find(series(100, 100, 200, 500, 500), 1.5) == []  # a rise over two commits: not a spike
+    assert find(series(100, 1000, 100, 5000, 100), 1.5) == [("c1", 1000, 100, 100), ("c3", 5000, 100, 100)]
+    assert find(series(100, None, 98, 54_902, None, 101), 1.5) == [("c3", 54_902, 98, 101)]  # unmeasured skipped
+    assert find(series(100, 98, 102, 54_902), 1.5) == [("c3", 54_902, 102, 98)]  # the newest, by its two before
+    assert find(series(54_902, 98, 102), 1.5) == [("c0", 54_902, 98, 102)]  # the oldest, by its two after
+    assert find(series(100, 54_902), 1.5) == []  # two points: no one to judge by
+
+
+def test_outliers_are_dropped_from_a_results_file_and_only_they(tmp_path):
+    """tracked.py outliers --drop sets one parameter combination of one commit's file to null, nothing else."""
+    import json
+
+    tracked = _tracked()
+    source = next(p for p in (ASV_DIR / "results" / REFERENCE_MACHINE).glob("cda41320-*.json"))
+    (tmp_path / REFERENCE_MACHINE).mkdir()
+    copy = tmp_path / REFERENCE_MACHINE / source.name
+    shutil.copy(source, copy)
+    name = "bench_training.BatchedFits.track_ns_per_series_step"
+    before = json.loads(copy.read_text())
+    point = (name, "'fit_poly batched (cpp)'", before["commit_hash"])
+    assert tracked.drop_points(REFERENCE_MACHINE, [point], results_dir=tmp_path) == 1
+    after = json.loads(copy.read_text())
+    assert after["results"][name][0][2] is None
+    after["results"][name][0][2] = before["results"][name][0][2]
+    assert after == before
+
+
+def test_the_history_since_the_last_measured_commit_starts_at_the_newest_result():
+    tracked = _tracked()
+    order = tracked._commit_order()
+    newest = max(tracked._machine_results(REFERENCE_MACHINE), key=order.__getitem__)
+    assert tracked.history_range(REFERENCE_MACHINE, True, "main") == f"{newest}..main"
+    assert tracked.history_range(REFERENCE_MACHINE, True, "abc..HEAD") == f"{newest}..HEAD"
+    assert tracked.history_range(REFERENCE_MACHINE, False, "abc..HEAD") == "abc..HEAD"
+
+
+def test_results_of_other_machines_are_not_committed():
+    """Only the reference machine's results are tracked by git: a local run's (ci-quick, compare, aa-first) is
+    ignored, so neither a commit nor a deployed dashboard carries it."""
+    for path in ("asv_bench/results/ci-quick/abc.json", "asv_bench/results/compare/machine.json", "asv_bench/html/x"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert ignored.returncode == 0, path
+    tracked = subprocess.run(["git", "ls-files", "asv_bench/results"], cwd=ROOT, capture_output=True, text=True)
+    machines = {Path(p).parts[2] for p in tracked.stdout.split() if len(Path(p).parts) > 3}
+    assert machines == {REFERENCE_MACHINE}
+
+
+def test_history_measures_again_the_outliers_among_the_new_commits(monkeypatch, tmp_path, capsys):
+    """After its asv run, history re-runs the outlying benchmark at a new commit (asv run -b that benchmark, the
+    commit in a hash file), and only lists an old outlier that no new commit neighbours."""
+    import argparse
+
+    tracked = _tracked()
+    name = "b.Fits.time_fit"
+    commits = [str(k) * 40 for k in range(5)]
+    values = {commits[0]: 100.0, commits[1]: 1000.0, commits[2]: 100.0}  # c1: an old outlier
+    calls = []
+
+    def asv(*args, check=True):
+        calls.append(args)
+        if "--skip-existing-successful" in args:  # the history run: two new commits, the first a spike
+            values.update({commits[3]: 5000.0, commits[4]: 100.0})
+        else:  # the re-measure
+            hashes = Path(args[-1].removeprefix("HASHFILE:")).read_text().split()
+            values.update(dict.fromkeys(hashes, 101.0))
+
+    monkeypatch.setattr(tracked, "_asv", asv)
+    monkeypatch.setattr(tracked, "describe_machine", lambda machine: None)
+    monkeypatch.setattr(tracked, "_commit_order", lambda: {c: k for k, c in enumerate(commits)})
+    monkeypatch.setattr(tracked, "_noise_factors", lambda: ({}, 1.3))
+    monkeypatch.setattr(
+        tracked, "_machine_results", lambda machine: {c: {name: ([""], [v])} for c, v in values.items()}
+    )
+    monkeypatch.setattr(tracked, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    args = argparse.Namespace(machine="m", steps=5, since_last=True, range="main", no_remeasure=False)
+    assert tracked.command_history(args) == 0
+    assert calls[0][-1] == f"{commits[2]}..main" and "--steps" in calls[0]
+    assert (
+        len(calls) == 2 and calls[1][:4] == ("run", "--machine", "m", "-b") and calls[1][4] == "^b\\.Fits\\.time_fit$"
+    )
+    assert values[commits[3]] == 101.0 and values[commits[1]] == 1000.0  # the new one measured again, the old not
+    measured_again, listed = capsys.readouterr().out.split("check them before committing")
+    assert f"{commits[3][:8]}  {name}" in measured_again and commits[1][:8] not in measured_again
+    assert f"{commits[1][:8]}  {name}" in listed and commits[3][:8] not in listed
