@@ -23,6 +23,51 @@ def _large_row(lr: float, ratio: float, diverged_at: int | None = None, name: st
     }
 
 
+@pytest.mark.parametrize(
+    ("value", "digits", "text"),
+    [
+        (3154.2, 3, "3,154"),  # every digit of the integer part, with thousands separators
+        (0.007910, 3, "0.00791"),
+        (0.000993, 3, "0.000993"),
+        (0.00001, 3, "0.00001"),
+        (0.99996, 3, "1"),  # rounded to 3 digits, trailing zeros dropped
+        (0.999989, 6, "0.999989"),
+        (999.96, 3, "1,000"),
+        (3.65e6, 3, "3.65 million"),
+        (6.25e7, 3, "62.5 million"),
+        (1.2e9, 2, "1.2 billion"),
+        (3.43266e121, 6, "3.43266·10^121"),
+        (2.4e-16, 2, "2.4·10^-16"),
+        (5e-8, 3, "5·10^-8"),
+        (-1e-7, 6, "-10^-7"),
+        (1e-10, 2, "10^-10"),
+        (9.996e13, 3, "10^14"),  # the mantissa rounded up to 10 moves the exponent
+        (0, 3, "0"),
+        (None, 3, "–"),
+    ],
+)
+def test_numbers_are_written_plainly(value, digits, text):
+    assert _common.plain(value, digits) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3154.2, "3,154x"),
+        (1079.6, "1,080x"),
+        (391.2, "391x"),
+        (16.9, "17x"),
+        (2.75, "2.8x"),
+        (0.286, "0.29x"),
+        (9.96, "10x"),
+        (1.0, "1.0x"),
+        (None, "–"),
+    ],
+)
+def test_speedups_are_written_plainly(value, text):
+    assert _common.speedup(value) == text
+
+
 @pytest.mark.parametrize(("n", "words"), [(10_000_000, "10^7"), (100_000, "10^5"), (123_456, "123,456")])
 def test_sizes_are_worded_from_the_n_that_ran(n, words):
     assert large.size_words(n) == words
@@ -109,7 +154,7 @@ def test_a_row_that_does_not_fit_is_never_counted_as_agreeing():
 
 def test_rows_measured_under_load_are_flagged():
     rows = [_row("quiet", True), _row("loaded", True, busy=True)]
-    assert "1 of 2 rows: loaded" in _common.busy_note(rows)
+    assert "1 of 2 rows: `loaded`" in _common.busy_note(rows)
     assert _common.busy_note(rows[:1]) is None
     assert _common.load_cell(rows[1]).startswith("**busy: 50%") and not _common.load_cell(rows[0]).startswith("**")
     sections = {"poly": SectionResult("poly", rows=rows, extra={"reference_row": "quiet"})}
