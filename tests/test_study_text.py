@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pykernels.study import _common, large
+from pykernels.study import _common, large, report
 from pykernels.study.__main__ import summary_line
 from pykernels.study._common import SectionResult
 
@@ -195,3 +195,108 @@ def test_the_committed_report_is_what_the_code_writes_from_its_results(tmp_path)
     assert main(["--from-results", str(COMMITTED / "results.json"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text() == (COMMITTED / "report.md").read_text()
     assert {p.name for p in tmp_path.glob("*.png")} == {p.name for p in COMMITTED.glob("*.png")}
+
+
+def test_the_committed_report_is_valid_markdown_in_plain_numbers():
+    """Every table of the committed report parses as a table, each row as wide as its header, and no number is
+    written in e-notation."""
+    from conftest import markdown_report_problems
+
+    text = (COMMITTED / "report.md").read_text()
+    assert markdown_report_problems(text) == []
+    assert text.count("\n|---") == 7  # poly, speed, large, batched and the statistics section's three, all parsed
+
+
+def test_the_markdown_check_finds_broken_tables_and_e_notation():
+    """The check can fail: a header whose `|w - 3|` adds cells parses as a paragraph, a long row loses its extra
+    cells, and 3.15e+03x is e-notation."""
+    from conftest import markdown_report_problems
+
+    broken_header = "| row | error |w - 3| |\n|---|---|\n| a | 1 |\n"
+    assert markdown_report_problems(broken_header) == ["1 table blocks written, 0 parsed as tables"]
+    long_row = "| row | speedup |\n|---|---|\n| a | 1 | 2 |\n"
+    assert markdown_report_problems(long_row) == ["table 1, line 3: 3 cells written, 2 parsed, 2 in the header"]
+    assert markdown_report_problems("fused fit: 3.15e+03x numpy\n") == ["e-notation: '3.15e+03x'"]
+
+
+def test_table_cells_escape_pipes_and_rows_match_the_header():
+    from conftest import markdown_report_problems
+
+    table = report._table(["row", "weights' RMS error |w - 3|"], [["`a|b`", "1"]])
+    assert table.splitlines()[0] == "| row | weights' RMS error \\|w - 3\\| |"
+    assert table.splitlines()[2] == "| `a\\|b` | 1 |"
+    assert markdown_report_problems(table) == []
+    with pytest.raises(AssertionError, match="a row of 1 cells under a header of 2"):
+        report._table(["row", "seconds"], [["a"]])
+
+
+def test_skipped_rows_are_collapsed_by_reason():
+    section = SectionResult(
+        "large",
+        skipped=[
+            _common.Skipped("torch-gpu lr=0.001", "no CUDA GPU"),
+            _common.Skipped("torch-gpu lr=5e-08", "no CUDA GPU"),
+            _common.Skipped("fit_poly, fused loop (cpp)-gpu", "no CUDA GPU"),
+            _common.Skipped("jax.jit(step)", "jax not installed (optional)"),
+        ],
+    )
+    assert report._skipped(section) == (
+        "\n\nNot run here: 3 rows (no CUDA GPU): `torch-gpu` at lr 0.001 and 5·10^-8, "
+        "`fit_poly, fused loop (cpp)-gpu`; 1 row (jax not installed (optional)): `jax.jit(step)`."
+    )
+    assert report._skipped(SectionResult("none")) == ""
+
+
+def _committed_run() -> report.SavedRun:
+    return report.read_results(COMMITTED / "results.json")
+
+
+def _poly_row(run: report.SavedRun, name: str) -> dict:
+    return next(r for r in run.sections["poly"].rows if r["name"] == name)
+
+
+def test_the_answer_is_on_the_first_screen_and_names_the_write_ups_in_order():
+    lines = (COMMITTED / "report.md").read_text().splitlines()
+    first_screen = "\n".join(lines[:30])
+    assert "## The answer" in first_screen and "**GPU**" in first_screen
+    polynomial, speed = first_screen.index("The polynomial write-up"), first_screen.index("The speed write-up")
+    assert polynomial < speed
+    assert "Chuck Anderson" in first_screen and "nbviewer.ipython.org" in first_screen and "2020-01-04" in first_screen
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[1].startswith("## Polynomial fit") and headings[-1] == "## How this was measured"
+    assert "write-up 1" not in "\n".join(lines) and "write-up 2" not in "\n".join(lines)
+
+
+def test_the_answers_numbers_follow_the_rows():
+    """The first screen's figures are computed from the rows: change a row and the sentence follows."""
+    run = _committed_run()
+    torch_row, autograd = _poly_row(run, "torch"), _poly_row(run, "torch-autograd")
+    manual = _poly_row(run, "manual poly_mse step (cpp)")
+    text = report.answer(run.sections, run.machine)
+    ratio = autograd["seconds"] / torch_row["seconds"]
+    assert f"{_common.speedup(ratio)} the manual-gradient `torch` row's" in text
+    assert f"`manual poly_mse step (cpp)`: {_common.speedup(autograd['seconds'] / manual['seconds'])}" in text
+    gram_fit = _poly_row(run, "fit_poly (gram), fused loop (cpp)")
+    assert f"{_common.speedup(_poly_row(run, 'numpy')['seconds'] / gram_fit['seconds'])}." in text
+    assert "None on this machine, so its 32 GPU rows did not run".lower() in text.lower()
+    large_rows = run.sections["large"].rows
+    seed = next(r for r in large_rows if r["name"] == "torch-autograd" and r["lr"] == 0.001)
+    assert f"takes {seed['epoch_ms']:.1f} ms here" in text and "6 of 6 rows' loss overflows" in text
+
+    autograd["seconds"] = 8 * torch_row["seconds"]  # as the write-up found
+    manual["seconds"] = autograd["seconds"] / 100
+    text = report.answer(run.sections, run.machine)
+    assert "8.0x the manual-gradient `torch` row's" in text
+    assert "`manual poly_mse step (cpp)`: 100x" in text
+    _poly_row(run, "numpy")["converged_same"] = False
+    assert "1 of 16 fits did not reach the same MSE: `numpy`" in report.answer(run.sections, run.machine)
+
+
+def test_the_answer_reports_a_gpu_run():
+    run = _committed_run()
+    poly = run.sections["poly"]
+    autograd = _poly_row(run, "torch-autograd")
+    poly.rows.append({**autograd, "name": "torch-autograd-gpu", "device": "cuda", "seconds": autograd["seconds"] / 4})
+    text = report.answer(run.sections, {**run.machine, "gpu": "NVIDIA H200"})
+    assert "**GPU** (NVIDIA H200): the write-up's autograd loop, `torch-autograd-gpu`" in text
+    assert "(4.0x `torch-autograd` on the CPU)" in text
