@@ -436,10 +436,13 @@ POLY_WRITE_UP = (
     'Chuck Anderson, ["Comparing Numpy, Pytorch, and autograd on CPU and GPU"]'
     "(http://nbviewer.ipython.org/url/www.cs.colostate.edu/~anderson/wp/notebooks/"
     "Fitting%20Polynomial%20to%20Data%20in%20Pytorch%20with%20autograd.ipynb) (Pattern Exploration blog; notebook "
-    '"Fitting Polynomial to Data in Pytorch with autograd")'
+    '"Fitting Polynomial to Data in Pytorch with autograd"): a degree-4 polynomial fitted to sin(x) on 100 points by '
+    "200,000 steps of gradient descent at lr 0.00001; its one figure is that autograd makes the loop about "
+    f"{WRITE_UP_AUTOGRAD_OVER_TORCH:.0f}x slower, and it asks how to make autograd faster."
 )
 SPEED_WRITE_UP = (
-    '"Pytorch Basics and Speed Comparisons with Numpy and GPU" (a blog post of 2020-01-04; its text gives no address)'
+    '"Pytorch Basics and Speed Comparisons with Numpy and GPU" (a blog post of 2020-01-04; its text gives no address): '
+    "matmul and add timed in NumPy, torch and on a GPU, and a 10-million-weight linear model trained through torch.dot."
 )
 AUTOGRAD_ROW = "torch-autograd"  # the write-ups' autograd loop on the CPU: what a reader of either one runs
 
@@ -471,14 +474,14 @@ def _poly_answer(section: SectionResult) -> list[str]:
         faster = [
             (name, what)
             for name, what in (
-                ("poly_mse+backward (cpp)", "pykernels' op, autograd kept"),
-                ("manual poly_mse step (cpp)", "pykernels' op, manual step"),
-                ("torch", "autograd dropped from the write-up's own torch code"),
+                ("poly_mse+backward (cpp)", "pykernels' op under autograd"),
+                ("manual poly_mse step (cpp)", "pykernels' op in a manual step, no autograd"),
+                ("torch", "the write-up's own manual-gradient torch code"),
             )
             if _row(section, name)
         ]
         parts = [
-            f"{what}, `{name}`: {speedup(autograd['seconds'] / _row(section, name)['seconds'])} "
+            f"{what} (`{name}`) {speedup(autograd['seconds'] / _row(section, name)['seconds'])} "
             f"({_seconds(_row(section, name)['seconds'])})"
             for name, what in faster
         ]
@@ -526,9 +529,9 @@ def _speed_answer(speed_section: SectionResult | None, large_section: SectionRes
             write_up = autograd["write_up_ms_per_epoch"]
             lines.append(
                 f"- **The large problem's epoch** ({size_words(n)} weights): the write-up's loop (`{AUTOGRAD_ROW}`, lr "
-                f"{plain(seed_lr)}) takes {autograd['epoch_ms']:.1f} ms here"
+                f"{plain(seed_lr)}) takes {autograd['epoch_ms']:.2f} ms here"
                 + (f" (the write-up's own machine: {write_up:.1f} ms)" if write_up else "")
-                + f"; `{fastest['name']}` {fastest['epoch_ms']:.1f} ms, sample included: "
+                + f"; `{fastest['name']}` {fastest['epoch_ms']:.2f} ms, sample included: "
                 f"{speedup(autograd['epoch_ms'] / fastest['epoch_ms'])}."
             )
         at_seed = [r for r in large_section.rows if r["lr"] == seed_lr]
@@ -643,10 +646,8 @@ def write(out: Path, sections: dict[str, SectionResult], machine: dict, command:
 Two write-ups timed NumPy, torch and autograd on small training loops; this study runs their loops on one machine
 ({machine["logical_cpus"]} logical CPUs, GPU: {machine["gpu"] or "none"}) with pykernels' rows beside them:
 
-1. **The polynomial write-up**: {POLY_WRITE_UP}. A degree-4 polynomial fitted to sin(x) on 100 points by 200,000
-   steps of gradient descent at lr 0.00001; it asks how to make autograd faster.
-2. **The speed write-up**: {SPEED_WRITE_UP}. Matmul and add timed in NumPy, torch and on a GPU, and a 10-million-weight
-   linear model trained through torch.dot.
+1. **The polynomial write-up**: {POLY_WRITE_UP}
+2. **The speed write-up**: {SPEED_WRITE_UP}
 
 ## The answer
 
