@@ -300,3 +300,10 @@ def test_the_answer_reports_a_gpu_run():
     text = report.answer(run.sections, {**run.machine, "gpu": "NVIDIA H200"})
     assert "**GPU** (NVIDIA H200): the write-up's autograd loop, `torch-autograd-gpu`" in text
     assert "(4.0x `torch-autograd` on the CPU)" in text
+
+
+def test_the_summary_line_writes_plain_numbers():
+    fused = {**_row("fit_poly (gram), fused loop (cpp)", True), "us_per_step": 0.0000497, "speedup": 3154.2}
+    sections = {"poly": SectionResult("poly", rows=[_row("numpy", True), fused], extra={"reference_row": "numpy"})}
+    line = summary_line(sections, 1.0, Path("report.md"))
+    assert "at 0.0000497 µs/step (3,154x numpy)" in line
