@@ -17,11 +17,6 @@ from .large import WeightErrorModel, size_words
 from .polyfit import WRITE_UP_AUTOGRAD_OVER_TORCH, write_up_says
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    """A table cell's number: plain notation (:func:`plain`), a dash where there is none."""
-    return plain(value, digits)
-
-
 def _loads(loads: tuple[float, ...] | None) -> str:
     return "–" if loads is None else ", ".join(f"{v:.2f}" for v in loads)
 
@@ -90,8 +85,8 @@ def poly_markdown(section: SectionResult) -> str:
         [
             f"`{r['name']}`",
             r["group"],
-            _fmt(r["seconds"]),
-            _fmt(r["us_per_step"]),  # 3 significant digits: the fused rows take hundredths of a µs
+            plain(r["seconds"]),
+            plain(r["us_per_step"]),  # 3 significant digits: the fused rows take hundredths of a µs
             speedup(r["speedup"]),
             speedup(autograd["seconds"] / r["seconds"]) if autograd else "–",
             f"{r['final_mse']:.6f}",
@@ -152,11 +147,11 @@ def speed_markdown(section: SectionResult) -> str:
             [
                 f"{r['workload']} {r['size']}x{r['size']} ×{r['loops']}",
                 f"`{r['name']}`",
-                _fmt(r["write_up_seconds"], 4),
-                _fmt(r["as_written_seconds"], 4),
-                *([_fmt(r.get("as_written_unsynchronized_seconds"), 4)] if unsynchronized else []),
-                _fmt(r["op_alone_seconds"], 4),
-                _fmt(r["op_preallocated_seconds"], 4),
+                plain(r["write_up_seconds"], 4),
+                plain(r["as_written_seconds"], 4),
+                *([plain(r.get("as_written_unsynchronized_seconds"), 4)] if unsynchronized else []),
+                plain(r["op_alone_seconds"], 4),
+                plain(r["op_preallocated_seconds"], 4),
                 speedup(numpy_row["op_alone_seconds"] / r["op_alone_seconds"]) if numpy_row else "–",
                 load_cell(r),
             ]
@@ -291,7 +286,7 @@ def gram_markdown(section: SectionResult) -> str:
     many = [r for r in section.rows if r["kind"] == "many"]
     many_table = _table(
         ["workload", "seconds", "fit / poly_mse calls", "others' CPU"],
-        [[f"`{r['name']}`", _fmt(r["seconds"], 4), _fmt(r.get("vs_poly_mse_calls")), load_cell(r)] for r in many],
+        [[f"`{r['name']}`", plain(r["seconds"], 4), plain(r.get("vs_poly_mse_calls")), load_cell(r)] for r in many],
     )
     boundary_rows = []
     for r in (r for r in section.rows if r["kind"] == "boundary"):
@@ -299,13 +294,13 @@ def gram_markdown(section: SectionResult) -> str:
             boundary_rows.append(
                 [
                     r["name"],
-                    _fmt(r["condition"], 2) if r["condition"] is not None else "> 10^15",
-                    _fmt(r["lr"], 2),
+                    plain(r["condition"], 2) if r["condition"] is not None else "> 10^15",
+                    plain(r["lr"], 2),
                     f"{result['steps']:,}",
-                    _fmt(result["bound"], 2),
+                    plain(result["bound"], 2),
                     f"{result['auto']} / {result['auto_float32']}",
-                    _fmt(result["gram_error"], 2),
-                    _fmt(result["data_error"], 2),
+                    plain(result["gram_error"], 2),
+                    plain(result["data_error"], 2),
                 ]
             )
     boundary_table = _table(
@@ -327,10 +322,10 @@ def gram_markdown(section: SectionResult) -> str:
         [
             [
                 f"`{r['name']}`",
-                _fmt(r["seconds"]),
+                plain(r["seconds"]),
                 ", ".join(f"{count} {name.removeprefix('gloo:')}" for name, count in sorted(r["collectives"].items())),
-                _fmt(r["last_loss"], 6),
-                _fmt(r.get("coeffs_vs_one_process"), 2),
+                plain(r["last_loss"], 6),
+                plain(r.get("coeffs_vs_one_process"), 2),
             ]
             for r in sharded["rows"]
         ],
@@ -358,7 +353,7 @@ with their square root; `auto` keeps the statistics while the bound is at most {
 on each of 2 gloo processes (one thread each), {config["sharded_steps"]:,} steps at lr 0.5 by each route (DDP
 all-reduces the gradient at every step, and `train_ddp` the loss it reports; `fit_poly_distributed` gathers each
 rank's layout, 4 integers, then all-reduces the statistics once). One process's gram fit of all the points ends at
-loss {_fmt(sharded["one_process_last_loss"], 6)}.
+loss {plain(sharded["one_process_last_loss"], 6)}.
 
 {sharded_table}
 {_notes(section)}
