@@ -118,3 +118,41 @@ def routed(route: str, fn):
         return torch.compile(fn, fullgraph=True, dynamic=True, backend="aot_eager")
     assert route == "export"
     return lambda *args: torch.export.export(_Called(fn), args).module()(*args)
+
+
+def markdown_report_problems(report: str) -> list[str]:
+    """What keeps a Markdown report from rendering as written, read from markdown-it-py's token stream (CommonMark
+    with GFM tables): a table block that parsed as something else (a header and delimiter row of different widths
+    makes a paragraph), a row whose cells differ in number from its header's (GFM pads short rows and drops a long
+    row's extra cells), and numbers in e-notation."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    lines = report.splitlines()
+    tokens = MarkdownIt("commonmark").enable("table").parse(report)
+    problems, tables, header_cells, cells, written, line = [], 0, None, 0, 0, 0
+    for token in tokens:
+        if token.type == "table_open":
+            tables += 1
+            header_cells = None
+        elif token.type == "tr_open":
+            cells, line = 0, token.map[0]
+            # the row as written: cells between unescaped pipes (GFM splits at them, in code spans too)
+            written = len(re.split(r"(?<!\\)\|", lines[line].strip()[1:-1]))
+        elif token.type in ("th_open", "td_open"):
+            cells += 1
+        elif token.type == "tr_close":
+            header_cells = cells if header_cells is None else header_cells
+            if cells != header_cells or written != header_cells:
+                problems.append(
+                    f"table {tables}, line {line + 1}: {written} cells written, {cells} parsed, "
+                    f"{header_cells} in the header"
+                )
+    blocks = sum(
+        1 for i, line in enumerate(lines) if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))
+    )
+    if tables != blocks:
+        problems.append(f"{blocks} table blocks written, {tables} parsed as tables")
+    problems += [f"e-notation: {match.group()!r}" for match in re.finditer(r"\S*\d[eE][+-]?\d\S*", report)]
+    return problems

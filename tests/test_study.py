@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import markdown_report_problems
+
+from pykernels.study._common import plain
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +84,7 @@ def test_quick_report_says_what_ran_and_what_it_measured(quick_study):
     assert f"after {epochs} epochs" in report and "cannot fit 10^5 weights" in report
     assert "With 10^7 weights" not in report and "200 epochs cannot" not in report
     stable_lr = large["extra"]["config"]["stable_lr"]
-    stable_note = next(note for note in large["notes"] if note.startswith(f"lr = {stable_lr:.3g}"))
+    stable_note = next(note for note in large["notes"] if note.startswith(f"lr = {plain(stable_lr)}"))
     assert "shrinks" in stable_note and "Not as predicted" not in stable_note
     for row in large["rows"]:
         assert row["write_up_ms_per_epoch"] is None  # the write-up ran N = 10^7 for 200 epochs, not these
@@ -103,6 +106,14 @@ def test_quick_report_says_what_ran_and_what_it_measured(quick_study):
         busy = [row for row in timed[name] if row["load"]["busy"]]
         assert any(note.startswith("Measured under load") for note in section["notes"]) == bool(busy)
     assert report.count("**busy:") == sum(r["load"]["busy"] for rows in timed.values() for r in rows)
+
+
+def test_quick_report_is_valid_markdown_in_plain_numbers(quick_study):
+    """The quick run's report parses as written (every table a table, each row as wide as its header), and neither
+    it nor the summary line writes a number in e-notation."""
+    out, stdout = quick_study
+    assert markdown_report_problems((out / "report.md").read_text()) == []
+    assert markdown_report_problems(stdout) == []
 
 
 def test_quick_study_fits_on_statistics(quick_study):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pykernels.study import _common, large
+from pykernels.study import _common, large, report
 from pykernels.study.__main__ import summary_line
 from pykernels.study._common import SectionResult
 
@@ -21,6 +21,51 @@ def _large_row(lr: float, ratio: float, diverged_at: int | None = None, name: st
         "diverged_at_epoch": diverged_at,
         "weight_error_ratio": ratio,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "text"),
+    [
+        (3154.2, 3, "3,154"),  # every digit of the integer part, with thousands separators
+        (0.007910, 3, "0.00791"),
+        (0.000993, 3, "0.000993"),
+        (0.00001, 3, "0.00001"),
+        (0.99996, 3, "1"),  # rounded to 3 digits, trailing zeros dropped
+        (0.999989, 6, "0.999989"),
+        (999.96, 3, "1,000"),
+        (3.65e6, 3, "3.65 million"),
+        (6.25e7, 3, "62.5 million"),
+        (1.2e9, 2, "1.2 billion"),
+        (3.43266e121, 6, "3.43266·10^121"),
+        (2.4e-16, 2, "2.4·10^-16"),
+        (5e-8, 3, "5·10^-8"),
+        (-1e-7, 6, "-10^-7"),
+        (1e-10, 2, "10^-10"),
+        (9.996e13, 3, "10^14"),  # the mantissa rounded up to 10 moves the exponent
+        (0, 3, "0"),
+        (None, 3, "–"),
+    ],
+)
+def test_numbers_are_written_plainly(value, digits, text):
+    assert _common.plain(value, digits) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3154.2, "3,154x"),
+        (1079.6, "1,080x"),
+        (391.2, "391x"),
+        (16.9, "17x"),
+        (2.75, "2.8x"),
+        (0.286, "0.29x"),
+        (9.96, "10x"),
+        (1.0, "1.0x"),
+        (None, "–"),
+    ],
+)
+def test_speedups_are_written_plainly(value, text):
+    assert _common.speedup(value) == text
 
 
 @pytest.mark.parametrize(("n", "words"), [(10_000_000, "10^7"), (100_000, "10^5"), (123_456, "123,456")])
@@ -109,7 +154,7 @@ def test_a_row_that_does_not_fit_is_never_counted_as_agreeing():
 
 def test_rows_measured_under_load_are_flagged():
     rows = [_row("quiet", True), _row("loaded", True, busy=True)]
-    assert "1 of 2 rows: loaded" in _common.busy_note(rows)
+    assert "1 of 2 rows: `loaded`" in _common.busy_note(rows)
     assert _common.busy_note(rows[:1]) is None
     assert _common.load_cell(rows[1]).startswith("**busy: 50%") and not _common.load_cell(rows[0]).startswith("**")
     sections = {"poly": SectionResult("poly", rows=rows, extra={"reference_row": "quiet"})}
@@ -150,3 +195,115 @@ def test_the_committed_report_is_what_the_code_writes_from_its_results(tmp_path)
     assert main(["--from-results", str(COMMITTED / "results.json"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text() == (COMMITTED / "report.md").read_text()
     assert {p.name for p in tmp_path.glob("*.png")} == {p.name for p in COMMITTED.glob("*.png")}
+
+
+def test_the_committed_report_is_valid_markdown_in_plain_numbers():
+    """Every table of the committed report parses as a table, each row as wide as its header, and no number is
+    written in e-notation."""
+    from conftest import markdown_report_problems
+
+    text = (COMMITTED / "report.md").read_text()
+    assert markdown_report_problems(text) == []
+    assert text.count("\n|---") == 7  # poly, speed, large, batched and the statistics section's three, all parsed
+
+
+def test_the_markdown_check_finds_broken_tables_and_e_notation():
+    """The check can fail: a header whose `|w - 3|` adds cells parses as a paragraph, a long row loses its extra
+    cells, and 3.15e+03x is e-notation."""
+    from conftest import markdown_report_problems
+
+    broken_header = "| row | error |w - 3| |\n|---|---|\n| a | 1 |\n"
+    assert markdown_report_problems(broken_header) == ["1 table blocks written, 0 parsed as tables"]
+    long_row = "| row | speedup |\n|---|---|\n| a | 1 | 2 |\n"
+    assert markdown_report_problems(long_row) == ["table 1, line 3: 3 cells written, 2 parsed, 2 in the header"]
+    assert markdown_report_problems("fused fit: 3.15e+03x numpy\n") == ["e-notation: '3.15e+03x'"]
+
+
+def test_table_cells_escape_pipes_and_rows_match_the_header():
+    from conftest import markdown_report_problems
+
+    table = report._table(["row", "weights' RMS error |w - 3|"], [["`a|b`", "1"]])
+    assert table.splitlines()[0] == "| row | weights' RMS error \\|w - 3\\| |"
+    assert table.splitlines()[2] == "| `a\\|b` | 1 |"
+    assert markdown_report_problems(table) == []
+    with pytest.raises(AssertionError, match="a row of 1 cells under a header of 2"):
+        report._table(["row", "seconds"], [["a"]])
+
+
+def test_skipped_rows_are_collapsed_by_reason():
+    section = SectionResult(
+        "large",
+        skipped=[
+            _common.Skipped("torch-gpu lr=0.001", "no CUDA GPU"),
+            _common.Skipped("torch-gpu lr=5e-08", "no CUDA GPU"),
+            _common.Skipped("fit_poly, fused loop (cpp)-gpu", "no CUDA GPU"),
+            _common.Skipped("jax.jit(step)", "jax not installed (optional)"),
+        ],
+    )
+    assert report._skipped(section) == (
+        "\n\nNot run here: 3 rows (no CUDA GPU): `torch-gpu` at lr 0.001 and 5·10^-8, "
+        "`fit_poly, fused loop (cpp)-gpu`; 1 row (jax not installed (optional)): `jax.jit(step)`."
+    )
+    assert report._skipped(SectionResult("none")) == ""
+
+
+def _committed_run() -> report.SavedRun:
+    return report.read_results(COMMITTED / "results.json")
+
+
+def _poly_row(run: report.SavedRun, name: str) -> dict:
+    return next(r for r in run.sections["poly"].rows if r["name"] == name)
+
+
+def test_the_answer_is_on_the_first_screen_and_names_the_write_ups_in_order():
+    lines = (COMMITTED / "report.md").read_text().splitlines()
+    first_screen = "\n".join(lines[:30])
+    assert "## The answer" in first_screen and "**GPU**" in first_screen
+    polynomial, speed = first_screen.index("The polynomial write-up"), first_screen.index("The speed write-up")
+    assert polynomial < speed
+    assert "Chuck Anderson" in first_screen and "nbviewer.ipython.org" in first_screen and "2020-01-04" in first_screen
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[1].startswith("## Polynomial fit") and headings[-1] == "## How this was measured"
+    assert "write-up 1" not in "\n".join(lines) and "write-up 2" not in "\n".join(lines)
+
+
+def test_the_answers_numbers_follow_the_rows():
+    """The first screen's figures are computed from the rows: change a row and the sentence follows."""
+    run = _committed_run()
+    torch_row, autograd = _poly_row(run, "torch"), _poly_row(run, "torch-autograd")
+    manual = _poly_row(run, "manual poly_mse step (cpp)")
+    text = report.answer(run.sections, run.machine)
+    ratio = autograd["seconds"] / torch_row["seconds"]
+    assert f"{_common.speedup(ratio)} the manual-gradient `torch` row's" in text
+    assert f"(`manual poly_mse step (cpp)`) {_common.speedup(autograd['seconds'] / manual['seconds'])}" in text
+    gram_fit = _poly_row(run, "fit_poly (gram), fused loop (cpp)")
+    assert f"{_common.speedup(_poly_row(run, 'numpy')['seconds'] / gram_fit['seconds'])}." in text
+    assert "None on this machine, so its 32 GPU rows did not run".lower() in text.lower()
+    large_rows = run.sections["large"].rows
+    seed = next(r for r in large_rows if r["name"] == "torch-autograd" and r["lr"] == 0.001)
+    assert f"takes {seed['epoch_ms']:.2f} ms here" in text and "6 of 6 rows' loss overflows" in text
+
+    autograd["seconds"] = 8 * torch_row["seconds"]  # as the write-up found
+    manual["seconds"] = autograd["seconds"] / 100
+    text = report.answer(run.sections, run.machine)
+    assert "8.0x the manual-gradient `torch` row's" in text
+    assert "(`manual poly_mse step (cpp)`) 100x" in text
+    _poly_row(run, "numpy")["converged_same"] = False
+    assert "1 of 16 fits did not reach the same MSE: `numpy`" in report.answer(run.sections, run.machine)
+
+
+def test_the_answer_reports_a_gpu_run():
+    run = _committed_run()
+    poly = run.sections["poly"]
+    autograd = _poly_row(run, "torch-autograd")
+    poly.rows.append({**autograd, "name": "torch-autograd-gpu", "device": "cuda", "seconds": autograd["seconds"] / 4})
+    text = report.answer(run.sections, {**run.machine, "gpu": "NVIDIA H200"})
+    assert "**GPU** (NVIDIA H200): the write-up's autograd loop, `torch-autograd-gpu`" in text
+    assert "(4.0x `torch-autograd` on the CPU)" in text
+
+
+def test_the_summary_line_writes_plain_numbers():
+    fused = {**_row("fit_poly (gram), fused loop (cpp)", True), "us_per_step": 0.0000497, "speedup": 3154.2}
+    sections = {"poly": SectionResult("poly", rows=[_row("numpy", True), fused], extra={"reference_row": "numpy"})}
+    line = summary_line(sections, 1.0, Path("report.md"))
+    assert "at 0.0000497 µs/step (3,154x numpy)" in line

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import batched, gram, large, polyfit, report, speed
-from ._common import machine_info
+from ._common import machine_info, plain, speedup
 
 SECTIONS = ("poly", "speed", "large", "batched", "gram")
 
@@ -166,8 +166,8 @@ def summary_line(sections: dict, seconds: float, path: Path) -> str:
     if poly_rows:
         best = min(poly_rows, key=lambda r: r["us_per_step"])
         summary += (
-            f"fastest fit {best['name']} at {best['us_per_step']:.3g} µs/step "
-            f"({best['speedup']:.0f}x {sections['poly'].extra['reference_row']}), "
+            f"fastest fit {best['name']} at {plain(best['us_per_step'])} µs/step "
+            f"({speedup(best['speedup'])} {sections['poly'].extra['reference_row']}), "
         )
     summary += f"FLAGGED: {', '.join(flagged)}; " if flagged else f"all {len(fits)} fits agree; "
     if busy:

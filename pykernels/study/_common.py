@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
 import time
@@ -42,6 +43,51 @@ class Stopwatch:
         finally:
             synchronize(self.device)
             self.seconds += time.perf_counter() - start
+
+
+def _fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` significant digits in fixed notation, every digit of the integer part kept."""
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:,.{decimals}f}"
+    significant = text.replace(",", "").replace("-", "").replace(".", "").lstrip("0")
+    if decimals and len(significant) > digits:  # rounding carried into a new digit: 0.09996 -> 0.1000
+        text = f"{value:,.{decimals - 1}f}"
+    return text
+
+
+def plain(value: float | None, digits: int = 3) -> str:
+    """A number as a reader writes it, never in e-notation: ``digits`` significant digits (trailing zeros dropped),
+    but every digit of the integer part (3,154; 0.00791; 12.5); from a million up in words (62.5 million,
+    1.2 billion); from a trillion up or below 10^-5 as a power of ten (3.43·10^121, 2.4·10^-16). None is a dash."""
+    if value is None:
+        return "–"
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if 1e-5 <= magnitude < 1e6:
+        text = _fixed(value, digits)
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    for scale, word in ((1e9, "billion"), (1e6, "million")):
+        if scale <= magnitude < 1e3 * scale:
+            return f"{plain(value / scale, digits)} {word}"
+    exponent = math.floor(math.log10(magnitude))
+    mantissa = float(f"{value / 10**exponent:.{digits - 1}f}")
+    if abs(mantissa) >= 10:  # 9.996 rounded to 10.0
+        mantissa, exponent = mantissa / 10, exponent + 1
+    if abs(mantissa) == 1:
+        return f"{'-' if mantissa < 0 else ''}10^{exponent}"
+    return f"{mantissa:.{digits}g}·10^{exponent}"
+
+
+def speedup(value: float | None) -> str:
+    """A speedup: two significant digits, every digit of the integer part (3,154x; 17x; 2.8x; 0.29x)."""
+    if value is None:
+        return "–"
+    if not math.isfinite(value) or value <= 0:
+        return f"{value}x"
+    return _fixed(value, 2) + "x"
 
 
 BUSY_CPUS = 0.2  # a row is flagged when other processes used more than this many CPUs on average
@@ -120,10 +166,14 @@ def load_cell(row: dict[str, Any]) -> str:
 
 def busy_note(rows: list[dict[str, Any]]) -> str | None:
     """The note a section gets when some of its rows were measured while the machine was busy."""
-    busy = [r["name"] + (f" lr={r['lr']:.3g}" if "lr" in r else "") for r in rows if (r.get("load") or {}).get("busy")]
+    busy = [
+        f"`{r['name']}`" + (f" at lr = {plain(r['lr'])}" if "lr" in r else "")
+        for r in rows
+        if (r.get("load") or {}).get("busy")
+    ]
     if not busy:
         return None
-    which = f"all {len(rows)} rows" if len(busy) == len(rows) else f"{len(busy)} of {len(rows)} rows: {', '.join(busy)}"
+    which = f"all {len(rows)} rows" if len(busy) == len(rows) else f"{len(busy)} of {len(rows)} rows: {'; '.join(busy)}"
     return (
         f"Measured under load ({which}): other processes used more than "
         f"{BUSY_CPUS:g} CPUs on average while these rows ran, so their times are inflated by an unknown amount "

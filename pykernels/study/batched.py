@@ -112,7 +112,7 @@ def run_row(name: str, device: str, config: BatchedConfig, progress) -> dict:
 
 
 def run(config: BatchedConfig) -> SectionResult:
-    section = SectionResult(f"Batched fits: {config.series} series x {config.samples} points (beyond the write-ups)")
+    section = SectionResult("Batched fits")
     plan = []
     for name, device in (
         ("numpy batched (matmul)", "cpu"),
@@ -142,10 +142,20 @@ def run(config: BatchedConfig) -> SectionResult:
             abs(row["mean_final_mse"] - base["mean_final_mse"]) <= MSE_RTOL * abs(base["mean_final_mse"])
         )
     section.extra["config"] = dict(config.__dict__)
-    flagged = [r["name"] for r in section.rows if not r["converged_same"]]
-    if flagged:
-        section.notes.append(
-            f"FLAGGED: {', '.join(flagged)} did not reach the {base['name']} row's mean final MSE within {MSE_RTOL:g}"
-        )
-    section.notes += [note for note in (busy_note(section.rows),) if note]
+    describe(section)
     return section
+
+
+def describe(section: SectionResult) -> None:
+    """The section's title and notes, from its rows and config (a saved run's report is written again with today's
+    words)."""
+    config = section.extra["config"]
+    section.title = f"Batched fits: {config['series']} series x {config['samples']} points (beyond the write-ups)"
+    flagged = [f"`{r['name']}`" for r in section.rows if not r["converged_same"]]
+    notes = []
+    if flagged:
+        notes.append(
+            f"FLAGGED: {', '.join(flagged)} did not reach the `{section.extra['reference_row']}` row's mean final MSE "
+            f"within {MSE_RTOL:.1%}"
+        )
+    section.notes = notes + [note for note in (busy_note(section.rows),) if note]

@@ -24,7 +24,7 @@ import torch
 
 import pykernels
 
-from ._common import SectionResult, Stopwatch, busy_note, include_row, median, rows_progress, run_isolated
+from ._common import SectionResult, Stopwatch, busy_note, include_row, median, plain, rows_progress, run_isolated
 
 # The write-up's %%time of its torch-autograd loop: N = 10^7, 200 epochs, lr 1e-3, its machine (Colab CPU, Tesla K80)
 WRITE_UP_N, WRITE_UP_EPOCHS = 10_000_000, 200
@@ -319,7 +319,7 @@ def yardsticks(n: int, progress, repeats: int = 20) -> dict[str, float]:
 
 
 def run(config: LargeConfig) -> SectionResult:
-    section = SectionResult(f"Large problem: {size_words(config.n)}-weight dot-product model (write-up 1)")
+    section = SectionResult("Large problem")
     plan = []
     for device in ("cpu", "cuda"):
         for trainer_class in all_trainers():
@@ -371,24 +371,54 @@ def run(config: LargeConfig) -> SectionResult:
                     f"{measured['philox_normal_ms']:.2f} ms per sample (philox_normal of N, same threads, best of 20)"
                     f"{under_load}"
                 )
-        section.notes.append(
+    describe(section)
+    return section
+
+
+def describe(section: SectionResult) -> None:
+    """The section's title and notes, from its rows and config (a saved run's report is written again with today's
+    words)."""
+    stored = section.extra["config"]
+    config = LargeConfig(n=stored["n"], epochs=stored["epochs"], seed_lr=stored["seed_lr"])
+    section.title = f"Large problem: {size_words(config.n)}-weight dot-product model (the speed write-up)"
+    rows, notes = section.rows, []
+    if any(r["sample_in_kernel"] for r in rows):
+        notes.append(
             "The `linear_sgd_philox` rows draw their samples inside the kernel (Philox4x32-10 + Box-Muller, "
             "`pykernels.philox_normal`), so they train on other samples than the torch.randn rows: their losses "
             "agree in distribution, not value by value. Each call runs many epochs; an epoch is one pass over w "
             "(the previous epoch's update is applied in the next pass)."
         )
-    base = next((r for r in section.rows if r["name"] == "torch-autograd"), None)
-    thp = next((r for r in section.rows if r["name"].startswith("torch-autograd, THP")), None)
+    base = next((r for r in rows if r["name"] == "torch-autograd"), None)
+    thp = next((r for r in rows if r["name"].startswith("torch-autograd, THP")), None)
     if base and thp:
-        section.notes.append(
+        notes.append(
             f"torch-autograd epoch with THP_MEM_ALLOC_ENABLE=1: {thp['epoch_ms']:.1f} ms "
             f"(randn {thp['generation_ms_per_epoch']:.1f} + training {thp['training_ms_per_epoch']:.1f}) vs plain "
             f"{base['epoch_ms']:.1f} ms (randn {base['generation_ms_per_epoch']:.1f} + training "
             f"{base['training_ms_per_epoch']:.1f}); speedups above are against the plain row."
         )
-    section.notes += learning_rate_notes(section.rows, config)
-    section.notes += [note for note in (busy_note(section.rows),) if note]
-    return section
+    notes += [note for note in (loss_note(rows, config),) if note]
+    notes += learning_rate_notes(rows, config)
+    section.notes = notes + [note for note in (busy_note(rows),) if note]
+
+
+def loss_note(rows: list[dict], config: LargeConfig) -> str | None:
+    """What the loss column measures, and why its first and last values say nothing about training: each is the
+    squared error on one fresh sample, (e.x + b + 2)^2 for the weights' error e = w - 3, so a single draw of
+    |e|^2 z^2 (z ~ N(0, 1), the bias aside), whose spread is as wide as its mean."""
+    stable = next((r for r in rows if r["lr"] == config.stable_lr and r["diverged_at_epoch"] is None), None)
+    if stable is None:
+        return None
+    mean_loss = config.n * stable["weight_error_last"] ** 2
+    return (
+        "'loss' is the write-up's (y_hat - y)^2 on the epoch's one fresh sample, before its step: with "
+        "x ~ N(0, I_N) that is (|w - 3| z)^2 for z ~ N(0, 1) (the bias aside), one draw of a quantity with mean "
+        f"N x (RMS error)^2 = {plain(mean_loss)} here and a spread as wide as its mean. The first and last losses "
+        f"(`{stable['name']}` at lr = {plain(stable['lr'])}: {plain(stable['first_loss'])} → "
+        f"{plain(stable['last_loss'])}) are two such draws, not a trend; the weights' RMS error is what measures "
+        "training."
+    )
 
 
 def write_up_ms_per_epoch(row: dict, config: LargeConfig) -> float | None:
@@ -419,17 +449,17 @@ def learning_rate_notes(rows: list[dict], config: LargeConfig) -> list[str]:
             )
         if finite:
             measured.append(
-                f"{len(finite)} of {len(at_lr)} rows ended with the weights' RMS error x{min(finite):.6g} to "
-                f"x{max(finite):.6g} of its start"
+                f"{len(finite)} of {len(at_lr)} rows ended with the weights' RMS error x{plain(min(finite), 6)} to "
+                f"x{plain(max(finite), 6)} of its start"
             )
         typical = model.typical_ratio
         direction = "grows" if typical > 1 else "shrinks" if typical < 1 else "stays"
         sentence = (
-            f"lr = {lr:.3g} ({label}): each step adds -2 lr (y_hat - y) x to w, so with x ~ N(0, I_N) the weights' "
+            f"lr = {plain(lr)} ({label}): each step adds -2 lr (y_hat - y) x to w, so with x ~ N(0, I_N) the weights' "
             f"squared error |w - 3|^2 is multiplied each epoch by 1 + a z^2, z ~ N(0, 1), a = 4 lr^2 (N + 2) - 4 lr "
-            f"= {model.a:.6g} (mean square x{model.mean_square_per_epoch:.8g} per epoch). A typical run's RMS error "
-            f"{direction}: after {config.epochs} epochs x{_ratio(typical)} of its start (log spread across runs "
-            f"{model.log_spread:.2g}). Measured: {'; '.join(measured)}."
+            f"= {plain(model.a, 6)} (mean square x{plain(model.mean_square_per_epoch, 8)} per epoch). A typical run's "
+            f"RMS error {direction}: after {config.epochs} epochs x{_ratio(typical)} of its start (log spread across "
+            f"runs {plain(model.log_spread, 2)}). Measured: {'; '.join(measured)}."
         )
         if abs(math.log(typical)) < 3 * model.log_spread + 1e-5:
             sentence += (
@@ -442,7 +472,7 @@ def learning_rate_notes(rows: list[dict], config: LargeConfig) -> list[str]:
         needed = model.epochs_to_shrink(0.01)
         if typical < 1 and config.epochs < needed:
             sentence += (
-                f" Bringing the error to 1% of its start would take ~{needed:.3g} epochs: {config.epochs} epochs of "
+                f" Bringing the error to 1% of its start would take ~{plain(needed)} epochs: {config.epochs} epochs of "
                 f"one fresh sample each cannot fit {size_words(config.n)} weights; a finite loss here means the "
                 "iteration is stable, not that the model converged."
             )
@@ -451,7 +481,7 @@ def learning_rate_notes(rows: list[dict], config: LargeConfig) -> list[str]:
 
 
 def _ratio(value: float) -> str:
-    return f"{value:.6g}" if math.isfinite(value) else "inf (beyond a float)"
+    return plain(value, 6) if math.isfinite(value) else "inf (beyond a float)"
 
 
 def _contradicts(row: dict, model: WeightErrorModel) -> bool:

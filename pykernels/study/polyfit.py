@@ -26,8 +26,10 @@ from ._common import (
     cuda_available,
     include_row,
     median,
+    mse_reference_row,
     rows_progress,
     run_isolated,
+    speedup,
     unavailable_reason,
 )
 
@@ -628,7 +630,7 @@ def least_squares_optimum(x: np.ndarray, y: np.ndarray, degree: int, lr: float) 
 
 
 def run(config: FitConfig) -> SectionResult:
-    section = SectionResult("Polynomial fit (write-up 2)")
+    section = SectionResult(TITLE)
     x, y = seed_data()
     problem = Problem(x, y, config.degree, config.lr, config.steps)
     trainers = [t for t in all_trainers() if not config.only_rows or t.name in config.only_rows]
@@ -669,14 +671,27 @@ def run(config: FitConfig) -> SectionResult:
         "samples": x.size,
     }
     section.extra["data"] = {"x": x.ravel().tolist(), "y": y.ravel().tolist()}
-    flagged = [r["name"] for r in section.rows if r["converged_same"] is False]
-    if flagged:
-        section.notes.append(
-            f"FLAGGED: {', '.join(flagged)} did not reach the {exact['name']} row's final MSE within "
-            f"{MSE_RTOL:.0e} (relative)"
-        )
-    section.notes += [note for note in (write_up_figure_note(section.rows), busy_note(section.rows)) if note]
+    describe(section)
     return section
+
+
+TITLE = "Polynomial fit (the polynomial write-up)"
+
+
+def describe(section: SectionResult) -> None:
+    """The section's title and notes, from its rows (a saved run's report is written again with today's words)."""
+    section.title = TITLE
+    if not section.rows:
+        section.notes = []
+        return
+    flagged = [f"`{r['name']}`" for r in section.rows if r["converged_same"] is False]
+    notes = []
+    if flagged:
+        notes.append(
+            f"FLAGGED: {', '.join(flagged)} did not reach the `{mse_reference_row(section)['name']}` row's final MSE "
+            f"within {MSE_RTOL:.1%} (relative)"
+        )
+    section.notes = notes + [note for note in (write_up_figure_note(section.rows), busy_note(section.rows)) if note]
 
 
 # The polynomial write-up's only published timing figure (its notebook's printed seconds are not in its text).
@@ -696,7 +711,8 @@ def write_up_figure_note(rows: list[dict[str, Any]]) -> str | None:
     """The write-up's one figure (autograd ~8x manual torch) beside the same ratio measured here, per device."""
     by_name = {r["name"]: r for r in rows}
     ratios = [
-        f"{by_name['torch-autograd' + suffix]['seconds'] / by_name['torch' + suffix]['seconds']:.2f}x on the {device}"
+        f"{speedup(by_name['torch-autograd' + suffix]['seconds'] / by_name['torch' + suffix]['seconds'])} "
+        f"on the {device}"
         for suffix, device in (("", "CPU"), ("-gpu", "GPU"))
         if "torch" + suffix in by_name and "torch-autograd" + suffix in by_name
     ]

@@ -11,31 +11,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import plots
-from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row
-from .polyfit import write_up_says
-
-
-def _times(value: float | None, spec: str) -> str:
-    """A speedup: '12.3x', or a dash where there is none."""
-    return "–" if value is None else _fmt(value, spec) + "x"
-
-
-def _fmt(value: Any, spec: str = ".3g") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return format(value, spec)
+from . import batched, gram, large, plots, polyfit, speed
+from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, plain, speedup
+from .large import WeightErrorModel, size_words
+from .polyfit import WRITE_UP_AUTOGRAD_OVER_TORCH, write_up_says
 
 
 def _loads(loads: tuple[float, ...] | None) -> str:
     return "–" if loads is None else ", ".join(f"{v:.2f}" for v in loads)
 
 
+def _cell(text: str) -> str:
+    """A table cell: a pipe would end the cell early, so it is escaped (also inside code spans, as GFM reads them)."""
+    return text.replace("|", "\\|")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """A Markdown (GFM) table; every row has the header's number of cells, or the table would not render."""
+    for row in rows:
+        assert len(row) == len(header), f"a row of {len(row)} cells under a header of {len(header)}: {row}"
+    lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -45,9 +41,22 @@ def _agreement(converged_same: bool | None) -> str:
 
 
 def _skipped(section: SectionResult) -> str:
-    if not section.skipped:
-        return ""
-    return "\n\nSkipped here: " + "; ".join(f"`{s.name}` ({s.reason})" for s in section.skipped) + "."
+    """The rows that did not run, one clause per reason: "Not run here: 12 rows (no CUDA GPU): `a`, `b`, ...". A row
+    skipped at several learning rates (named "row lr=0.001") is named once, with its rates."""
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for skipped in section.skipped:
+        name, _, lr = skipped.name.partition(" lr=")
+        by_reason.setdefault(skipped.reason, {}).setdefault(name, []).extend([plain(float(lr))] if lr else [])
+    clauses = []
+    for reason, names in by_reason.items():
+        count = sum(max(1, len(lrs)) for lrs in names.values())
+        listed = [f"`{name}`" + (f" at lr {' and '.join(lrs)}" if lrs else "") for name, lrs in names.items()]
+        clauses.append(f"{count} row{'s' if count > 1 else ''} ({reason}): {', '.join(listed)}")
+    return "\n\nNot run here: " + "; ".join(clauses) + "." if clauses else ""
+
+
+def _notes(section: SectionResult) -> str:
+    return "".join("\n- " + note for note in section.notes)
 
 
 def _conditioning(section: SectionResult, reference: dict) -> str:
@@ -61,26 +70,28 @@ def _conditioning(section: SectionResult, reference: dict) -> str:
         else ""
     )
     return f"""{headline}The least-squares optimum of degree
-{config["degree"]} has MSE **{optimum["mse"]:.6f}**; gradient descent ({reference["name"]}) ends at {final:.6f}
-({final / optimum["mse"]:.3g}x the optimum) after {config["steps"]:,} steps. The MSE's Hessian (2/N XᵀX of the power
-matrix) has condition number {optimum["hessian_condition_number"]:.3g}: lr must stay below
-{optimum["largest_stable_lr"]:.3g} for the stiffest direction, and at lr {config["lr"]:g} the flattest direction needs
-~{optimum["slowest_mode_steps_at_lr"]:.3g} steps."""
+{config["degree"]} has MSE **{optimum["mse"]:.6f}**; gradient descent (`{reference["name"]}`) ends at {final:.6f}
+({plain(final / optimum["mse"])}x the optimum) after {config["steps"]:,} steps. The MSE's Hessian (2/N XᵀX of the
+power matrix) has condition number {plain(optimum["hessian_condition_number"])}: lr must stay below
+{plain(optimum["largest_stable_lr"])} for the stiffest direction, and at lr {plain(config["lr"])} the flattest
+direction needs ~{plain(optimum["slowest_mode_steps_at_lr"])} steps."""
 
 
 def poly_markdown(section: SectionResult) -> str:
     config = section.extra["config"]
     reference = next(r for r in section.rows if r["name"] == section.extra["reference_row"])
+    autograd = _row(section, AUTOGRAD_ROW)
     rows = [
         [
             f"`{r['name']}`",
             r["group"],
-            _fmt(r["seconds"], ".3g"),
-            _fmt(r["us_per_step"], ".3g"),  # 3 significant digits: the fused rows take hundredths of a µs
-            _fmt(r["speedup"], ".3g") + "x",
-            _fmt(r["final_mse"], ".6f"),
+            plain(r["seconds"]),
+            plain(r["us_per_step"]),  # 3 significant digits: the fused rows take hundredths of a µs
+            speedup(r["speedup"]),
+            speedup(autograd["seconds"] / r["seconds"]) if autograd else "–",
+            f"{r['final_mse']:.6f}",
             _agreement(r["converged_same"]),
-            _fmt(r["first_call_seconds"], ".2f"),
+            f"{r['first_call_seconds']:.2f}",
             write_up_says(r),
             load_cell(r),
             r["note"],
@@ -93,7 +104,8 @@ def poly_markdown(section: SectionResult) -> str:
             "group",
             "seconds",
             "µs/step",
-            f"speedup vs {section.extra['reference_row']}",
+            f"speedup vs {reference['name']}",
+            f"speedup vs {AUTOGRAD_ROW}",
             "final MSE",
             "same MSE",
             "first call / compile (s)",
@@ -106,16 +118,17 @@ def poly_markdown(section: SectionResult) -> str:
     return f"""## {section.title}
 
 x = linspace(0, 5, {config["samples"]}), y = sin x, degree {config["degree"]}, zeros init, {config["steps"]:,} steps
-at lr {config["lr"]:g}, float32, MSE recorded every step; median of {config["repeat"]} timed run(s) after a
-warm-up of {config["warmup_steps"]:,} steps. "same MSE": final MSE within {config["mse_rtol"]:.0e} (relative) of the
-{section.extra.get("mse_reference_row", reference["name"])} row's (the floor row trains nothing: not a fit, not
-counted). "others' CPU share": the share of the
-CPUs other processes used while the row's process ran (its set-up, warm-up and timed steps).
+at lr {plain(config["lr"])}, float32, MSE recorded every step; median of {config["repeat"]} timed run(s) after a
+warm-up of {config["warmup_steps"]:,} steps. Speedups: against `{reference["name"]}` (the write-up's NumPy loop) and
+against `{AUTOGRAD_ROW}` (its autograd loop on the CPU, the one a reader of the write-up runs). "same MSE": final MSE
+within {config["mse_rtol"]:.1%} (relative) of the `{mse_reference_row(section)["name"]}` row's (the floor row trains
+nothing: not a fit, not counted). "others' CPU share": the share of the CPUs other processes used while the row's
+process ran (its set-up, warm-up and timed steps).
 
 {table}{_skipped(section)}
 
 {_conditioning(section, mse_reference_row(section))}
-{"".join(chr(10) + "- " + note for note in section.notes)}
+{_notes(section)}
 
 ![MSE traces](poly_mse_traces.png)
 ![fit](poly_fit.png)
@@ -124,34 +137,50 @@ CPUs other processes used while the row's process ran (its set-up, warm-up and t
 
 
 def speed_markdown(section: SectionResult) -> str:
-    rows = [
-        [
-            f"{r['workload']} {r['size']}x{r['size']} ×{r['loops']}",
-            f"`{r['name']}`",
-            _fmt(r["write_up_seconds"], ".4g"),
-            _fmt(r["as_written_seconds"], ".4g"),
-            _fmt(r.get("as_written_unsynchronized_seconds"), ".4g"),
-            _fmt(r["op_alone_seconds"], ".4g"),
-            _fmt(r["op_preallocated_seconds"], ".4g"),
-            load_cell(r),
-        ]
-        for r in section.rows
-    ]
+    numpy_rows = {(r["workload"], r["size"]): r for r in section.rows if r["name"] == "numpy"}
+    # the unsynchronized clock is read on the GPU only: the column stands where a GPU row ran
+    unsynchronized = any(r.get("as_written_unsynchronized_seconds") is not None for r in section.rows)
+    rows = []
+    for r in section.rows:
+        numpy_row = numpy_rows.get((r["workload"], r["size"]))
+        rows.append(
+            [
+                f"{r['workload']} {r['size']}x{r['size']} ×{r['loops']}",
+                f"`{r['name']}`",
+                plain(r["write_up_seconds"], 4),
+                plain(r["as_written_seconds"], 4),
+                *([plain(r.get("as_written_unsynchronized_seconds"), 4)] if unsynchronized else []),
+                plain(r["op_alone_seconds"], 4),
+                plain(r["op_preallocated_seconds"], 4),
+                speedup(numpy_row["op_alone_seconds"] / r["op_alone_seconds"]) if numpy_row else "–",
+                load_cell(r),
+            ]
+        )
     table = _table(
         [
             "loop",
             "implementation",
             "write-up (s)",
             "as written, synchronized (s)",
-            "as written, unsynchronized (s)",
+            *(["as written, unsynchronized (s)"] if unsynchronized else []),
             "op alone (s)",
             "op alone, into a preallocated result (s)",
+            "op alone: speedup vs numpy",
             "others' CPU share",
         ],
         rows,
     )
-    notes = "".join("\n- " + n for n in section.notes)
-    return f"## {section.title}\n\n{table}{_skipped(section)}\n{notes}\n\n![speed comparisons](speed.png)\n"
+    return f"""## {section.title}
+
+Each loop as the write-up wrote it (two randn calls and the operation per iteration) and the operation alone on
+pre-generated inputs; the write-up's own %%time beside them (its machine: Colab CPU, Tesla K80). The comparison the
+write-up makes is torch against NumPy: the speedup column divides NumPy's time for the operation alone by the row's.
+
+{table}{_skipped(section)}
+{_notes(section)}
+
+![speed comparisons](speed.png)
+"""
 
 
 def large_markdown(section: SectionResult) -> str:
@@ -159,22 +188,22 @@ def large_markdown(section: SectionResult) -> str:
         if r["diverged_at_epoch"] is not None:
             return f"diverged (non-finite loss at epoch {r['diverged_at_epoch']})"
         return (
-            f"{r['weight_error_first']:.4g} → {r['weight_error_last']:.4g} (x{r['weight_error_ratio']:.6g}; "
-            f"predicted x{r['predicted_weight_error_ratio']:.6g})"
+            f"{plain(r['weight_error_first'], 4)} → {plain(r['weight_error_last'], 4)} "
+            f"(x{plain(r['weight_error_ratio'], 6)}; predicted x{plain(r['predicted_weight_error_ratio'], 6)})"
         )
 
     rows = [
         [
             f"`{r['name']}`",
-            _fmt(r["lr"], ".3g"),
-            "in kernel" if r["sample_in_kernel"] else _fmt(r["generation_ms_per_epoch"], ".1f"),
-            "-" if r["sample_in_kernel"] else _fmt(r["training_ms_per_epoch"], ".1f"),
-            _fmt(r["epoch_ms"], ".2f"),
-            _times(r["epoch_speedup_vs_autograd"], ".1f"),
-            _times(r["training_speedup_vs_autograd"], ".2f"),
-            f"{r['first_loss']:.3g} → {r['last_loss']:.3g}",
+            plain(r["lr"]),
+            "in kernel" if r["sample_in_kernel"] else f"{r['generation_ms_per_epoch']:.1f}",
+            "–" if r["sample_in_kernel"] else f"{r['training_ms_per_epoch']:.1f}",
+            f"{r['epoch_ms']:.2f}",
+            speedup(r["epoch_speedup_vs_autograd"]),
+            speedup(r["training_speedup_vs_autograd"]),
+            f"{plain(r['first_loss'])} → {plain(r['last_loss'])}",
             weights(r),
-            _fmt(r["write_up_ms_per_epoch"], ".1f") if r["write_up_ms_per_epoch"] else "",
+            f"{r['write_up_ms_per_epoch']:.1f}" if r["write_up_ms_per_epoch"] else "",
             load_cell(r),
             r.get("note", ""),
         ]
@@ -188,9 +217,9 @@ def large_markdown(section: SectionResult) -> str:
             "randn ms/epoch",
             "training ms/epoch",
             "epoch ms (sample included)",
-            "epoch speedup",
-            "training speedup",
-            "loss first → last",
+            "epoch speedup vs the write-up's loop",
+            "training speedup vs the write-up's loop",
+            "loss (one sample) first → last",
             "weights' RMS error |w - 3| first → last",
             "write-up ms/epoch",
             "others' CPU share",
@@ -198,15 +227,19 @@ def large_markdown(section: SectionResult) -> str:
         ],
         rows,
     )
-    notes = "".join("\n- " + n for n in section.notes)
-    return (
-        f"## {section.title}\n\nN = {config['n']:,} weights, {config['epochs']} epochs, a fresh sample per "
-        "epoch (torch.randn, timed apart as 'randn', or drawn in-kernel). Speedups are against the torch-autograd "
-        "row at the same lr: the whole epoch, sample included, and the training step alone. 'write-up ms/epoch': "
-        "the write-up's own %%time of its loop (200 epochs of N = 10^7 at lr 1e-3; Colab CPU, Tesla K80), shown in "
-        f"the row it measured when this run has its N and epochs.\n\n{table}"
-        f"{_skipped(section)}\n{notes}\n\n![large problem](large.png)\n"
-    )
+    return f"""## {section.title}
+
+N = {config["n"]:,} weights, {config["epochs"]} epochs, a fresh sample per epoch (torch.randn, timed apart as
+'randn', or drawn in-kernel). Speedups are against the write-up's loop, the `{AUTOGRAD_ROW}` row at the same lr:
+the whole epoch, sample included, and the training step alone. 'write-up ms/epoch': the write-up's own %%time of its
+loop (200 epochs of N = 10^7 at lr 0.001; Colab CPU, Tesla K80), shown in the row it measured when this run has its N
+and epochs.
+
+{table}{_skipped(section)}
+{_notes(section)}
+
+![large problem](large.png)
+"""
 
 
 def batched_markdown(section: SectionResult) -> str:
@@ -214,10 +247,10 @@ def batched_markdown(section: SectionResult) -> str:
     rows = [
         [
             f"`{r['name']}`",
-            _fmt(r["seconds"], ".3f"),
-            _fmt(r["ns_per_series_step"], ".2f"),
-            _fmt(r["speedup"], ".1f") + "x",
-            _fmt(r["mean_final_mse"], ".6f"),
+            f"{r['seconds']:.3f}",
+            f"{r['ns_per_series_step']:.2f}",
+            speedup(r["speedup"]),
+            f"{r['mean_final_mse']:.6f}",
             _agreement(r["converged_same"]),
             load_cell(r),
         ]
@@ -235,15 +268,17 @@ def batched_markdown(section: SectionResult) -> str:
         ],
         rows,
     )
-    notes = "".join("\n- " + n for n in section.notes)
-    return (
-        f"## {section.title}\n\nB = {config['series']} series sharing x, N = {config['samples']}, degree "
-        f"{config['degree']}, {config['steps']} steps at lr {config['lr']:g}, float32, every loss recorded; each row "
-        "the median of the runs made in half a second (at most 5), each run's output freed before the next (its "
-        "memory reused, as in a loop of fits: a fresh 8 MB trace costs ~1 ms of page faults, 0.5 ns per series x "
-        "step)."
-        f"\n\n{table}{_skipped(section)}\n{notes}\n"
-    )
+    return f"""## {section.title}
+
+B = {config["series"]} series sharing x, N = {config["samples"]}, degree {config["degree"]}, {config["steps"]} steps at
+lr {plain(config["lr"])}, float32, every loss recorded; each row the median of the runs made in half a second (at
+most 5), each run's output freed before the next (its memory reused, as in a loop of fits: a fresh 8 MB trace costs
+~1 ms of page faults, 0.5 ns per series x step). The speedups are against `{section.extra["reference_row"]}`, the
+write-up's NumPy step batched over the series with one matmul.
+
+{table}{_skipped(section)}
+{_notes(section)}
+"""
 
 
 def gram_markdown(section: SectionResult) -> str:
@@ -251,10 +286,7 @@ def gram_markdown(section: SectionResult) -> str:
     many = [r for r in section.rows if r["kind"] == "many"]
     many_table = _table(
         ["workload", "seconds", "fit / poly_mse calls", "others' CPU"],
-        [
-            [f"`{r['name']}`", _fmt(r["seconds"], ".4g"), _fmt(r.get("vs_poly_mse_calls"), ".3g"), load_cell(r)]
-            for r in many
-        ],
+        [[f"`{r['name']}`", plain(r["seconds"], 4), plain(r.get("vs_poly_mse_calls")), load_cell(r)] for r in many],
     )
     boundary_rows = []
     for r in (r for r in section.rows if r["kind"] == "boundary"):
@@ -262,18 +294,20 @@ def gram_markdown(section: SectionResult) -> str:
             boundary_rows.append(
                 [
                     r["name"],
-                    _fmt(r["condition"], ".2g") if r["condition"] is not None else "> 1e15",
+                    plain(r["condition"], 2) if r["condition"] is not None else "> 10^15",
+                    plain(r["lr"], 2),
                     f"{result['steps']:,}",
-                    _fmt(result["bound"], ".2g"),
+                    plain(result["bound"], 2),
                     f"{result['auto']} / {result['auto_float32']}",
-                    _fmt(result["gram_error"], ".2g"),
-                    _fmt(result["data_error"], ".2g"),
+                    plain(result["gram_error"], 2),
+                    plain(result["data_error"], 2),
                 ]
             )
     boundary_table = _table(
         [
             "x, degree",
             "cond(A)",
+            "lr",
             "steps T",
             "gram error bound",
             "auto picks (float64 / float32 data)",
@@ -288,31 +322,30 @@ def gram_markdown(section: SectionResult) -> str:
         [
             [
                 f"`{r['name']}`",
-                _fmt(r["seconds"], ".3g"),
+                plain(r["seconds"]),
                 ", ".join(f"{count} {name.removeprefix('gloo:')}" for name, count in sorted(r["collectives"].items())),
-                _fmt(r["last_loss"], ".6g"),
-                _fmt(r.get("coeffs_vs_one_process"), ".2g"),
+                plain(r["last_loss"], 6),
+                plain(r.get("coeffs_vs_one_process"), 2),
             ]
             for r in sharded["rows"]
         ],
     )
-    notes = "".join("\n- " + n for n in section.notes)
     return f"""## {section.title}
 
 `fit_poly(method="gram")` makes one float64 pass for A = VᵀV/N, b = Vᵀy/N, s = yᵀy/N (`poly_moments`) and then steps
 on them, (D+1)² work per step whatever N is (`fit_poly_moments`); the seed fit's rows are in the first section.
 
 **Many points**: N = {config["points"]:,} points of sin(3x) on [-1, 1], float32, degree 4; the whole gram fit
-of {config["steps"]:,} steps (its pass over the data included) against {config["steps"] // 1000} calls of `poly_mse`
-on the same data (one data-pass step each); median of {config["repeat"]}.
+of {config["steps"]:,} steps at lr {plain(gram.MANY_POINTS_LR)} (its pass over the data included) against
+{config["steps"] // 1000} calls of `poly_mse` on the same data (one data-pass step each); median of {config["repeat"]}.
 
 {many_table}
 
-**The accuracy boundary**: {BOUNDARY_POINTS_TEXT},
-lr = 0.45 / λmax(A), from zeros, float64. Errors: relative (2-norm) distance of the coefficients after T steps from
-exact gradient descent (its closed form in 80-digit arithmetic). The statistics are rounded once and their error
-acts at every step, so it grows with the steps (bound ≈ eps T at a stable lr once cond(A) > T), where the data pass's
-grows with their square root; `auto` keeps the statistics while the bound is at most {pykernels_tolerance_text()}.
+**The accuracy boundary**: {BOUNDARY_POINTS_TEXT}, lr = 0.45 / λmax(A) (the lr column; 1 / λmax(A) is the largest
+stable one), from zeros, float64. Errors: relative (2-norm) distance of the coefficients after T steps from exact
+gradient descent (its closed form in 80-digit arithmetic). The statistics are rounded once and their error acts at
+every step, so it grows with the steps (bound ≈ eps T at a stable lr once cond(A) > T), where the data pass's grows
+with their square root; `auto` keeps the statistics while the bound is at most {pykernels_tolerance_text()}.
 
 {boundary_table}
 
@@ -320,10 +353,10 @@ grows with their square root; `auto` keeps the statistics while the bound is at 
 on each of 2 gloo processes (one thread each), {config["sharded_steps"]:,} steps at lr 0.5 by each route (DDP
 all-reduces the gradient at every step, and `train_ddp` the loss it reports; `fit_poly_distributed` gathers each
 rank's layout, 4 integers, then all-reduces the statistics once). One process's gram fit of all the points ends at
-loss {_fmt(sharded["one_process_last_loss"], ".6g")}.
+loss {plain(sharded["one_process_last_loss"], 6)}.
 
 {sharded_table}
-{notes}
+{_notes(section)}
 """
 
 
@@ -334,8 +367,8 @@ def pykernels_tolerance_text() -> str:
     from pykernels.ops import GRAM_TOLERANCE
 
     return (
-        f"{GRAM_TOLERANCE[torch.float64]:.2g} for float64 data and {GRAM_TOLERANCE[torch.float32]:.2g} (float32's "
-        "rounding) for float32 data"
+        f"{plain(GRAM_TOLERANCE[torch.float64], 2)} for float64 data and {plain(GRAM_TOLERANCE[torch.float32], 2)} "
+        "(float32's rounding) for float32 data"
     )
 
 
@@ -345,6 +378,14 @@ MARKDOWN = {
     "large": large_markdown,
     "batched": batched_markdown,
     "gram": gram_markdown,
+}
+# each section's title and notes, written again from its rows: a saved run's report gets today's words
+DESCRIBE = {
+    "poly": polyfit.describe,
+    "speed": speed.describe,
+    "large": large.describe,
+    "batched": batched.describe,
+    "gram": gram.describe,
 }
 
 
@@ -386,17 +427,188 @@ def decimate_traces(sections_json: dict) -> dict:
     return sections_json
 
 
-def write(out: Path, sections: dict[str, SectionResult], machine: dict, command: str, settings: dict) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    for key, section in sections.items():
-        if section.rows and key in plots.PLOTS:
-            plots.PLOTS[key](section, out)
-    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
-    body = "\n\n".join(
-        MARKDOWN[key](section) if section.rows else f"## {section.title}\n\nNo row ran here.{_skipped(section)}\n"
-        for key, section in sections.items()
+POLY_WRITE_UP = (
+    'Chuck Anderson, ["Comparing Numpy, Pytorch, and autograd on CPU and GPU"]'
+    "(http://nbviewer.ipython.org/url/www.cs.colostate.edu/~anderson/wp/notebooks/"
+    "Fitting%20Polynomial%20to%20Data%20in%20Pytorch%20with%20autograd.ipynb) (Pattern Exploration blog; notebook "
+    '"Fitting Polynomial to Data in Pytorch with autograd"): a degree-4 polynomial fitted to sin(x) on 100 points by '
+    "200,000 steps of gradient descent at lr 0.00001; its one figure is that autograd makes the loop about "
+    f"{WRITE_UP_AUTOGRAD_OVER_TORCH:.0f}x slower, and it asks how to make autograd faster."
+)
+SPEED_WRITE_UP = (
+    '"Pytorch Basics and Speed Comparisons with Numpy and GPU" (a blog post of 2020-01-04; its text gives no address): '
+    "matmul and add timed in NumPy, torch and on a GPU, and a 10-million-weight linear model trained through torch.dot."
+)
+AUTOGRAD_ROW = "torch-autograd"  # the write-ups' autograd loop on the CPU: what a reader of either one runs
+
+
+def _row(section: SectionResult | None, name: str, **match: Any) -> dict | None:
+    """The section's row of that name (and those field values), or None where it did not run."""
+    rows = section.rows if section else []
+    return next((r for r in rows if r["name"] == name and all(r.get(k) == v for k, v in match.items())), None)
+
+
+def _seconds(value: float) -> str:
+    return f"{plain(value)} s"
+
+
+def _poly_answer(section: SectionResult) -> list[str]:
+    """The polynomial write-up's questions (autograd's cost, how to make it faster), answered from the rows."""
+    steps = section.extra["config"]["steps"]
+    numpy_row, torch_row = _row(section, "numpy"), _row(section, "torch")
+    autograd = _row(section, AUTOGRAD_ROW)
+    lines = [f'**The polynomial write-up** ({steps:,} steps; rows in "Polynomial fit" below):', ""]
+    if autograd and torch_row:
+        lines.append(
+            f"- **Autograd's cost.** The write-up: autograd makes the loop about "
+            f"{WRITE_UP_AUTOGRAD_OVER_TORCH:.0f}x slower. Here `{AUTOGRAD_ROW}` takes {_seconds(autograd['seconds'])}, "
+            f"{speedup(autograd['seconds'] / torch_row['seconds'])} the manual-gradient `torch` row's "
+            f"{_seconds(torch_row['seconds'])}."
+        )
+    if autograd:
+        faster = [
+            (name, what)
+            for name, what in (
+                ("poly_mse+backward (cpp)", "pykernels' op under autograd"),
+                ("manual poly_mse step (cpp)", "pykernels' op in a manual step, no autograd"),
+                ("torch", "the write-up's own manual-gradient torch code"),
+            )
+            if _row(section, name)
+        ]
+        parts = [
+            f"{what} (`{name}`) {speedup(autograd['seconds'] / _row(section, name)['seconds'])} "
+            f"({_seconds(_row(section, name)['seconds'])})"
+            for name, what in faster
+        ]
+        if parts:
+            lines.append(f"- **The same loop, faster**, against `{AUTOGRAD_ROW}`: {'; '.join(parts)}.")
+    fused = [
+        r for r in (_row(section, "fit_poly, fused loop (cpp)"), _row(section, "fit_poly (gram), fused loop (cpp)"))
+    ]
+    if autograd and numpy_row and all(fused):
+        on_data, on_statistics = fused
+        lines.append(
+            f"- **The whole fit in one call.** `{on_data['name']}` runs the {steps:,} steps on the data in "
+            f"{_seconds(on_data['seconds'])}: {speedup(autograd['seconds'] / on_data['seconds'])} `{AUTOGRAD_ROW}`, "
+            f"{speedup(numpy_row['seconds'] / on_data['seconds'])} `numpy`. On the sufficient statistics, "
+            f"`{on_statistics['name']}` takes {_seconds(on_statistics['seconds'])} (their pass included): "
+            f"{speedup(autograd['seconds'] / on_statistics['seconds'])} and "
+            f"{speedup(numpy_row['seconds'] / on_statistics['seconds'])}."
+        )
+    fits = [r for r in section.rows if r["converged_same"] is not None]
+    flagged = [f"`{r['name']}`" for r in fits if not r["converged_same"]]
+    reference, optimum = mse_reference_row(section), section.extra["optimum"]["mse"]
+    agreement = (
+        f"**{len(flagged)} of {len(fits)} fits did not reach the same MSE: {', '.join(flagged)}**"
+        if flagged
+        else f"All {len(fits)} fits end at the same MSE"
     )
-    report = f"""# pykernels study: the two write-ups, reproduced and timed
+    lines.append(
+        f"- **Same result.** {agreement} (exact gradient descent: {reference['final_mse']:.6f}), "
+        f"{plain(reference['final_mse'] / optimum)}x the best degree-{section.extra['config']['degree']} fit's "
+        f"{optimum:.6f}: the problem is ill-conditioned, and {steps:,} steps of gradient descent stop far from it."
+    )
+    return lines
+
+
+def _speed_answer(speed_section: SectionResult | None, large_section: SectionResult | None) -> list[str]:
+    """The speed write-up's comparisons: its large problem's epoch, whether it trains, and its loops' randn share."""
+    lines = ['**The speed write-up** (rows in "Speed comparisons" and "Large problem" below):', ""]
+    if large_section and large_section.rows:
+        config = large_section.extra["config"]
+        seed_lr, stable_lr, n, epochs = config["seed_lr"], config["stable_lr"], config["n"], config["epochs"]
+        autograd = _row(large_section, AUTOGRAD_ROW, lr=seed_lr)
+        in_kernel = [r for r in large_section.rows if r["sample_in_kernel"] and r["lr"] == seed_lr]
+        fastest = min(in_kernel, key=lambda r: r["epoch_ms"], default=None)
+        if autograd and fastest:
+            write_up = autograd["write_up_ms_per_epoch"]
+            lines.append(
+                f"- **The large problem's epoch** ({size_words(n)} weights): the write-up's loop (`{AUTOGRAD_ROW}`, lr "
+                f"{plain(seed_lr)}) takes {autograd['epoch_ms']:.2f} ms here"
+                + (f" (the write-up's own machine: {write_up:.1f} ms)" if write_up else "")
+                + f"; `{fastest['name']}` {fastest['epoch_ms']:.2f} ms, sample included: "
+                f"{speedup(autograd['epoch_ms'] / fastest['epoch_ms'])}."
+            )
+        at_seed = [r for r in large_section.rows if r["lr"] == seed_lr]
+        at_stable = [r for r in large_section.rows if r["lr"] == stable_lr and r["diverged_at_epoch"] is None]
+        diverged = [r for r in at_seed if r["diverged_at_epoch"] is not None]
+        sentence = "- **Does it train?** "
+        if at_seed:
+            sentence += (
+                f"Not at the write-up's lr {plain(seed_lr)}: {len(diverged)} of {len(at_seed)} rows' loss overflows"
+                + (f" (by epoch {max(r['diverged_at_epoch'] for r in diverged)})" if diverged else "")
+                + ". "
+            )
+        if at_stable:
+            ratios = [r["weight_error_ratio"] for r in at_stable]
+            needed = WeightErrorModel(stable_lr, n, epochs).epochs_to_shrink(0.01)
+            sentence += (
+                f"At the stable lr {plain(stable_lr)} (0.5/N) it is stable but barely moves: in {epochs} epochs the "
+                f"weights' RMS error ends at x{plain(min(ratios), 6)} to x{plain(max(ratios), 6)} of its start; "
+                f"bringing it to 1% would take ~{plain(needed)} epochs of one fresh sample each."
+            )
+        lines.append(sentence)
+    shares = []
+    for r in speed_section.rows if speed_section else []:
+        if r["device"] == "cpu" and r["as_written_seconds"] > r["op_alone_seconds"]:
+            shares.append(1 - r["op_alone_seconds"] / r["as_written_seconds"])
+    if shares:
+        lines.append(
+            f"- **Matmul and add.** The write-up's loops time mostly randn: {min(shares):.0%} to {max(shares):.0%} "
+            "of each loop here is the two randn calls, not the operation (its table times the operation alone too)."
+        )
+    return lines if len(lines) > 2 else []
+
+
+def _gpu_answer(sections: dict[str, SectionResult], machine: dict) -> str:
+    """What ran on a GPU, or that none did (and how many rows that left out)."""
+    gpu_skipped = sum(1 for s in sections.values() for skipped in s.skipped if skipped.reason == "no CUDA GPU")
+    if not machine["gpu"]:
+        return (
+            f"**GPU**: none on this machine, so its {gpu_skipped} GPU rows did not run. The speed write-up's GPU add "
+            "(6.16 ms) read the clock before the GPU had finished: it timed the kernel launches."
+        )
+    poly = sections.get("poly")
+    autograd, autograd_gpu = _row(poly, AUTOGRAD_ROW), _row(poly, AUTOGRAD_ROW + "-gpu")
+    gpu_rows = [r for r in (poly.rows if poly else []) if r.get("device") == "cuda" and r["converged_same"]]
+    fastest = min(gpu_rows, key=lambda r: r["seconds"], default=None)
+    parts = [f"**GPU** ({machine['gpu']})"]
+    if autograd and autograd_gpu:
+        parts.append(
+            f"the write-up's autograd loop, `{autograd_gpu['name']}`, takes {_seconds(autograd_gpu['seconds'])} "
+            f"({speedup(autograd['seconds'] / autograd_gpu['seconds'])} `{AUTOGRAD_ROW}` on the CPU)"
+        )
+    if fastest:
+        parts.append(f"the fastest GPU fit, `{fastest['name']}`, {_seconds(fastest['seconds'])}")
+    return (
+        ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if len(parts) > 1 else ": its rows are in the tables") + "."
+    )
+
+
+def answer(sections: dict[str, SectionResult], machine: dict) -> str:
+    """The report's first screen: what the two write-ups asked, answered in plain numbers from the rows below."""
+    blocks = []
+    if sections.get("poly") and sections["poly"].rows:
+        blocks.append(_poly_answer(sections["poly"]))
+    blocks.append(_speed_answer(sections.get("speed"), sections.get("large")))
+    blocks.append([_gpu_answer(sections, machine)])
+    return "\n\n".join("\n".join(block) for block in blocks if block)
+
+
+def _settings(settings: dict) -> str:
+    """The run's settings as a sentence."""
+    kind = "a --quick smoke run (small sizes: not a measurement)" if settings["quick"] else "a full run"
+    return (
+        f"Settings: {kind}; devices asked for: {', '.join(settings['devices'])}; {settings['repeat']} timed "
+        f"repeat(s) per row; polynomial fit {settings['poly_steps']:,} steps; large problem N = "
+        f"{settings['large_n']:,}, {settings['large_epochs']} epochs."
+    )
+
+
+def _method(machine: dict, command: str, settings: dict) -> str:
+    """The last section: how the numbers were measured, on what."""
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
+    return f"""## How this was measured
 
 Command: `{command}`
 
@@ -406,13 +618,40 @@ THP_MEM_ALLOC_ENABLE={machine["THP_MEM_ALLOC_ENABLE"] or "unset"} (huge pages fo
 Load average (1, 5, 15 min) at the start: {_loads(machine.get("load_average_start"))}; at the end:
 {_loads(machine.get("load_average_end"))}. Each row records the share of the CPUs other processes used while it ran;
 rows where others used more than {BUSY_CPUS:g} CPUs on average are marked busy.
-Settings: {json.dumps(settings)}
+
+{_settings(settings)}
 
 Timing: time.perf_counter around the training steps only (progress bars move between timed blocks), after a
 warm-up; CUDA is synchronized before every clock read. Compare rows within this report, not across machines.
+"""
+
+
+def write(out: Path, sections: dict[str, SectionResult], machine: dict, command: str, settings: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for key, section in sections.items():
+        DESCRIBE[key](section)
+        if section.rows and key in plots.PLOTS:
+            plots.PLOTS[key](section, out)
+    body = "\n\n".join(
+        MARKDOWN[key](section) if section.rows else f"## {section.title}\n\nNo row ran here.{_skipped(section)}\n"
+        for key, section in sections.items()
+    )
+    report = f"""# pykernels study: two write-ups' timings, reproduced, with pykernels beside them
+
+Two write-ups timed NumPy, torch and autograd on small training loops; this study runs their loops on one machine
+({machine["logical_cpus"]} logical CPUs, GPU: {machine["gpu"] or "none"}) with pykernels' rows beside them:
+
+1. **The polynomial write-up**: {POLY_WRITE_UP}
+2. **The speed write-up**: {SPEED_WRITE_UP}
+
+## The answer
+
+{answer(sections, machine)}
+
+Every number above is a row of the tables below; how they were measured is in the last section.
 
 {body}
-"""
+{_method(machine, command, settings)}"""
     (out / "report.md").write_text(report)
     payload = {
         "command": command,
