@@ -130,9 +130,9 @@ process ran (its set-up, warm-up and timed steps).
 {_conditioning(section, mse_reference_row(section))}
 {_notes(section)}
 
-![MSE traces](poly_mse_traces.png)
-![fit](poly_fit.png)
-![time per step](poly_times.png)
+![Does every implementation train the same model as exact gradient descent?](poly_mse_traces.png)
+![How close does gradient descent get to the best degree-4 fit?](poly_fit.png)
+![How long does one training step take in each implementation?](poly_times.png)
 """
 
 
@@ -179,7 +179,7 @@ write-up makes is torch against NumPy: the speedup column divides NumPy's time f
 {table}{_skipped(section)}
 {_notes(section)}
 
-![speed comparisons](speed.png)
+![How much of each loop the speed write-up timed is the operation itself?](speed.png)
 """
 
 
@@ -238,7 +238,8 @@ and epochs.
 {table}{_skipped(section)}
 {_notes(section)}
 
-![large problem](large.png)
+![How long does one epoch take, and how much of it is drawing the sample?](large.png)
+![Does the 10^7-weight model train at either learning rate?](large_loss.png)
 """
 
 
