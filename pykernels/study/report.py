@@ -458,7 +458,7 @@ def _poly_answer(section: SectionResult) -> list[str]:
     steps = section.extra["config"]["steps"]
     numpy_row, torch_row = _row(section, "numpy"), _row(section, "torch")
     autograd = _row(section, AUTOGRAD_ROW)
-    lines = [f'**The polynomial write-up** ({steps:,} steps; rows in "Polynomial fit" below):', ""]
+    lines = [f'**The polynomial write-up** ({steps:,} steps; its rows: the report\'s "Polynomial fit" table):', ""]
     if autograd and torch_row:
         lines.append(
             f"- **Autograd's cost.** The write-up: autograd makes the loop about "
@@ -514,7 +514,7 @@ def _poly_answer(section: SectionResult) -> list[str]:
 
 def _speed_answer(speed_section: SectionResult | None, large_section: SectionResult | None) -> list[str]:
     """The speed write-up's comparisons: its large problem's epoch, whether it trains, and its loops' randn share."""
-    lines = ['**The speed write-up** (rows in "Speed comparisons" and "Large problem" below):', ""]
+    lines = ['**The speed write-up** (its rows: the report\'s "Speed comparisons" and "Large problem" tables):', ""]
     if large_section and large_section.rows:
         config = large_section.extra["config"]
         seed_lr, stable_lr, n, epochs = config["seed_lr"], config["stable_lr"], config["n"], config["epochs"]
