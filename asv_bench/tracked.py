@@ -7,7 +7,7 @@ Run from ``asv_bench/`` with asv installed (``pip install '.[test]'``)::
     python tracked.py noise --write                         # A/A: the installed code measured twice -> noise.json
     python tracked.py compare [BASE] [HEAD]                 # both commits built and run; the changes, flagged
 
-``compare``'s BASE defaults to the newest commit of the committed reference history (``results/cpu-2core/``) that is
+``compare``'s BASE defaults to the newest commit of the committed reference histories (``REFERENCE_MACHINES``) that is
 an ancestor of HEAD: the last landed main whose results were recorded. Both commits are built and their benchmark
 rounds interleaved (asv --interleave-rounds), so the machine's drift over the run falls on both. It prints every
 tracked measurement's slowdown (head over base for times, base over head for rates and speedups, so > 1 is always
@@ -31,7 +31,10 @@ from publish_plugin import higher_is_better  # asv takes every value as lower-is
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-REFERENCE_MACHINE = "cpu-2core"  # the machine whose results are committed under results/
+REFERENCE_MACHINE = "cpu-2core"  # the first reference machine: a 2-core AMD EPYC (Zen 5) VM
+# Every machine whose results are committed under results/ (un-ignored in .gitignore): the project's 2-core VMs,
+# one name per CPU they ran on (asv never compares across machines, so a new CPU starts a history of its own).
+REFERENCE_MACHINES = (REFERENCE_MACHINE, "xeon-2core")
 NOISE_FILE = HERE / "noise.json"
 DEFAULT_FACTOR = 1.3  # the smallest change flagged, whatever the A/A noise
 
@@ -83,6 +86,25 @@ def machine_facts(name: str) -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "ram": f"{memory_gb}GB",
     }
+
+
+def hardware_mismatch(name: str, here: dict[str, str], results_dir: Path | None = None) -> str | None:
+    """Why this machine (``here``, :func:`machine_facts`) may not add results under ``name``: the CPU or the number
+    of CPUs recorded in the results' own machine.json differ. None where they agree, or where none is recorded."""
+    recorded_path = (results_dir or HERE / "results") / name / "machine.json"
+    try:
+        recorded = json.loads(recorded_path.read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("cpu", "num_cpu"):
+        if recorded.get(key) and recorded[key] != here[key]:
+            return (
+                f"the results under {name!r} were measured on {key} {recorded[key]!r}, this machine has "
+                f"{here[key]!r}: asv would draw both as one machine's history. Use another --machine name (one per "
+                "CPU; add it to REFERENCE_MACHINES and un-ignore its folder to commit it), or --same-hardware where "
+                "only the description differs"
+            )
+    return None
 
 
 def describe_machine(name: str) -> None:
@@ -291,6 +313,10 @@ def history_range(machine: str, since_last: bool, range_spec: str) -> str:
 
 
 def command_history(args: argparse.Namespace) -> int:
+    mismatch = None if args.same_hardware else hardware_mismatch(args.machine, machine_facts(args.machine))
+    if mismatch:
+        print(f"tracked.py history: {mismatch}", file=sys.stderr)
+        return 2
     describe_machine(args.machine)
     steps = ["--steps", str(args.steps)] if args.steps else []
     commits = history_range(args.machine, args.since_last, args.range)
@@ -322,8 +348,8 @@ def command_history(args: argparse.Namespace) -> int:
 
 
 def default_base(head: str) -> str | None:
-    """The newest commit of the committed reference history that is an ancestor of HEAD (HEAD itself excluded)."""
-    recorded = set(_machine_results(REFERENCE_MACHINE))
+    """The newest commit of the committed reference histories that is an ancestor of HEAD (HEAD itself excluded)."""
+    recorded = {commit for machine in REFERENCE_MACHINES for commit in _machine_results(machine)}
     ancestors = subprocess.run(["git", "rev-list", f"{head}~1"], cwd=REPO, capture_output=True, text=True).stdout
     for commit in ancestors.splitlines():  # (none when HEAD is the first commit)
         if commit in recorded:
@@ -412,10 +438,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     history.add_argument("--no-remeasure", action="store_true", help="leave outliers as measured (only listed)")
     history.add_argument(
+        "--same-hardware",
+        action="store_true",
+        help="add results under a machine whose recorded CPU description differs from this one's (hand-edited)",
+    )
+    history.add_argument(
         "--machine",
         required=True,
-        help=f"the name results are kept under ({REFERENCE_MACHINE} is the committed reference machine: use it only "
-        "there)",
+        help=f"the name results are kept under (the committed reference machines, {', '.join(REFERENCE_MACHINES)}: "
+        "use them only there)",
     )
     outliers = commands.add_parser("outliers", help="points beyond their noise factor of both neighbours")
     outliers.add_argument("--machine", default=REFERENCE_MACHINE)

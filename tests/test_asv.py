@@ -10,6 +10,7 @@ import http.server
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -428,14 +429,42 @@ def test_the_history_since_the_last_measured_commit_starts_at_the_newest_result(
 
 
 def test_results_of_other_machines_are_not_committed():
-    """Only the reference machine's results are tracked by git: a local run's (ci-quick, compare, aa-first) is
+    """Only the reference machines' results are tracked by git: a local run's (ci-quick, compare, aa-first) is
     ignored, so neither a commit nor a deployed dashboard carries it."""
     for path in ("asv_bench/results/ci-quick/abc.json", "asv_bench/results/compare/machine.json", "asv_bench/html/x"):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
         assert ignored.returncode == 0, path
     tracked = subprocess.run(["git", "ls-files", "asv_bench/results"], cwd=ROOT, capture_output=True, text=True)
     machines = {Path(p).parts[2] for p in tracked.stdout.split() if len(Path(p).parts) > 3}
-    assert machines == {REFERENCE_MACHINE}
+    assert machines == set(_tracked().REFERENCE_MACHINES)
+
+
+def test_history_refuses_to_add_another_cpus_results_to_a_machine(tmp_path):
+    """The committed history's CPU is in its machine.json: results measured on another CPU would be drawn as the
+    same machine's, so history refuses them (another name per CPU)."""
+    tracked = _tracked()
+    (tmp_path / "vm").mkdir()
+    recorded = {"machine": "vm", "cpu": "AMD EPYC (Zen 5, AVX-512), 2 logical CPUs", "num_cpu": "2", "version": 1}
+    (tmp_path / "vm" / "machine.json").write_text(json.dumps(recorded))
+    same = {"cpu": recorded["cpu"], "num_cpu": "2"}
+    assert tracked.hardware_mismatch("vm", same, tmp_path) is None
+    assert tracked.hardware_mismatch("new", {"cpu": "Intel(R) Xeon(R)", "num_cpu": "2"}, tmp_path) is None
+    message = tracked.hardware_mismatch(
+        "vm", {"cpu": "Intel(R) Xeon(R) Processor, 2 logical CPUs", "num_cpu": "2"}, tmp_path
+    )
+    assert message and "AMD EPYC" in message and "Intel" in message and "--machine" in message
+    assert "num_cpu" in tracked.hardware_mismatch("vm", {"cpu": recorded["cpu"], "num_cpu": "4"}, tmp_path)
+
+
+def test_each_committed_machine_s_results_come_from_its_one_cpu():
+    """Every committed result file records the CPU of its folder's machine.json."""
+    for machine in _tracked().REFERENCE_MACHINES:
+        folder = ASV_DIR / "results" / machine
+        cpu = json.loads((folder / "machine.json").read_text())["cpu"]
+        for path in folder.glob("*.json"):
+            if path.name != "machine.json":
+                params = json.loads(path.read_text())["params"]
+                assert (params["machine"], params["cpu"]) == (machine, cpu), path.name
 
 
 def test_history_measures_again_the_outliers_among_the_new_commits(monkeypatch, tmp_path, capsys):
