@@ -160,23 +160,34 @@ def _train_sharded(method: str, shard: tuple[torch.Tensor, torch.Tensor], steps:
 
 @contextmanager
 def _stderr_without(prefix: str) -> Iterator[None]:
-    """Standard error, file descriptor and all, less the lines that start with ``prefix``: torch's profiler prints
-    a "USDT: ... profiler_start" line from C++ every time it starts and stops, into the study's progress bars."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    """File descriptor 2 (standard error as C++ writes it), less the lines that start with ``prefix``: torch's
+    profiler prints a "USDT: ... profiler_start" line from C++ every time it starts and stops, into the study's
+    progress bars. Where fd 2 is closed there is nothing to filter."""
+    _flush_stderr()
+    try:
+        saved = os.dup(2)
+    except OSError:  # fd 2 closed
+        yield
+        return
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
+            _flush_stderr()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(prefix.encode())]
+            kept = b"".join(line for line in captured if not line.startswith(prefix.encode()))
             if kept:
-                sys.stderr.buffer.write(b"".join(kept))
-                sys.stderr.flush()
+                os.write(2, kept)
+
+
+def _flush_stderr() -> None:
+    """Python's buffered standard error written out (it may be None, or not a file: pytest's capture, a StringIO)."""
+    flush = getattr(sys.stderr, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def _rank_main(rank: int, world: int, init_file: str, out_dir: str, points: int, steps: int) -> None:
