@@ -311,6 +311,19 @@ def _regressions(html: Path) -> dict[str, tuple[float, float]]:
     return {name: (last, best) for name, _, _, _, last, best, _ in entries}
 
 
+def _feed(html: Path) -> dict[str, tuple[str, str]]:
+    """The entries of the Atom feed asv publish wrote (regressions.xml): benchmark -> (title, summary)."""
+    import xml.etree.ElementTree as ET
+
+    atom = "{http://www.w3.org/2005/Atom}"
+    entries = ET.parse(html / "regressions.xml").getroot().iter(f"{atom}entry")
+    found = {}
+    for entry in entries:
+        title = entry.findtext(f"{atom}title")
+        found[title.split(" ", 1)[1]] = (title, entry.findtext(f"{atom}content"))
+    return found
+
+
 STEADY, HIGHER, LOWER = [10.0] * 6, [20.0] * 6, [4.0] * 6
 SYNTHETIC = {
     "synthetic.Rises.track_speedup": ("x", STEADY + HIGHER),  # an improvement
@@ -324,11 +337,12 @@ SYNTHETIC = {
 
 @pytest.mark.slow
 def test_the_published_regressions_are_drops_of_rates_and_speedups_and_rises_of_times(tmp_path):
-    """asv publish (with publish_plugin) lists a speedup's or GB/s's drop on the Regressions page, never its rise;
-    times and cost ratios keep asv's direction; the list's and the page's scripts read the direction from index.json,
-    and a benchmark without data is left out. Without the plugin, asv gets the rates backwards (what the plugin
-    fixes)."""
+    """asv publish (with publish_plugin) lists a speedup's or GB/s's drop on the Regressions page, never its rise,
+    and its Atom feed words it as a regression of positive size; times and cost ratios keep asv's direction; the
+    list's and the page's scripts read the direction from index.json, and a benchmark without data is left out.
+    Without the plugin, asv gets the rates backwards (what the plugin fixes)."""
     import json
+    import re
 
     if importlib.util.find_spec("asv") is None:
         pytest.skip("asv not installed (pip install '.[test]')")
@@ -347,6 +361,19 @@ def test_the_published_regressions_are_drops_of_rates_and_speedups_and_rises_of_
     assert "synthetic.Never.time_never" not in index["benchmarks"]
     for script in ("regressions.js", "summarylist.js"):
         assert "higher_is_better" in (tmp_path / "fixed" / "html" / script).read_text()
+    # the Atom feed: a speedup or GB/s falling from 10 to 4 is a 60% regression, as a time rising 10 -> 20 is 100%
+    feed = _feed(tmp_path / "fixed" / "html")
+    assert set(feed) == set(regressions)
+    for name in ("synthetic.Drops.track_speedup", "synthetic.Drops.track_gbytes_per_second"):
+        title, summary = feed[name]
+        assert title == f"60.00% {name}"
+        assert ">60.00% regression</a> (a drop: higher is better)" in summary
+        assert re.search(r"\(60\.00% worse\s+than best value 10", summary) and "-60" not in summary
+        new, old = re.search(r"New value: (.*?), old value: (.*?)\.<br>", summary).groups()
+        assert new.startswith("4") and old.startswith("10")  # after the drop, before it
+    title, summary = feed["synthetic.Slower.time_step"]  # asv's own wording, left as it was
+    assert title == "100.00% synthetic.Slower.time_step" and "(100.00% worse" in summary
+    assert "higher is better" not in summary
 
     _run(["asv", "publish", "--config", str(_synthetic_history(tmp_path / "asv-only", SYNTHETIC, plugins=False))])
     assert {"synthetic.Rises.track_speedup", "synthetic.Rises.track_gbytes_per_second"} <= set(
