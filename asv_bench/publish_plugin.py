@@ -7,7 +7,9 @@ asv itself (run asv from ``asv_bench/``), changes three things:
 
 * regression detection runs on the reciprocal of a higher-is-better benchmark's values (seconds per GB, a time ratio
   instead of a speedup: lower is better there), and the values found are turned back, so the Regressions page lists
-  drops of a speedup and never its rises;
+  drops of a speedup and never its rises; the Atom feed (``regressions.xml``) words them as drops: a speedup falling
+  from 10x to 7x is a "30.00% regression (a drop: higher is better)", 30.00% worse than its best, where asv's
+  wording from the values alone would say -30.00%;
 * the published ``index.json`` marks those benchmarks ``"higher_is_better": true``, and the dashboard's scripts read
   it: the Regressions page's factor is best over last for them (above 1 is worse, as for times), the list colours a
   rise green and a drop red, and the graph's axis says "higher is better";
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import types
 from pathlib import Path
 
 # A benchmark is higher-is-better when it is a rate (GB/s) or a speedup; every other value (times, ns per step,
@@ -40,10 +43,33 @@ def _reciprocal_steps(steps):
     return [(left, right, 1 / value, 1 / value, err / value**2) for left, right, value, _, err in steps]
 
 
+def _feed_entry_of_a_drop(title: str, summary: str, jump: tuple, last: float, best: float) -> tuple[str, str]:
+    """The title and summary of a feed entry that asv worded for a rise, reworded for a higher-is-better benchmark's
+    drop: asv's percentages, (new - old) / old and (last - best) / best, are negative for a drop, which reads as an
+    improvement; ours are the drop's size, positive as a regression's is, and the entry says higher is better."""
+    _, _, before, after = jump
+    asv_jump, asv_best = f"{100 * (after - before) / before:.2f}%", f"{100 * (last - best) / best:.2f}%"
+    drop, below_best = f"{100 * (before - after) / before:.2f}%", f"{100 * (best - last) / best:.2f}%"
+    reworded = []
+    for text, old, new in [
+        (title, f"{asv_jump} ", f"{drop} "),
+        (summary, f">{asv_jump} regression</a>", f">{drop} regression</a> (a drop: higher is better)"),
+        (summary, f"({asv_best} worse", f"({below_best} worse"),
+    ]:
+        if text.count(old) != 1:  # asv's wording changed: fail loudly rather than publish the sign backwards
+            raise RuntimeError(f"publish_plugin: a feed entry no longer has {old!r} once (another asv version?)")
+        reworded.append((old, new))
+    (title_old, title_new), *summary_changes = reworded
+    for old, new in summary_changes:
+        summary = summary.replace(old, new)
+    return title.replace(title_old, title_new), summary
+
+
 def setup() -> None:
     """asv's plugin hook, run when asv imports the plugin: wrap the publishing of regressions and of the whole
     dashboard (asv is pinned, 0.6.6; the wrapped functions are checked to exist)."""
     from asv.commands.publish import Publish
+    from asv.plugins import regressions as regressions_module
     from asv.plugins.regressions import Regressions
 
     if getattr(Publish.run, "_pykernels", False):
@@ -51,6 +77,7 @@ def setup() -> None:
     higher: set[str] = set()
     publish_regressions = Regressions.publish.__func__
     process_regression = Regressions._process_regression.__func__
+    save_feed = Regressions._save_feed.__func__
     publish_run = Publish.run.__func__
 
     def publish(cls, conf, repo, benchmarks, graphs, revisions):
@@ -70,6 +97,27 @@ def setup() -> None:
             entry[4], entry[5] = 1 / entry[4], 1 / entry[5]
             entry[6] = [(a, b, 1 / before, 1 / after) for a, b, before, after in entry[6]]
 
+    def _save_feed(cls, conf, benchmarks, data, revisions, revision_to_hash):
+        # asv words each entry of regressions.xml from the (restored) values alone: a speedup falling from 10x to 7x
+        # would read "-30.00% regression". It makes one FeedEntry per jump, in the order of ``data``: a stand-in
+        # FeedEntry, given asv's feed module's place while it runs, rewords those of higher-is-better benchmarks.
+        jumps = iter([(name, jump, last, best) for name, _, _, _, last, best, found in data for jump in found])
+        feed = regressions_module.feed
+
+        def entry(title, updated, link=None, content=None, id_context=None, id_date=None):
+            name, jump, last, best = next(jumps)
+            if id_context[0] != name:
+                raise RuntimeError(f"publish_plugin: the feed's entries are not in regressions' order ({name})")
+            if name.split("(", 1)[0] in higher:
+                title, content = _feed_entry_of_a_drop(title, content, jump, last, best)
+            return feed.FeedEntry(title, updated, link, content, id_context, id_date)
+
+        regressions_module.feed = types.SimpleNamespace(FeedEntry=entry, write_atom=feed.write_atom)
+        try:
+            return save_feed(cls, conf, benchmarks, data, revisions, revision_to_hash)
+        finally:
+            regressions_module.feed = feed
+
     def run(cls, conf, *args, **kwargs):
         result = publish_run(cls, conf, *args, **kwargs)
         finish(Path(conf.html_dir))
@@ -78,6 +126,7 @@ def setup() -> None:
     run._pykernels = True
     Regressions.publish = classmethod(publish)
     Regressions._process_regression = classmethod(_process)
+    Regressions._save_feed = classmethod(_save_feed)
     Publish.run = classmethod(run)
 
 

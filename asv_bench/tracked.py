@@ -23,9 +23,11 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from publish_plugin import higher_is_better  # asv takes every value as lower-is-better; rates and speedups are not
 
@@ -193,35 +195,110 @@ def _noise_factors() -> tuple[dict[str, float], float]:
     return factors, noise.get("factor", DEFAULT_FACTOR)
 
 
-def find_outliers(series: list[tuple[str, float | None]], factor: float) -> list[tuple[str, float, float, float]]:
-    """The points of one series (commit, value; in commit order) beyond ``factor`` of both their measured neighbours,
-    in the same direction, where the neighbours agree with each other within ``factor`` (a spike or a dip that the
-    commits around it do not share; a point between two spikes is not one): (commit, value, the value before, the
-    value after). The first and the last point, which have one neighbour, are judged by the two nearest points on
-    their side (then "before" and "after" are those two, nearest first)."""
+WINDOW = 3  # measured points each side that say whether the series around a point is steady
+
+
+class Suspect(NamedTuple):
+    """A point off both its measured neighbours (for the first and the last point: off the two nearest)."""
+
+    commit: str
+    value: float
+    before: float
+    after: float
+
+
+class Verdict(NamedTuple):
+    """What :func:`judge_series` makes of a series' suspects."""
+
+    outliers: list[Suspect]  # lone spikes and dips in a steady series: measurement accidents, safe to drop
+    ends: list[Suspect]  # the oldest or newest point off a steady series: a new level or a spike, to measure again
+    noisy: list[Suspect]  # off both neighbours where the series itself varies beyond its noise: neither
+
+
+def _centre_and_spread(values: list[float]) -> tuple[float, float]:
+    """The median of some positive values (on a log scale: an even count's median is the geometric mean of the middle
+    two, so ratios up and down weigh the same) and the largest ratio of a value to it."""
+    centre = math.exp(statistics.median(math.log(value) for value in values))
+    return centre, max(max(value / centre, centre / value) for value in values)
+
+
+def judge_series(series: list[tuple[str, float | None]], factor: float) -> Verdict:
+    """Sort the suspects of one series (commit, value; in commit order; unmeasured points skipped) into outliers,
+    end points and noise.
+
+    A point is a suspect when it is beyond ``factor`` (the benchmark's noise) of both its neighbours, in the same
+    direction, and the neighbours agree with each other within ``factor`` (the first and the last point: their two
+    nearest). A suspect is an outlier only when the series around it is steady and it is not:
+
+    * its value does not recur: no measured point up to ``WINDOW`` each side, and no other suspect anywhere in the
+      series, comes within ``factor`` of it (a level the series keeps returning to, as a bimodal benchmark's low
+      mode, is not a one-off accident; two suspects side by side are such a flip too);
+    * the points up to ``WINDOW`` each side that are not suspects lie within ``factor`` of their median (a series
+      that varies more than its noise there cannot single a point out; other suspects are left out, so two spikes a
+      few commits apart are both found), and the point is beyond ``factor`` of that median.
+
+    A suspect that fails either is noise: dropping it would delete one of the series' levels. The first and the
+    last point are judged the same way, on their one side, but are never outliers: the newest point off the steady
+    series before it may be a real regression, to be measured again, not dropped."""
     measured = [(commit, value) for commit, value in series if _number(value)]
+    verdict = Verdict([], [], [])
     if len(measured) < 3:
-        return []
+        return verdict
     values = [value for _, value in measured]
-    found = []
-    for k, (commit, value) in enumerate(measured):
+    last = len(values) - 1
+
+    def neighbours(k: int) -> tuple[float, float]:
         if k == 0:
-            around = values[1], values[2]
-        elif k == len(measured) - 1:
-            around = values[k - 1], values[k - 2]
-        else:
-            around = values[k - 1], values[k + 1]
-        ratios = [value / other for other in around]
+            return values[1], values[2]
+        if k == last:
+            return values[k - 1], values[k - 2]
+        return values[k - 1], values[k + 1]
+
+    def suspect(k: int) -> bool:
+        around = neighbours(k)
+        ratios = [values[k] / other for other in around]
         agree = max(around) / min(around) <= factor
-        if agree and (all(r > factor for r in ratios) or all(r < 1 / factor for r in ratios)):
-            found.append((commit, value, *around))
-    return found
+        return agree and (all(r > factor for r in ratios) or all(r < 1 / factor for r in ratios))
+
+    suspects = {k for k in range(len(values)) if suspect(k)}
+    for k in sorted(suspects):
+        nearby = [j for j in range(max(0, k - WINDOW), min(len(values), k + WINDOW + 1)) if j != k]
+        recurs = any(max(values[j] / values[k], values[k] / values[j]) <= factor for j in {*nearby, *suspects} - {k})
+        others = [values[j] for j in nearby if j not in suspects]
+        point = Suspect(measured[k][0], values[k], *neighbours(k))
+        if recurs or not others:  # (no others: every point nearby is a suspect, the series alternating)
+            verdict.noisy.append(point)
+            continue
+        centre, spread = _centre_and_spread(others)
+        if spread > factor or max(values[k] / centre, centre / values[k]) <= factor:
+            verdict.noisy.append(point)
+        elif k in (0, last):
+            verdict.ends.append(point)
+        else:
+            verdict.outliers.append(point)
+    return verdict
 
 
-def outlier_size(row: tuple) -> float:
-    """How far a machine_outliers row is from the nearer of its two neighbours (a ratio, above 1)."""
-    *_, value, before, after = row
-    return min(max(value / other, other / value) for other in (before, after))
+def find_outliers(series: list[tuple[str, float | None]], factor: float) -> list[Suspect]:
+    """The outliers of one series (:func:`judge_series`): the points that ``tracked.py outliers --drop`` may drop."""
+    return judge_series(series, factor).outliers
+
+
+class Row(NamedTuple):
+    """A suspect point of a machine's results: ``kind`` is "outlier", "end" or "noisy" (:class:`Verdict`)."""
+
+    benchmark: str
+    params: str
+    commit: str
+    value: float
+    before: float
+    after: float
+    kind: str
+
+
+def outlier_size(row: Row) -> float:
+    """How far a suspect is from the nearer of its two neighbours (a ratio, above 1)."""
+    return min(max(row.value / other, other / row.value) for other in (row.before, row.after))
 
 
 def _commit_order() -> dict[str, int]:
@@ -230,9 +307,11 @@ def _commit_order() -> dict[str, int]:
     return {commit: position for position, commit in enumerate(commits)}
 
 
-def machine_outliers(machine: str) -> list[tuple[str, str, str, float, float, float]]:
-    """(benchmark, parameters, commit, value, before, after) for every outlier in a machine's results, each benchmark
-    judged by its own noise factor (1.2x its A/A noise, never below DEFAULT_FACTOR)."""
+def machine_outliers(machine: str) -> list[Row]:
+    """Every suspect point (:func:`judge_series`) in a machine's results, each benchmark judged by its own noise
+    factor (1.2x its A/A noise, never below DEFAULT_FACTOR). A series is one parameter combination, matched by its
+    label at each commit: a benchmark whose parameters changed over the history has a series per label, measured
+    at the commits that had it."""
     recorded = _machine_results(machine)
     order = _commit_order()
     commits = sorted(recorded, key=lambda commit: order.get(commit, len(order)))
@@ -240,17 +319,18 @@ def machine_outliers(machine: str) -> list[tuple[str, str, str, float, float, fl
     rows = []
     for name in sorted({name for measured in recorded.values() for name in measured}):
         factor = max(DEFAULT_FACTOR, factors.get(name, overall))
-        labels = next(recorded[c][name][0] for c in commits if name in recorded[c])
-        for k, label in enumerate(labels):
-            series = []
-            for commit in commits:
-                values = recorded[commit].get(name, (labels, []))[1]
-                series.append((commit, values[k] if k < len(values) else None))
-            rows += [(name, label, *outlier) for outlier in find_outliers(series, factor)]
+        at = {
+            commit: dict(zip(*recorded[commit][name], strict=False)) for commit in commits if name in recorded[commit]
+        }
+        labels = list(dict.fromkeys(label for values in at.values() for label in values))  # first seen, first
+        for label in labels:
+            verdict = judge_series([(commit, at.get(commit, {}).get(label)) for commit in commits], factor)
+            for kind, points in zip(("outlier", "end", "noisy"), verdict, strict=True):
+                rows += [Row(name, label, *point, kind) for point in points]
     return rows
 
 
-def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: Path = HERE / "results") -> int:
+def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: Path | None = None) -> int:
     """Set the (benchmark, parameters, commit) points of a machine's result files to "not measured" (null, as asv
     records a failed parameter combination); returns how many were dropped."""
     import itertools
@@ -258,6 +338,7 @@ def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: P
     from asv.results import Results
 
     dropped = 0
+    results_dir = results_dir or HERE / "results"
     folder = results_dir / machine
     for path in sorted(folder.glob("*.json")):
         if path.name == "machine.json":
@@ -269,6 +350,8 @@ def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: P
                 continue
             params = results.get_result_params(name)
             labels = [", ".join(map(str, c)) for c in itertools.product(*params)] or [""]
+            if label not in labels:  # the benchmark had other parameters at this commit
+                continue
             k = labels.index(label)
             results._results[name][k] = None  # (asv has no public call to drop one parameter combination)
             if results._stats.get(name):
@@ -283,20 +366,39 @@ def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: P
     return dropped
 
 
-def _print_outliers(rows) -> None:
-    for name, label, commit, value, before, after in rows:
-        print(f"{commit[:8]}  {name}({label}): {value:.4g} between {before:.4g} and {after:.4g}")
+def _print_outliers(rows: list[Row]) -> None:
+    """The suspects, by kind: outliers one a line, end points one a line, noisy series one a line each."""
+    for row in rows:
+        point = f"{row.commit[:8]}  {row.benchmark}({row.params}): {row.value:.4g}"
+        if row.kind == "outlier":
+            print(f"{point} between {row.before:.4g} and {row.after:.4g}")
+        elif row.kind == "end":
+            print(f"{point} off {row.before:.4g} and {row.after:.4g} beside it: an end point, re-measured, kept")
+    noisy: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        if row.kind == "noisy":
+            noisy.setdefault((row.benchmark, row.params), []).append(row)
+    for (name, label), points in noisy.items():
+        where = ", ".join(f"{row.commit[:8]} {row.value:.4g}" for row in points)
+        print(f"noisy     {name}({label}): {len(points)} point(s) off both neighbours, the series as uneven ({where})")
 
 
 def command_outliers(args: argparse.Namespace) -> int:
+    """List a machine's suspect points by kind; with --drop, set its outliers (never an end point, never a noisy
+    series' point) to "not measured"."""
     rows = [row for row in machine_outliers(args.machine) if outlier_size(row) > args.min_factor]
+    counts = {kind: sum(row.kind == kind for row in rows) for kind in ("outlier", "end", "noisy")}
     print(
-        f"tracked: {len(rows)} point(s) on {args.machine} beyond their noise factor of both neighbours"
-        + (f" and {args.min_factor}x from the nearer" if args.min_factor > 1 else "")
+        f"tracked: on {args.machine}, {counts['outlier']} outlier(s) (beyond their noise factor of both neighbours "
+        f"and of the steady series around them), {counts['end']} end point(s) off the series beside them (to "
+        f"re-measure: history does, --drop does not touch them) and {counts['noisy']} point(s) of noisy series (the "
+        "series varies as much: kept)"
+        + (f"; only those over {args.min_factor}x from the nearer neighbour" if args.min_factor > 1 else "")
     )
     _print_outliers(rows)
-    if args.drop and rows:
-        print(f"tracked: dropped {drop_points(args.machine, [(n, label, c) for n, label, c, *_ in rows])} point(s)")
+    outliers = [(row.benchmark, row.params, row.commit) for row in rows if row.kind == "outlier"]
+    if args.drop and outliers:
+        print(f"tracked: dropped {drop_points(args.machine, outliers)} outlier(s)")
     return 0
 
 
@@ -323,25 +425,34 @@ def command_history(args: argparse.Namespace) -> int:
     before = set(_machine_results(args.machine))
     run = ["run", "--machine", args.machine, "--skip-existing-successful", *steps, *_bench_args(), commits]
     _asv(*run, check=False)
-    # A point beyond the noise of both its neighbours is measured again (once) before the results are committed: at
-    # the commits this run measured and at the measured commits next to them (whose neighbours just changed). Older
-    # ones are only listed: re-measuring them would build their commits again.
+    # An outlier or an end point (:func:`judge_series`) is measured again (once) before the results are committed: at
+    # the commits this run measured and at the measured commits next to them (whose neighbours just changed), and
+    # the new value is kept, whatever it is (an end point off the series may be a new level: a regression is
+    # re-measured, never dropped). Older ones are only listed: re-measuring them would build their commits again.
     recorded = _machine_results(args.machine)
     order = _commit_order()
     series = sorted(recorded, key=lambda commit: order.get(commit, len(order)))
     new = {k for k, commit in enumerate(series) if commit not in before}
     near = {series[k] for k in new | {k - 1 for k in new} | {k + 1 for k in new} if 0 <= k < len(series)}
-    outliers = [row for row in machine_outliers(args.machine) if row[2] in near]
+    suspects = machine_outliers(args.machine)
+    outliers = [row for row in suspects if row.commit in near and row.kind in ("outlier", "end")]
     if outliers and not args.no_remeasure:
-        print(f"tracked: {len(outliers)} outlier(s) among the new commits and their neighbours: measured again")
+        print(
+            f"tracked: {len(outliers)} outlier(s) and end point(s) among the new commits and their neighbours: "
+            "measured again"
+        )
         _print_outliers(outliers)
         again = HERE / "results" / "remeasure-commits.txt"
-        for name in sorted({row[0] for row in outliers}):
-            again.write_text("".join(sorted({f"{row[2]}\n" for row in outliers if row[0] == name})))
+        for name in sorted({row.benchmark for row in outliers}):
+            again.write_text("".join(sorted({f"{row.commit}\n" for row in outliers if row.benchmark == name})))
             _asv("run", "--machine", args.machine, "-b", f"^{re.escape(name)}$", f"HASHFILE:{again}", check=False)
-    left = machine_outliers(args.machine)
+        suspects = machine_outliers(args.machine)
+    left = [row for row in suspects if row.kind != "noisy"]
     if left:
-        print(f"tracked: {len(left)} outlier(s) on {args.machine}: check them before committing (tracked.py outliers)")
+        print(
+            f"tracked: {len(left)} outlier(s) and end point(s) on {args.machine}: check them before committing "
+            "(tracked.py outliers)"
+        )
         _print_outliers(left)
     print(f"commits with results on {args.machine}: {len(_machine_results(args.machine))}")
     return 0
