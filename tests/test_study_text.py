@@ -307,3 +307,64 @@ def test_the_summary_line_writes_plain_numbers():
     sections = {"poly": SectionResult("poly", rows=[_row("numpy", True), fused], extra={"reference_row": "numpy"})}
     line = summary_line(sections, 1.0, Path("report.md"))
     assert "at 0.0000497 µs/step (3,154x numpy)" in line
+
+
+def _edited_results(tmp_path: Path, edit) -> Path:
+    """The committed results.json, changed by ``edit(payload)`` (the parsed JSON), written into tmp_path."""
+    import json
+
+    payload = json.loads((COMMITTED / "results.json").read_text())
+    edit(payload)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def _poly_json_row(payload: dict, name: str) -> dict:
+    return next(r for r in payload["sections"]["poly"]["rows"] if r["name"] == name)
+
+
+def _diverge_trace(payload: dict) -> None:
+    row = _poly_json_row(payload, "manual poly_mse step (cpp)")
+    row["trace"][-1] = "inf"
+    row["final_mse"], row["converged_same"] = "inf", False
+
+
+def _diverge_time(payload: dict) -> None:
+    row = _poly_json_row(payload, "torch")
+    row["us_per_step"], row["speedup"] = "inf", 0.0
+
+
+def _nan_trace(payload: dict) -> None:
+    row = _poly_json_row(payload, "numpy")
+    row["trace"][5:] = ["nan"] * (len(row["trace"]) - 5)
+    row["final_mse"], row["converged_same"] = "nan", False
+
+
+@pytest.mark.parametrize("edit", [_diverge_trace, _diverge_time, _nan_trace], ids=["inf-trace", "inf-time", "nan"])
+def test_a_diverging_row_is_reported_and_plotted_not_a_crash(tmp_path, edit):
+    """A fit whose MSE or time is not finite still gets its report, its results.json and every plot."""
+    from pykernels.study.__main__ import main
+
+    out = tmp_path / "out"
+    assert main(["--from-results", str(_edited_results(tmp_path, edit)), "--out", str(out)]) in (0, 1)
+    text = (out / "report.md").read_text()
+    assert "could not be drawn" not in text
+    assert {p.name for p in out.glob("*.png")} == {p.name for p in COMMITTED.glob("*.png")}
+    assert report.read_results(out / "results.json").sections.keys() == {"poly", "speed", "large", "batched", "gram"}
+
+
+def test_a_plot_that_fails_is_named_in_the_report_and_costs_nothing_else(tmp_path, monkeypatch):
+    """results.json and report.md are written whatever a figure does; the failed figure gets a line in the report."""
+    from pykernels.study import plots
+
+    def broken(section):
+        raise ValueError("Axis limits cannot be NaN or Inf")
+
+    monkeypatch.setitem(plots.FIGURES["poly"], "poly_times.png", broken)
+    run = _committed_run()
+    report.write(tmp_path, run.sections, run.machine, run.command, run.settings)
+    text = (tmp_path / "report.md").read_text()
+    assert "plot poly_times.png could not be drawn: ValueError: Axis limits cannot be NaN or Inf" in text
+    assert (tmp_path / "results.json").exists() and (tmp_path / "poly_mse_traces.png").exists()
+    assert not (tmp_path / "poly_times.png").exists()

@@ -8,6 +8,7 @@ figures, and says in a visible note which rows did not run here (no GPU, a packa
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import SectionResult, mse_reference_row
+from ._common import SectionResult, mse_reference_row, plain
 from .large import size_words
 
 MAX_PLOT_POINTS = 4000  # per line: 200,000-step traces drawn at every k-th step
@@ -65,6 +66,11 @@ def _plotted(trace: list | np.ndarray, every: int) -> tuple[np.ndarray, np.ndarr
     stride = max(1, len(values) // MAX_PLOT_POINTS)
     index = np.unique(np.append(np.arange(0, len(values), stride), len(values) - 1))
     return index * every + 1, values[index]
+
+
+def _positive_finite(value: float | None) -> bool:
+    """Whether ``value`` can be drawn on a log axis (a number above 0 that is neither inf nor NaN)."""
+    return value is not None and math.isfinite(value) and value > 0
 
 
 def duration(seconds: float) -> str:
@@ -123,6 +129,9 @@ def _reference_label(reference: dict) -> str:
     return "exact gradient descent (float64)" if reference["group"] == "reference" else reference["name"]
 
 
+NON_FINITE_DIFFERENCE = 10.0  # where the traces' plot draws a difference that is infinite, NaN or above it
+
+
 def figure_poly_traces(section: SectionResult) -> Figure | None:
     """Does every implementation train the same model as exact gradient descent?
 
@@ -143,6 +152,12 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8.5), sharex=True, height_ratios=(1, 1.25))
 
     steps, values = _plotted(reference_trace, every)
+    if not np.all(np.isfinite(values)):  # a reference that diverged: its finite part only, or nothing to draw
+        keep = np.isfinite(values)
+        if not keep.any():
+            plt.close(fig)
+            return None
+        steps, values = steps[keep], values[keep]
     top.plot(steps, values, color=REFERENCE, lw=2.5)
     top.text(steps[-1], values[-1] * 0.7, f"ends at {values[-1]:.2g}", ha="right", va="top")
     # the label sits halfway (in log) between the curve's start and the optimum, clear of both
@@ -159,7 +174,10 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
         if row is reference or len(trace) != len(reference_trace):
             continue
         difference = np.abs(trace - reference_trace) / reference_trace
-        strays[row["name"]] = np.maximum.accumulate(np.nan_to_num(difference, nan=1.0))
+        # a diverging row's trace holds inf or NaN: drawn at the top of the scale (a difference of 100%+), not
+        # np.nan_to_num's 1.8e308, whose limits overflow the axis
+        difference = np.where(np.isfinite(difference), difference, NON_FINITE_DIFFERENCE)
+        strays[row["name"]] = np.maximum.accumulate(np.minimum(difference, NON_FINITE_DIFFERENCE))
     floor_value = 1e-10  # where an exact 0 is drawn on the log scale
     # colours of their own: blue and orange mean today's tools and pykernels in the other figures
     groups = (  # (lowest final difference, highest, colour, words)
@@ -177,7 +195,10 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
         bottom.fill_between(steps, lowest, highest, color=color, alpha=0.3, lw=0)
         bottom.plot(steps, highest, color=color, lw=2)
         who = "; ".join(members) if len(members) <= 3 else f"{len(members)} rows"
-        text = textwrap.fill(f"{who}: {words} (largest {highest[-1]:.2g})", 46)
+        largest_text = (
+            "non-finite or above 1,000%" if highest[-1] >= NON_FINITE_DIFFERENCE else f"largest {plain(highest[-1], 2)}"
+        )
+        text = textwrap.fill(f"{who}: {words} ({largest_text})", 46)
         # the lowest group's label goes under its line's end, the others' left of theirs (they rise at the end)
         bottom.annotate(
             text,
@@ -282,7 +303,9 @@ def figure_poly_times(section: SectionResult) -> Figure | None:
     One bar per row, fastest first, coloured by where the row comes from (every colour in the key), its time and
     its speed against the baseline written at its end.
     """
-    rows = sorted(section.rows, key=lambda r: r["us_per_step"])
+    # a row whose time is not a finite positive number (a failed or corrupted measurement) has no bar to draw
+    unmeasured = [r["name"] for r in section.rows if not _positive_finite(r["us_per_step"])]
+    rows = sorted((r for r in section.rows if _positive_finite(r["us_per_step"])), key=lambda r: r["us_per_step"])
     if not rows:
         return None
     baseline = section.extra["reference_row"]
@@ -295,7 +318,13 @@ def figure_poly_times(section: SectionResult) -> Figure | None:
         [r["name"] for r in rows], [r["us_per_step"] for r in rows], color=[colors[r["group"]][0] for r in rows]
     )
     for bar, row in zip(bars, rows, strict=True):
-        words = "the baseline" if row["name"] == baseline else times_word(row["speedup"], baseline)
+        words = (
+            "the baseline"
+            if row["name"] == baseline
+            else times_word(row["speedup"], baseline)
+            if _positive_finite(row["speedup"])
+            else "no speedup measured"
+        )
         ax.text(
             bar.get_width() * 1.08,
             bar.get_y() + bar.get_height() / 2,
@@ -323,7 +352,11 @@ def figure_poly_times(section: SectionResult) -> Figure | None:
         frameon=False,
         title="colour: the row is",
     )
-    ax.set_title("Polynomial write-up: time per gradient-descent step, fastest first", loc="left")
+    ax.set_title(
+        "Polynomial write-up: time per gradient-descent step, fastest first"
+        + (f"\nnot drawn (no finite time): {', '.join(unmeasured)}" if unmeasured else ""),
+        loc="left",
+    )
     return _finish(fig, section)
 
 
@@ -644,6 +677,19 @@ def render(draw: Callable[[SectionResult], Figure | None], section: SectionResul
         finally:
             plt.close(fig)
     return True
+
+
+def draw_section(key: str, section: SectionResult, out: Path) -> list[str]:
+    """Every figure of the section ``key`` written into ``out``; one line for each figure that could not be drawn
+    (a plot that fails must not cost the report: the caller writes these lines into it)."""
+    problems = []
+    for name, draw in FIGURES.get(key, {}).items():
+        try:
+            render(draw, section, out / name)
+        except Exception as error:  # any failure of one figure is reported, the others still drawn
+            plt.close("all")
+            problems.append(f"plot {name} could not be drawn: {type(error).__name__}: {error}")
+    return problems
 
 
 def _write_section(key: str, section: SectionResult, out: Path) -> list[Path]:

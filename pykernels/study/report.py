@@ -628,16 +628,37 @@ warm-up; CUDA is synchronized before every clock read. Compare rows within this 
 
 
 def write(out: Path, sections: dict[str, SectionResult], machine: dict, command: str, settings: dict) -> Path:
+    """results.json first (the measurements are the one thing a rerun cannot give back cheaply), then report.md,
+    then the plots; a plot that cannot be drawn is named in report.md, which is then written again."""
     out.mkdir(parents=True, exist_ok=True)
     for key, section in sections.items():
         DESCRIBE[key](section)
-        if section.rows and key in plots.PLOTS:
-            plots.PLOTS[key](section, out)
+    payload = {
+        "format": RESULTS_FORMAT,
+        "command": command,
+        "machine": machine,
+        "settings": settings,
+        "sections": decimate_traces({k: s.to_json() for k, s in sections.items()}),
+    }
+    # allow_nan=False: NaN and Infinity are not JSON; _jsonable writes them as strings that read_results turns back
+    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1, allow_nan=False))
+    (out / "report.md").write_text(_report(sections, machine, command, settings, {}))
+    problems = {key: plots.draw_section(key, section, out) for key, section in sections.items() if section.rows}
+    if any(problems.values()):
+        (out / "report.md").write_text(_report(sections, machine, command, settings, problems))
+    return out / "report.md"
+
+
+def _report(
+    sections: dict[str, SectionResult], machine: dict, command: str, settings: dict, problems: dict[str, list[str]]
+) -> str:
+    """report.md's text; ``problems``: per section, the lines of the plots that could not be drawn."""
     body = "\n\n".join(
-        MARKDOWN[key](section) if section.rows else f"## {section.title}\n\nNo row ran here.{_skipped(section)}\n"
+        (MARKDOWN[key](section) if section.rows else f"## {section.title}\n\nNo row ran here.{_skipped(section)}\n")
+        + "".join(f"\n**{line}**\n" for line in problems.get(key, []))
         for key, section in sections.items()
     )
-    report = f"""# pykernels study: two write-ups' timings, reproduced, with pykernels beside them
+    return f"""# pykernels study: two write-ups' timings, reproduced, with pykernels beside them
 
 Two write-ups timed NumPy, torch and autograd on small training loops; this study runs their loops on one machine
 ({machine["logical_cpus"]} logical CPUs, GPU: {machine["gpu"] or "none"}) with pykernels' rows beside them:
@@ -649,19 +670,20 @@ Two write-ups timed NumPy, torch and autograd on small training loops; this stud
 
 {answer(sections, machine)}
 
-Every number above is a row of the tables below; how they were measured is in the last section.
+{_closing(sections)}
 
 {body}
 {_method(machine, command, settings)}"""
-    (out / "report.md").write_text(report)
-    payload = {
-        "command": command,
-        "machine": machine,
-        "settings": settings,
-        "sections": decimate_traces({k: s.to_json() for k, s in sections.items()}),
-    }
-    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
-    return out / "report.md"
+
+
+def _closing(sections: dict[str, SectionResult]) -> str:
+    """The answer's last line: where its numbers come from (only when some section has rows)."""
+    if not any(section.rows for section in sections.values()):
+        return "No section's rows ran, so there is nothing to answer from; what was asked is in the last section."
+    return "Every number above comes from the tables and notes below; how they were measured is in the last section."
+
+
+RESULTS_FORMAT = 1  # results.json's layout version: read_results refuses files of another (or of none)
 
 
 @dataclass
