@@ -44,6 +44,11 @@ def _large_row(lr: float, ratio: float, diverged_at: int | None = None, name: st
         (9.996e13, 3, "10^14"),  # the mantissa rounded up to 10 moves the exponent
         (0, 3, "0"),
         (None, 3, "–"),
+        (math.nan, 3, "–"),  # not measured: never "nan"
+        (999_999.5, 3, "1 million"),  # the range follows the number as written, not 1,000,000
+        (999_999_999.7, 3, "1 billion"),  # not "1,000 million"
+        (999.96e9, 3, "10^12"),  # past a billion billions: a power of ten
+        (5e-324, 3, "4.94·10^-324"),  # the smallest float: no division by 10**-324 (which is 0)
     ],
 )
 def test_numbers_are_written_plainly(value, digits, text):
@@ -53,15 +58,21 @@ def test_numbers_are_written_plainly(value, digits, text):
 @pytest.mark.parametrize(
     ("value", "text"),
     [
-        (3154.2, "3,154x"),
-        (1079.6, "1,080x"),
-        (391.2, "391x"),
+        (3154.2, "3,200x"),  # two significant digits: a single short timing bears no more
+        (22_586, "23,000x"),
+        (1079.6, "1,100x"),
+        (391.2, "390x"),
         (16.9, "17x"),
         (2.75, "2.8x"),
         (0.286, "0.29x"),
         (9.96, "10x"),
         (1.0, "1.0x"),
         (None, "–"),
+        (math.nan, "–"),  # not measured: a dash, never "nanx"
+        (math.inf, "–"),
+        (0.0, "–"),  # a time of 0 or less is no measurement
+        (1e25, "10^25x"),  # no float noise: 10,000,000,000,000,000,905,969,664x
+        (1.23e7, "12 million x"),
     ],
 )
 def test_speedups_are_written_plainly(value, text):
@@ -306,7 +317,7 @@ def test_the_summary_line_writes_plain_numbers():
     fused = {**_row("fit_poly (gram), fused loop (cpp)", True), "us_per_step": 0.0000497, "speedup": 3154.2}
     sections = {"poly": SectionResult("poly", rows=[_row("numpy", True), fused], extra={"reference_row": "numpy"})}
     line = summary_line(sections, 1.0, Path("report.md"))
-    assert "at 0.0000497 µs/step (3,154x numpy)" in line
+    assert "at 0.0000497 µs/step (3,200x numpy)" in line
 
 
 def _edited_results(tmp_path: Path, edit) -> Path:

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import SectionResult, mse_reference_row, plain
+from ._common import SectionResult, mse_reference_row, plain, speedup
 from .large import size_words
 
 MAX_PLOT_POINTS = 4000  # per line: 200,000-step traces drawn at every k-th step
@@ -77,7 +77,7 @@ def duration(seconds: float) -> str:
     """A time in the unit that keeps it short: '4.97 ns', '15.7 µs', '91.3 ms', '1.36 s'."""
     for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
         if abs(seconds) >= scale or unit == "ns":
-            return f"{seconds / scale:.3g} {unit}"
+            return f"{plain(seconds / scale)} {unit}"
     raise AssertionError("unreachable")
 
 
@@ -87,7 +87,7 @@ def times_word(ratio: float, baseline: str) -> str:
         return f"as fast as {baseline}"
     faster = ratio > 1
     factor = ratio if faster else 1 / ratio
-    amount = f"{factor:,.0f}" if factor >= 10 else f"{factor:.2g}"
+    amount = speedup(factor).removesuffix("x").strip()  # the report's rounding: two significant digits
     return f"{amount}x {'faster' if faster else 'slower'} than {baseline}"
 
 
@@ -159,11 +159,11 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
             return None
         steps, values = steps[keep], values[keep]
     top.plot(steps, values, color=REFERENCE, lw=2.5)
-    top.text(steps[-1], values[-1] * 0.7, f"ends at {values[-1]:.2g}", ha="right", va="top")
+    top.text(steps[-1], values[-1] * 0.7, f"ends at {plain(values[-1], 2)}", ha="right", va="top")
     # the label sits halfway (in log) between the curve's start and the optimum, clear of both
     top.text(1, np.sqrt(values[0] * optimum["mse"]), f"{label}: every row's MSE, to the width of the line")
     top.axhline(optimum["mse"], color=REFERENCE, ls="--", lw=1)
-    top.text(1, optimum["mse"] * 1.3, f"least-squares optimum, {optimum['mse']:.2g}", va="bottom")
+    top.text(1, optimum["mse"] * 1.3, f"least-squares optimum, {plain(optimum['mse'], 2)}", va="bottom")
     top.set(yscale="log", ylabel="MSE (log scale)")
     top.set_title(f"Gradient descent ends {values[-1] / optimum['mse']:.0f}x above the best fit's MSE", loc="left")
 
@@ -182,8 +182,8 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
     # colours of their own: blue and orange mean today's tools and pykernels in the other figures
     groups = (  # (lowest final difference, highest, colour, words)
         (0.0, 1e-5, "teal", "agree to the rounding of the recorded MSE"),
-        (1e-5, tolerance, "darkgoldenrod", f"drift, but end within the {tolerance:g} tolerance"),
-        (tolerance, np.inf, "tab:red", f"end outside the {tolerance:g} tolerance"),
+        (1e-5, tolerance, "darkgoldenrod", f"drift, but end within the {plain(tolerance)} tolerance"),
+        (tolerance, np.inf, "tab:red", f"end outside the {plain(tolerance)} tolerance"),
     )
     for low, high, color, words in groups:
         members = [n for n, s in strays.items() if low <= s[-1] < high or (high == np.inf and not s[-1] < low)]
@@ -213,7 +213,9 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
         )
     bottom.axhline(tolerance, color="tab:red", ls=":", lw=1.2)
     # at the left: the groups' labels sit at the right, where the lines end
-    bottom.text(1, tolerance * 1.3, f"the report's 'same MSE' tolerance, {tolerance:g}", color="tab:red", va="bottom")
+    bottom.text(
+        1, tolerance * 1.3, f"the report's 'same MSE' tolerance, {plain(tolerance)}", color="tab:red", va="bottom"
+    )
     largest_drawn = max((float(s.max()) for s in strays.values()), default=tolerance)
     lowest_drawn = min((max(float(s.min()), floor_value) for s in strays.values()), default=floor_value)
     bottom.set(
@@ -225,9 +227,9 @@ def figure_poly_traces(section: SectionResult) -> Figure | None:
     )
     largest = max((s[-1] for s in strays.values()), default=0.0)
     bottom.set_title(
-        f"Every row stays within {largest:.1g} of {label}"
+        f"Every row stays within {plain(largest, 1)} of {label}"
         if largest <= tolerance
-        else f"Some rows leave {label} by more than {tolerance:g}",
+        else f"Some rows leave {label} by more than {plain(tolerance)}",
         loc="left",
     )
     fig.suptitle("Does every implementation train the same model as exact gradient descent?", x=0.02, ha="left")
@@ -261,7 +263,7 @@ def figure_poly_fit(section: SectionResult) -> Figure | None:
     if ours is not None:
         curve = np.polynomial.polynomial.polyval(grid, ours["coeffs"])
         ax.plot(grid, curve, color=PYKERNELS, lw=2, ls="--")
-        ours_words = f"\ndashed: {ours['name']}, at most {np.max(np.abs(curve - descent)):.1g} away"
+        ours_words = f"\ndashed: {ours['name']}, at most {plain(np.max(np.abs(curve - descent)), 1)} away"
 
     def label(text: str, point: tuple[float, float], place: tuple[float, float], color: str) -> None:
         ax.annotate(
@@ -277,16 +279,17 @@ def figure_poly_fit(section: SectionResult) -> Figure | None:
     label(f"data: sin(x), {len(x)} points", (x[on_data], y[on_data]), (at(0.74), 0.55), "tab:blue")
     peak = np.argmax(best)
     label(
-        f"best degree-4 fit (least squares), MSE {optimum['mse']:.2g}",
+        f"best degree-4 fit (least squares), MSE {plain(optimum['mse'], 2)}",
         (grid[peak], best[peak]),
         (at(0.36), 1.22),
         REFERENCE,
     )
     start = np.argmin(np.abs(grid - at(0.06)))
     label(
-        f"gradient descent after {steps:,} steps, MSE {reference['final_mse']:.2g}\n(every row's curve){ours_words}"
+        f"gradient descent after {steps:,} steps, MSE {plain(reference['final_mse'], 2)}"
+        f"\n(every row's curve){ours_words}"
         if steps
-        else f"gradient descent, MSE {reference['final_mse']:.2g}{ours_words}",
+        else f"gradient descent, MSE {plain(reference['final_mse'], 2)}{ours_words}",
         (grid[start], descent[start]),
         (at(0.0), -0.75),
         "dimgray",
@@ -501,7 +504,7 @@ def figure_large_time(section: SectionResult) -> Figure | None:
     for k in positions:
         total = sample[k] + training[k] + whole[k]
         low, high = spans[k]
-        value = f"{total:.3g} ms" if high - low <= 0.02 * total else f"{low:.3g}-{high:.3g} ms"
+        value = f"{plain(total)} ms" if high - low <= 0.02 * total else f"{plain(low)}-{plain(high)} ms"
         is_write_up = write_up and k == 0
         if is_write_up:
             words = " (its machine, not this one)"
@@ -629,23 +632,24 @@ def figure_large_loss(section: SectionResult) -> Figure | None:
                 ax.text(
                     1,
                     untrained * 2.5,
-                    f"the untrained weights' mean loss, {untrained:.2g}",
+                    f"the untrained weights' mean loss, {plain(untrained, 2)}",
                     va="bottom",
                     fontsize=NOTE_SIZE,
                     color=REFERENCE,
                     bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1},
                 )
-            moved = f"\nweights' RMS error {first[0]:.5g} -> {min(last):.5g}" if first and last else ""
-            ax.set_title(f"lr = {lr:.2g} (0.5/N): {outcomes[lr]}{moved}", loc="left")
+            moved = f"\nweights' RMS error {plain(first[0], 5)} -> {plain(min(last), 5)}" if first and last else ""
+            ax.set_title(f"lr = {plain(lr, 2)} (0.5/N): {outcomes[lr]}{moved}", loc="left")
         else:
             # the weights' squared error's mean growth per epoch (large.py's model of the iteration)
             growth = 1 - 4 * lr + 4 * lr**2 * (config["n"] + 2)
             why = f"\nthe error grows ~{growth:.0f}x per epoch on average" if growth > 1.5 else ""
-            ax.set_title(f"lr = {lr:.2g} (the write-up's): {outcomes[lr]}{why}", loc="left")
+            ax.set_title(f"lr = {plain(lr, 2)} (the write-up's): {outcomes[lr]}{why}", loc="left")
     answer = (
-        f"Not at {'either learning rate' if len(rates) > 1 else f'lr {rates[0]:.2g}'} in {config['epochs']} epochs"
+        f"Not at {'either learning rate' if len(rates) > 1 else f'lr {plain(rates[0], 2)}'} "
+        f"in {config['epochs']} epochs"
         if outcomes and "learning" not in outcomes.values()
-        else "; ".join(f"lr {lr:.2g}: {outcome}" for lr, outcome in outcomes.items())
+        else "; ".join(f"lr {plain(lr, 2)}: {outcome}" for lr, outcome in outcomes.items())
     )
     title = f"Does the {size_words(config['n'])}-weight model train? {answer}"
     fig.suptitle(textwrap.fill(title, 9 * 6 * len(rates)), x=0.02, ha="left")  # ~9 characters an inch

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import batched, gram, large, plots, polyfit, speed
-from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, plain, speedup
+from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, plain, ratio, speedup
 from .large import WeightErrorModel, size_words
 from .polyfit import WRITE_UP_AUTOGRAD_OVER_TORCH, write_up_says
 
@@ -88,7 +88,7 @@ def poly_markdown(section: SectionResult) -> str:
             plain(r["seconds"]),
             plain(r["us_per_step"]),  # 3 significant digits: the fused rows take hundredths of a µs
             speedup(r["speedup"]),
-            speedup(autograd["seconds"] / r["seconds"]) if autograd else "–",
+            speedup(ratio(autograd["seconds"], r["seconds"])) if autograd else "–",
             f"{r['final_mse']:.6f}",
             _agreement(r["converged_same"]),
             f"{r['first_call_seconds']:.2f}",
@@ -152,7 +152,7 @@ def speed_markdown(section: SectionResult) -> str:
                 *([plain(r.get("as_written_unsynchronized_seconds"), 4)] if unsynchronized else []),
                 plain(r["op_alone_seconds"], 4),
                 plain(r["op_preallocated_seconds"], 4),
-                speedup(numpy_row["op_alone_seconds"] / r["op_alone_seconds"]) if numpy_row else "–",
+                speedup(ratio(numpy_row["op_alone_seconds"], r["op_alone_seconds"])) if numpy_row else "–",
                 load_cell(r),
             ]
         )
@@ -463,7 +463,7 @@ def _poly_answer(section: SectionResult) -> list[str]:
         lines.append(
             f"- **Autograd's cost.** The write-up: autograd makes the loop about "
             f"{WRITE_UP_AUTOGRAD_OVER_TORCH:.0f}x slower. Here `{AUTOGRAD_ROW}` takes {_seconds(autograd['seconds'])}, "
-            f"{speedup(autograd['seconds'] / torch_row['seconds'])} the manual-gradient `torch` row's "
+            f"{speedup(ratio(autograd['seconds'], torch_row['seconds']))} the manual-gradient `torch` row's "
             f"{_seconds(torch_row['seconds'])}."
         )
     if autograd:
@@ -477,7 +477,7 @@ def _poly_answer(section: SectionResult) -> list[str]:
             if _row(section, name)
         ]
         parts = [
-            f"{what} (`{name}`) {speedup(autograd['seconds'] / _row(section, name)['seconds'])} "
+            f"{what} (`{name}`) {speedup(ratio(autograd['seconds'], _row(section, name)['seconds']))} "
             f"({_seconds(_row(section, name)['seconds'])})"
             for name, what in faster
         ]
@@ -490,11 +490,12 @@ def _poly_answer(section: SectionResult) -> list[str]:
         on_data, on_statistics = fused
         lines.append(
             f"- **The whole fit in one call.** `{on_data['name']}` runs the {steps:,} steps on the data in "
-            f"{_seconds(on_data['seconds'])}: {speedup(autograd['seconds'] / on_data['seconds'])} `{AUTOGRAD_ROW}`, "
-            f"{speedup(numpy_row['seconds'] / on_data['seconds'])} `numpy`. On the sufficient statistics, "
+            f"{_seconds(on_data['seconds'])}: "
+            f"{speedup(ratio(autograd['seconds'], on_data['seconds']))} `{AUTOGRAD_ROW}`, "
+            f"{speedup(ratio(numpy_row['seconds'], on_data['seconds']))} `numpy`. On the sufficient statistics, "
             f"`{on_statistics['name']}` takes {_seconds(on_statistics['seconds'])} (their pass included): "
-            f"{speedup(autograd['seconds'] / on_statistics['seconds'])} and "
-            f"{speedup(numpy_row['seconds'] / on_statistics['seconds'])}."
+            f"{speedup(ratio(autograd['seconds'], on_statistics['seconds']))} and "
+            f"{speedup(ratio(numpy_row['seconds'], on_statistics['seconds']))}."
         )
     fits = [r for r in section.rows if r["converged_same"] is not None]
     flagged = [f"`{r['name']}`" for r in fits if not r["converged_same"]]
@@ -528,7 +529,7 @@ def _speed_answer(speed_section: SectionResult | None, large_section: SectionRes
                 f"{plain(seed_lr)}) takes {autograd['epoch_ms']:.2f} ms here"
                 + (f" (the write-up's own machine: {write_up:.1f} ms)" if write_up else "")
                 + f"; `{fastest['name']}` {fastest['epoch_ms']:.2f} ms, sample included: "
-                f"{speedup(autograd['epoch_ms'] / fastest['epoch_ms'])}."
+                f"{speedup(ratio(autograd['epoch_ms'], fastest['epoch_ms']))}."
             )
         at_seed = [r for r in large_section.rows if r["lr"] == seed_lr]
         at_stable = [r for r in large_section.rows if r["lr"] == stable_lr and r["diverged_at_epoch"] is None]
@@ -577,7 +578,7 @@ def _gpu_answer(sections: dict[str, SectionResult], machine: dict) -> str:
     if autograd and autograd_gpu:
         parts.append(
             f"the write-up's autograd loop, `{autograd_gpu['name']}`, takes {_seconds(autograd_gpu['seconds'])} "
-            f"({speedup(autograd['seconds'] / autograd_gpu['seconds'])} `{AUTOGRAD_ROW}` on the CPU)"
+            f"({speedup(ratio(autograd['seconds'], autograd_gpu['seconds']))} `{AUTOGRAD_ROW}` on the CPU)"
         )
     if fastest:
         parts.append(f"the fastest GPU fit, `{fastest['name']}`, {_seconds(fastest['seconds'])}")
