@@ -379,3 +379,112 @@ def test_a_plot_that_fails_is_named_in_the_report_and_costs_nothing_else(tmp_pat
     assert "plot poly_times.png could not be drawn: ValueError: Axis limits cannot be NaN or Inf" in text
     assert (tmp_path / "results.json").exists() and (tmp_path / "poly_mse_traces.png").exists()
     assert not (tmp_path / "poly_times.png").exists()
+
+
+def _drop_format(payload: dict) -> None:
+    del payload["format"]
+
+
+def _no_machine_keys(payload: dict) -> None:
+    payload["machine"] = {}
+
+
+def _bogus_section(payload: dict) -> None:
+    payload["sections"]["bogus"] = payload["sections"]["speed"]
+
+
+def _no_reference_row(payload: dict) -> None:
+    del payload["sections"]["poly"]["extra"]["reference_row"]
+
+
+def _not_an_object(payload: dict) -> None:
+    payload.clear()
+    payload["format"] = [1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (_drop_format, 'no "format" field: written by an older pykernels-study'),
+        (_no_machine_keys, "\"machine\" lacks 'cpu', 'logical_cpus'"),
+        (_bogus_section, "unknown section(s) 'bogus'"),
+        (_no_reference_row, 'section "poly"\'s "extra" lacks \'reference_row\''),
+        (_not_an_object, "format [1], but this pykernels-study reads format 1"),
+    ],
+    ids=["no-format", "machine", "bogus-section", "reference-row", "format"],
+)
+def test_a_results_file_that_does_not_fit_is_one_line_and_exit_2(tmp_path, capsys, edit, words):
+    """--from-results names what a results.json lacks in one line, exits 2 and leaves --out as it was."""
+    from pykernels.study.__main__ import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("the earlier report")
+    assert main(["--from-results", str(_edited_results(tmp_path, edit)), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert words in error and len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert [p.name for p in out.iterdir()] == ["report.md"] and (out / "report.md").read_text() == "the earlier report"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch folder left behind
+
+
+def _zero_seconds(payload: dict) -> None:
+    _poly_json_row(payload, "torch")["seconds"] = 0.0
+
+
+def _no_numpy_row(payload: dict) -> None:
+    rows = payload["sections"]["poly"]["rows"]
+    rows[:] = [r for r in rows if r["name"] not in ("numpy", "numpy float64")]
+    payload["sections"]["poly"]["extra"]["reference_row"] = "torch"
+    payload["sections"]["poly"]["extra"].pop("mse_reference_row", None)
+
+
+@pytest.mark.parametrize("edit", [_zero_seconds, _no_numpy_row], ids=["zero-seconds", "no-numpy-row"])
+def test_a_saved_run_with_odd_rows_is_still_written(tmp_path, edit):
+    """A time of 0 gives no speedup (a dash), not a ZeroDivisionError; a run without the numpy row is written."""
+    from pykernels.study.__main__ import main
+
+    out = tmp_path / "out"
+    assert main(["--from-results", str(_edited_results(tmp_path, edit)), "--out", str(out)]) == 0
+    assert "nan" not in (out / "report.md").read_text().split("## How this was measured")[0].replace("nan`", "")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--only", "gram"], ["--quick"], ["--steps", "5"], ["--device", "cpu"], ["--repeat", "3"], ["--thp"]],
+)
+def test_from_results_refuses_the_flags_that_measure(tmp_path, capsys, flags):
+    from pykernels.study.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--from-results", str(COMMITTED / "results.json"), "--out", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    assert f"not allowed with {flags[0]}" in capsys.readouterr().err
+
+
+def test_from_results_exits_1_when_rows_are_flagged(tmp_path):
+    """The saved run's own exit status: 1 when a fit did not reach the reference's MSE, as the live run returns."""
+    from pykernels.study.__main__ import main
+
+    def flag(payload: dict) -> None:
+        _poly_json_row(payload, "torch")["converged_same"] = False
+
+    assert main(["--from-results", str(_edited_results(tmp_path, flag)), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_results_json_is_standard_json_with_non_finite_values_as_strings(tmp_path):
+    """NaN and inf, in scalars and in arrays alike, are written as strings (JSON has no literal for them) and read
+    back as floats; the committed results.json holds no NaN/Infinity literal."""
+    import json
+
+    import numpy as np
+
+    assert report._jsonable({"a": np.array([1.0, np.nan, np.inf]), "b": -math.inf}) == {
+        "a": [1.0, "nan", "inf"],
+        "b": "-inf",
+    }
+    assert json.loads((COMMITTED / "results.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    run = _committed_run()
+    run.sections["poly"].rows[0]["trace"] = np.array([1.0, np.nan])
+    report.write(tmp_path, run.sections, run.machine, run.command, run.settings)
+    saved = report.read_results(tmp_path / "results.json").sections["poly"].rows[0]["trace"]
+    assert saved[0] == 1.0 and math.isnan(saved[1])

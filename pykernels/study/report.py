@@ -391,8 +391,10 @@ DESCRIBE = {
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as standard JSON: arrays as lists, and inf and NaN (anywhere, arrays included) as the strings
+    "inf", "-inf", "nan", which :func:`_from_jsonable` turns back (JSON has no literal for them)."""
     if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
+        return _jsonable(value.tolist())
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -697,9 +699,72 @@ class SavedRun:
     sections: dict[str, SectionResult]
 
 
+class ResultsError(ValueError):
+    """A results.json that cannot be read back: its message is one line naming what is wrong."""
+
+
+REQUIRED_KEYS = {
+    "machine": ("cpu", "logical_cpus", "torch_threads", "gpu", "versions", "python", "THP_MEM_ALLOC_ENABLE"),
+    "settings": ("quick", "devices", "repeat", "poly_steps", "large_n", "large_epochs"),
+}
+SECTION_KEYS = ("title", "rows", "skipped", "notes", "extra")
+EXTRA_KEYS = {
+    "poly": ("config", "optimum", "reference_row"),
+    "speed": (),
+    "large": ("config",),
+    "batched": ("config", "reference_row"),
+    "gram": ("config", "sharded"),
+}
+
+
+def _missing(mapping: Any, keys: tuple[str, ...], where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ResultsError(f"{where} is not a JSON object")
+    missing = [key for key in keys if key not in mapping]
+    if missing:
+        raise ResultsError(f"{where} lacks {', '.join(repr(k) for k in missing)}")
+
+
+def validate(payload: Any) -> None:
+    """Raise :class:`ResultsError` naming the first thing a results.json lacks (or has that this code does not
+    know) for its report to be written again; the rows' own fields are checked by writing the report."""
+    if not isinstance(payload, dict):
+        raise ResultsError("expected a JSON object")
+    if "format" not in payload:
+        raise ResultsError(
+            'no "format" field: written by an older pykernels-study (before the format field) or not a study\'s '
+            "results.json; re-run the study"
+        )
+    if payload["format"] != RESULTS_FORMAT:
+        raise ResultsError(f"format {payload['format']!r}, but this pykernels-study reads format {RESULTS_FORMAT}")
+    _missing(payload, ("command", "machine", "settings", "sections"), "the file")
+    for part, keys in REQUIRED_KEYS.items():
+        _missing(payload[part], keys, f'"{part}"')
+    if not isinstance(payload["sections"], dict):
+        raise ResultsError('"sections" is not a JSON object')
+    unknown = [key for key in payload["sections"] if key not in MARKDOWN]
+    if unknown:
+        raise ResultsError(f"unknown section(s) {', '.join(map(repr, unknown))}; known: {', '.join(MARKDOWN)}")
+    for key, section in payload["sections"].items():
+        _missing(section, SECTION_KEYS, f'section "{key}"')
+        if section["rows"]:
+            _missing(section["extra"], EXTRA_KEYS[key], f'section "{key}"\'s "extra"')
+        for part in ("rows", "skipped", "notes"):
+            if not isinstance(section[part], list):
+                raise ResultsError(f'section "{key}"\'s "{part}" is not a list')
+        for skipped in section["skipped"]:
+            _missing(skipped, ("name", "reason"), f'a skipped row of section "{key}"')
+
+
 def read_results(path: Path) -> SavedRun:
-    """The run a results.json (written by :func:`write`) records, its sections rebuilt as :class:`SectionResult`."""
-    payload = _from_jsonable(json.loads(Path(path).read_text()))
+    """The run a results.json (written by :func:`write`) records, its sections rebuilt as :class:`SectionResult`;
+    :class:`ResultsError` (one line) when the file does not have the layout :func:`write` gives it."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ResultsError(f"not JSON: {error}") from None
+    validate(raw)
+    payload = _from_jsonable(raw)
     sections = {
         key: SectionResult(
             title=section["title"],
