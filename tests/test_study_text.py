@@ -488,3 +488,33 @@ def test_results_json_is_standard_json_with_non_finite_values_as_strings(tmp_pat
     report.write(tmp_path, run.sections, run.machine, run.command, run.settings)
     saved = report.read_results(tmp_path / "results.json").sections["poly"].rows[0]["trace"]
     assert saved[0] == 1.0 and math.isnan(saved[1])
+
+
+@pytest.mark.parametrize(
+    ("ratio", "diverged_at", "kind", "words"),
+    [
+        (42.7, None, large.DIVERGING, "the weights' RMS error grows (x42.7 of its start, no overflow yet)"),
+        (math.inf, 27, large.OVERFLOWED, "rows' loss overflows (by epoch 27)"),
+        (0.99999, None, large.NOT_LEARNING, "are stable but barely move"),
+        (0.3, None, large.TRAINING, "train (the weights' RMS error ends at x0.3 of its start)"),
+    ],
+)
+def test_does_it_train_follows_the_weights_error(ratio, diverged_at, kind, words):
+    """A row that did not overflow is not called stable when its weights' error grew (a quick run's x42.7); the
+    report and large_loss.png use the one classification."""
+    from pykernels.study import plots
+
+    run = _committed_run()
+    seed_lr = run.sections["large"].extra["config"]["seed_lr"]
+    rows = [r for r in run.sections["large"].rows if r["lr"] == seed_lr]
+    for row in rows:
+        row["weight_error_ratio"], row["diverged_at_epoch"] = ratio, diverged_at
+    assert {large.outcome(r) for r in rows} == {kind}
+    text = report.answer(run.sections, run.machine)
+    sentence = next(line for line in text.splitlines() if "Does it train?" in line)
+    assert words in sentence.split("At the stable lr")[0]
+    assert ("At the write-up's lr 0.001, yes" in sentence) == (kind == large.TRAINING)
+    assert plots.outcome_words(rows) == {
+        large.OVERFLOWED: "overflows",
+        large.DIVERGING: "diverging: the error grows",
+    }.get(kind, kind)

@@ -515,6 +515,38 @@ def _poly_answer(section: SectionResult) -> list[str]:
     return lines
 
 
+def _training_sentence(rows: list[dict], lr_words: str, model: WeightErrorModel) -> str:
+    """Whether the rows at one learning rate train, from the weights' RMS error (large.outcome, which the plot uses
+    too): "At lr X, no: 6 of 6 rows' loss overflows (by epoch 27)."."""
+    grouped = large.outcomes(rows)
+    verdict = "yes" if list(grouped) == [large.TRAINING] else "partly" if large.TRAINING in grouped else "no"
+    parts = []
+    for kind, members in grouped.items():
+        ratios = [r["weight_error_ratio"] for r in members]
+        digits = 6 if kind == large.NOT_LEARNING else 3  # a ratio near 1 needs its digits to differ from 1
+        low, high = plain(min(ratios), digits), plain(max(ratios), digits)
+        spread = f"x{low}" + (f" to x{high}" if high != low else "")
+        count = f"{len(members)} of {len(rows)} rows"
+        if kind == large.OVERFLOWED:
+            epochs = [r["diverged_at_epoch"] for r in members if r["diverged_at_epoch"] is not None]
+            parts.append(f"{count}' loss overflows" + (f" (by epoch {max(epochs)})" if epochs else ""))
+        elif kind == large.DIVERGING:
+            parts.append(f"in {count} the weights' RMS error grows ({spread} of its start, no overflow yet)")
+        elif kind == large.NOT_LEARNING:
+            needed = model.epochs_to_shrink(0.01)
+            parts.append(
+                f"{count} are stable but barely move (the weights' RMS error ends at {spread} of its start"
+                + (
+                    f"; bringing it to 1% would take ~{plain(needed)} epochs of one fresh sample each)"
+                    if math.isfinite(needed) and needed > 0
+                    else ")"
+                )
+            )
+        else:
+            parts.append(f"{count} train (the weights' RMS error ends at {spread} of its start)")
+    return f"At {lr_words}, {verdict}: {'; '.join(parts)}."
+
+
 def _speed_answer(speed_section: SectionResult | None, large_section: SectionResult | None) -> list[str]:
     """The speed write-up's comparisons: its large problem's epoch, whether it trains, and its loops' randn share."""
     lines = ['**The speed write-up** (its rows: the report\'s "Speed comparisons" and "Large problem" tables):', ""]
@@ -533,24 +565,14 @@ def _speed_answer(speed_section: SectionResult | None, large_section: SectionRes
                 + f"; `{fastest['name']}` {fastest['epoch_ms']:.2f} ms, sample included: "
                 f"{speedup(ratio(autograd['epoch_ms'], fastest['epoch_ms']))}."
             )
-        at_seed = [r for r in large_section.rows if r["lr"] == seed_lr]
-        at_stable = [r for r in large_section.rows if r["lr"] == stable_lr and r["diverged_at_epoch"] is None]
-        diverged = [r for r in at_seed if r["diverged_at_epoch"] is not None]
-        sentence = "- **Does it train?** "
-        if at_seed:
-            sentence += (
-                f"Not at the write-up's lr {plain(seed_lr)}: {len(diverged)} of {len(at_seed)} rows' loss overflows"
-                + (f" (by epoch {max(r['diverged_at_epoch'] for r in diverged)})" if diverged else "")
-                + ". "
+        sentence = "- **Does it train?** " + " ".join(
+            _training_sentence([r for r in large_section.rows if r["lr"] == lr], words, WeightErrorModel(lr, n, epochs))
+            for lr, words in (
+                (seed_lr, f"the write-up's lr {plain(seed_lr)}"),
+                (stable_lr, f"the stable lr {plain(stable_lr)} (0.5/N)"),
             )
-        if at_stable:
-            ratios = [r["weight_error_ratio"] for r in at_stable]
-            needed = WeightErrorModel(stable_lr, n, epochs).epochs_to_shrink(0.01)
-            sentence += (
-                f"At the stable lr {plain(stable_lr)} (0.5/N) it is stable but barely moves: in {epochs} epochs the "
-                f"weights' RMS error ends at x{plain(min(ratios), 6)} to x{plain(max(ratios), 6)} of its start; "
-                f"bringing it to 1% would take ~{plain(needed)} epochs of one fresh sample each."
-            )
+            if any(r["lr"] == lr for r in large_section.rows)
+        )
         lines.append(sentence)
     shares = []
     for r in speed_section.rows if speed_section else []:
