@@ -518,3 +518,55 @@ def test_does_it_train_follows_the_weights_error(ratio, diverged_at, kind, words
         large.OVERFLOWED: "overflows",
         large.DIVERGING: "diverging: the error grows",
     }.get(kind, kind)
+
+
+def test_a_gpu_machine_without_gpu_rows_says_none_ran():
+    run = _committed_run()
+    text = report.answer(run.sections, {**run.machine, "gpu": "NVIDIA H200"})
+    assert "**GPU** (NVIDIA H200): present, but no GPU row ran" in text and "its rows are in the tables" not in text
+
+
+def test_without_the_numpy_row_the_reference_is_named_for_what_it_is():
+    """A run without the numpy rows (--device cuda) compares with the row that is its reference, and never calls
+    a row that is not the float64 one exact gradient descent."""
+    run = _committed_run()
+    poly = run.sections["poly"]
+    poly.rows[:] = [r for r in poly.rows if r["group"] not in ("reference",) and r["name"] != "numpy"]
+    poly.extra["reference_row"] = poly.extra["mse_reference_row"] = "torch"
+    text = report.answer(run.sections, run.machine)
+    assert "(the `torch` row: " in text and "exact gradient descent:" not in text
+    table = report.poly_markdown(poly)
+    assert (
+        "against `torch` (this run has no `numpy` row" in table and "`torch` (the write-up's NumPy loop)" not in table
+    )
+
+
+@pytest.mark.parametrize("name", ["manual poly_mse step (cpp)", "torch-autograd"])
+def test_a_row_that_did_not_fit_gets_no_speedup_in_the_answer(name):
+    run = _committed_run()
+    row = _poly_row(run, name)
+    row["final_mse"], row["converged_same"] = math.nan, False
+    text = report.answer(run.sections, run.machine)
+    assert f"**1 of 16 fits did not reach the same MSE: `{name}`**" in text
+    assert f"(`{name}`) " not in text and f"`{name}` takes" not in text and "nan" not in text
+
+
+@pytest.mark.parametrize(
+    ("only", "present", "absent"),
+    [
+        (["gram"], ["none of the write-ups' own sections", "**GPU**: none on this machine."], ["6.16 ms", "GPU rows"]),
+        (["speed"], ['"Speed comparisons" table)', "6.16 ms"], ["Large problem", "polynomial write-up**"]),
+        (["large"], ['"Large problem" table)'], ["Speed comparisons", "6.16 ms"]),
+        ([], ["none of the write-ups' own sections"], ["6.16 ms"]),
+    ],
+)
+def test_the_answer_speaks_only_of_the_sections_that_ran(only, present, absent):
+    run = _committed_run()
+    sections = {key: section for key, section in run.sections.items() if key in only}
+    text = report.answer(sections, run.machine)
+    for words in present:
+        assert words in text
+    for words in absent:
+        assert words not in text
+    closing = report._closing(sections)
+    assert ("Every number above comes from the tables" in closing) == bool(only)

@@ -340,4 +340,13 @@ def run_isolated(
 def mse_reference_row(section: SectionResult) -> dict:
     """The row every fit's final MSE is compared with: exact (float64) gradient descent where it ran."""
     name = section.extra.get("mse_reference_row", section.extra["reference_row"])
-    return next(r for r in section.rows if r["name"] == name)
+    return named_row(section, name)
+
+
+def named_row(section: SectionResult, name: str) -> dict:
+    """The section's row called ``name``; a ValueError that names it when there is none (a saved run edited or
+    written by another version), not a bare StopIteration."""
+    row = next((r for r in section.rows if r["name"] == name), None)
+    if row is None:
+        raise ValueError(f"the section {section.title!r} has no row {name!r}, its reference")
+    return row

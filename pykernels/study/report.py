@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import batched, gram, large, plots, polyfit, speed
-from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, plain, ratio, speedup
+from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, named_row, plain, ratio, speedup
 from .large import WeightErrorModel, size_words
 from .polyfit import WRITE_UP_AUTOGRAD_OVER_TORCH, write_up_says
 
@@ -77,9 +77,21 @@ power matrix) has condition number {plain(optimum["hessian_condition_number"])}:
 direction needs ~{plain(optimum["slowest_mode_steps_at_lr"])} steps."""
 
 
+def _reference_words(reference: dict) -> str:
+    """What the speedups' reference row is: the write-up's NumPy loop only where that row is the reference."""
+    if reference["name"] == "numpy":
+        return "the write-up's NumPy loop"
+    return "this run has no `numpy` row, the write-up's NumPy loop: the speedups are against this row instead"
+
+
+def _exact_words(reference: dict) -> str:
+    """The MSE reference row named for what it is: exact gradient descent only when it is the float64 row."""
+    return "exact gradient descent" if reference.get("group") == "reference" else f"the `{reference['name']}` row"
+
+
 def poly_markdown(section: SectionResult) -> str:
     config = section.extra["config"]
-    reference = next(r for r in section.rows if r["name"] == section.extra["reference_row"])
+    reference = named_row(section, section.extra["reference_row"])
     autograd = _row(section, AUTOGRAD_ROW)
     rows = [
         [
@@ -119,7 +131,7 @@ def poly_markdown(section: SectionResult) -> str:
 
 x = linspace(0, 5, {config["samples"]}), y = sin x, degree {config["degree"]}, zeros init, {config["steps"]:,} steps
 at lr {plain(config["lr"])}, float32, MSE recorded every step; median of {config["repeat"]} timed run(s) after a
-warm-up of {config["warmup_steps"]:,} steps. Speedups: against `{reference["name"]}` (the write-up's NumPy loop) and
+warm-up of {config["warmup_steps"]:,} steps. Speedups: against `{reference["name"]}` ({_reference_words(reference)}) and
 against `{AUTOGRAD_ROW}` (its autograd loop on the CPU, the one a reader of the write-up runs). "same MSE": final MSE
 within {config["mse_rtol"]:.1%} (relative) of the `{mse_reference_row(section)["name"]}` row's (the floor row trains
 nothing: not a fit, not counted). "others' CPU share": the share of the CPUs other processes used while the row's
@@ -455,11 +467,20 @@ def _seconds(value: float) -> str:
     return f"{plain(value)} s"
 
 
+def _fit_row(section: SectionResult, name: str) -> dict | None:
+    """The row of that name where it fit (same MSE as the reference) and has a measured time: a row that did not
+    fit is no faster way to the same result, so the answer quotes no speedup of it."""
+    row = _row(section, name)
+    if row is None or row.get("converged_same") is False:
+        return None
+    return row if math.isfinite(row["seconds"]) and row["seconds"] > 0 else None
+
+
 def _poly_answer(section: SectionResult) -> list[str]:
     """The polynomial write-up's questions (autograd's cost, how to make it faster), answered from the rows."""
     steps = section.extra["config"]["steps"]
-    numpy_row, torch_row = _row(section, "numpy"), _row(section, "torch")
-    autograd = _row(section, AUTOGRAD_ROW)
+    numpy_row, torch_row = _fit_row(section, "numpy"), _fit_row(section, "torch")
+    autograd = _fit_row(section, AUTOGRAD_ROW)
     lines = [f'**The polynomial write-up** ({steps:,} steps; its rows: the report\'s "Polynomial fit" table):', ""]
     if autograd and torch_row:
         lines.append(
@@ -476,17 +497,21 @@ def _poly_answer(section: SectionResult) -> list[str]:
                 ("manual poly_mse step (cpp)", "pykernels' op in a manual step, no autograd"),
                 ("torch", "the write-up's own manual-gradient torch code"),
             )
-            if _row(section, name)
+            if _fit_row(section, name)
         ]
         parts = [
-            f"{what} (`{name}`) {speedup(ratio(autograd['seconds'], _row(section, name)['seconds']))} "
-            f"({_seconds(_row(section, name)['seconds'])})"
+            f"{what} (`{name}`) {speedup(ratio(autograd['seconds'], _fit_row(section, name)['seconds']))} "
+            f"({_seconds(_fit_row(section, name)['seconds'])})"
             for name, what in faster
         ]
         if parts:
             lines.append(f"- **The same loop, faster**, against `{AUTOGRAD_ROW}`: {'; '.join(parts)}.")
     fused = [
-        r for r in (_row(section, "fit_poly, fused loop (cpp)"), _row(section, "fit_poly (gram), fused loop (cpp)"))
+        r
+        for r in (
+            _fit_row(section, "fit_poly, fused loop (cpp)"),
+            _fit_row(section, "fit_poly (gram), fused loop (cpp)"),
+        )
     ]
     if autograd and numpy_row and all(fused):
         on_data, on_statistics = fused
@@ -508,9 +533,10 @@ def _poly_answer(section: SectionResult) -> list[str]:
         else f"All {len(fits)} fits end at the same MSE"
     )
     lines.append(
-        f"- **Same result.** {agreement} (exact gradient descent: {reference['final_mse']:.6f}), "
+        f"- **Same result.** {agreement} ({_exact_words(reference)}: {reference['final_mse']:.6f}), "
         f"{plain(reference['final_mse'] / optimum)}x the best degree-{section.extra['config']['degree']} fit's "
         f"{optimum:.6f}: the problem is ill-conditioned, and {steps:,} steps of gradient descent stop far from it."
+        + (" No speedup is quoted above for a fit that did not reach the same MSE." if flagged else "")
     )
     return lines
 
@@ -549,7 +575,15 @@ def _training_sentence(rows: list[dict], lr_words: str, model: WeightErrorModel)
 
 def _speed_answer(speed_section: SectionResult | None, large_section: SectionResult | None) -> list[str]:
     """The speed write-up's comparisons: its large problem's epoch, whether it trains, and its loops' randn share."""
-    lines = ['**The speed write-up** (its rows: the report\'s "Speed comparisons" and "Large problem" tables):', ""]
+    tables = [
+        f'"{title}"'
+        for section, title in ((speed_section, "Speed comparisons"), (large_section, "Large problem"))
+        if section and section.rows
+    ]
+    if not tables:
+        return []
+    pointer = " and ".join(tables) + (" tables" if len(tables) > 1 else " table")
+    lines = [f"**The speed write-up** (its rows: the report's {pointer}):", ""]
     if large_section and large_section.rows:
         config = large_section.extra["config"]
         seed_lr, stable_lr, n, epochs = config["seed_lr"], config["stable_lr"], config["n"], config["epochs"]
@@ -581,23 +615,33 @@ def _speed_answer(speed_section: SectionResult | None, large_section: SectionRes
     if shares:
         lines.append(
             f"- **Matmul and add.** The write-up's loops time mostly randn: {min(shares):.0%} to {max(shares):.0%} "
-            "of each loop here is the two randn calls, not the operation (its table times the operation alone too)."
+            "of each loop here is the two randn calls, not the operation (this report's table also times the operation "
+            "alone)."
         )
     return lines if len(lines) > 2 else []
 
 
 def _gpu_answer(sections: dict[str, SectionResult], machine: dict) -> str:
-    """What ran on a GPU, or that none did (and how many rows that left out)."""
+    """What ran on a GPU, or that none did (and how many rows that left out); the speed write-up's GPU add only
+    where its section ran."""
     gpu_skipped = sum(1 for s in sections.values() for skipped in s.skipped if skipped.reason == "no CUDA GPU")
+    gpu_rows = [r for s in sections.values() for r in s.rows if r.get("device") == "cuda"]
     if not machine["gpu"]:
-        return (
-            f"**GPU**: none on this machine, so its {gpu_skipped} GPU rows did not run. The speed write-up's GPU add "
-            "(6.16 ms) read the clock before the GPU had finished: it timed the kernel launches."
+        text = "**GPU**: none on this machine" + (
+            f", so its {gpu_skipped} GPU rows did not run." if gpu_skipped else "."
         )
+        if sections.get("speed") and sections["speed"].rows:
+            text += (
+                " The speed write-up's GPU add (6.16 ms) read the clock before the GPU had finished: it timed the "
+                "kernel launches."
+            )
+        return text
+    if not gpu_rows:
+        return f"**GPU** ({machine['gpu']}): present, but no GPU row ran in this run (every row above is the CPU's)."
     poly = sections.get("poly")
-    autograd, autograd_gpu = _row(poly, AUTOGRAD_ROW), _row(poly, AUTOGRAD_ROW + "-gpu")
-    gpu_rows = [r for r in (poly.rows if poly else []) if r.get("device") == "cuda" and r["converged_same"]]
-    fastest = min(gpu_rows, key=lambda r: r["seconds"], default=None)
+    autograd, autograd_gpu = _fit_row(poly, AUTOGRAD_ROW), _fit_row(poly, AUTOGRAD_ROW + "-gpu")
+    poly_gpu = [r for r in (poly.rows if poly else []) if r.get("device") == "cuda" and r["converged_same"]]
+    fastest = min(poly_gpu, key=lambda r: r["seconds"], default=None)
     parts = [f"**GPU** ({machine['gpu']})"]
     if autograd and autograd_gpu:
         parts.append(
@@ -606,8 +650,13 @@ def _gpu_answer(sections: dict[str, SectionResult], machine: dict) -> str:
         )
     if fastest:
         parts.append(f"the fastest GPU fit, `{fastest['name']}`, {_seconds(fastest['seconds'])}")
+    which = sorted(
+        {title for key, s in sections.items() for title in [s.title] if any(r.get("device") == "cuda" for r in s.rows)}
+    )
     return (
-        ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if len(parts) > 1 else ": its rows are in the tables") + "."
+        ": ".join(parts[:1])
+        + (": " + "; ".join(parts[1:]) if len(parts) > 1 else f": {len(gpu_rows)} GPU rows ran, in {'; '.join(which)}")
+        + "."
     )
 
 
@@ -617,6 +666,13 @@ def answer(sections: dict[str, SectionResult], machine: dict) -> str:
     if sections.get("poly") and sections["poly"].rows:
         blocks.append(_poly_answer(sections["poly"]))
     blocks.append(_speed_answer(sections.get("speed"), sections.get("large")))
+    if not any(sections.get(key) and sections[key].rows for key in ("poly", "speed", "large")):
+        blocks.append(
+            [
+                "This run has none of the write-ups' own sections (polynomial fit, speed comparisons, large problem), "
+                "so neither write-up's question is answered here."
+            ]
+        )
     blocks.append([_gpu_answer(sections, machine)])
     return "\n\n".join("\n".join(block) for block in blocks if block)
 
