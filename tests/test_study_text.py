@@ -570,3 +570,17 @@ def test_the_answer_speaks_only_of_the_sections_that_ran(only, present, absent):
         assert words not in text
     closing = report._closing(sections)
     assert ("Every number above comes from the tables" in closing) == bool(only)
+
+
+@pytest.mark.parametrize("field", ["epoch_ms", "seconds"])
+def test_a_time_that_was_not_measured_never_reaches_the_answer_as_nan(field):
+    run = _committed_run()
+    if field == "epoch_ms":
+        row = next(r for r in run.sections["large"].rows if r["name"] == "torch-autograd" and r["lr"] == 0.001)
+    else:
+        row = _poly_row(run, "torch")
+    row[field] = math.nan
+    for key, section in run.sections.items():
+        report.DESCRIBE[key](section)
+    text = report.answer(run.sections, run.machine) + "\n".join(n for s in run.sections.values() for n in s.notes)
+    assert "nan" not in text.replace("nanoseconds", "") and "–x" not in text

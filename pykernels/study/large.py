@@ -391,7 +391,7 @@ def describe(section: SectionResult) -> None:
         )
     base = next((r for r in rows if r["name"] == "torch-autograd"), None)
     thp = next((r for r in rows if r["name"].startswith("torch-autograd, THP")), None)
-    if base and thp:
+    if base and thp and all(math.isfinite(r["epoch_ms"]) for r in (base, thp)):  # no "nan ms" comparison
         notes.append(
             f"torch-autograd epoch with THP_MEM_ALLOC_ENABLE=1: {thp['epoch_ms']:.1f} ms "
             f"(randn {thp['generation_ms_per_epoch']:.1f} + training {thp['training_ms_per_epoch']:.1f}) vs plain "

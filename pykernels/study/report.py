@@ -464,7 +464,8 @@ def _row(section: SectionResult | None, name: str, **match: Any) -> dict | None:
 
 
 def _seconds(value: float) -> str:
-    return f"{plain(value)} s"
+    """A time for the answer; one that was not measured (NaN, inf) is said so, never "nan s"."""
+    return f"{plain(value)} s" if math.isfinite(value) else "an unmeasured time"
 
 
 def _fit_row(section: SectionResult, name: str) -> dict | None:
@@ -588,9 +589,13 @@ def _speed_answer(speed_section: SectionResult | None, large_section: SectionRes
         config = large_section.extra["config"]
         seed_lr, stable_lr, n, epochs = config["seed_lr"], config["stable_lr"], config["n"], config["epochs"]
         autograd = _row(large_section, AUTOGRAD_ROW, lr=seed_lr)
-        in_kernel = [r for r in large_section.rows if r["sample_in_kernel"] and r["lr"] == seed_lr]
+        in_kernel = [
+            r
+            for r in large_section.rows
+            if r["sample_in_kernel"] and r["lr"] == seed_lr and math.isfinite(r["epoch_ms"]) and r["epoch_ms"] > 0
+        ]
         fastest = min(in_kernel, key=lambda r: r["epoch_ms"], default=None)
-        if autograd and fastest:
+        if autograd and fastest and math.isfinite(autograd["epoch_ms"]):  # an epoch not measured is not quoted
             write_up = autograd["write_up_ms_per_epoch"]
             lines.append(
                 f"- **The large problem's epoch** ({size_words(n)} weights): the write-up's loop (`{AUTOGRAD_ROW}`, lr "
