@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import SectionResult, mse_reference_row, plain, speedup
+from ._common import SectionResult, mse_reference_row, plain, ratio, speedup
 from .large import TRAINING, outcome_words, size_words
 from .large import outcomes as _grouped
 
@@ -400,14 +400,16 @@ def figure_speed(section: SectionResult) -> Figure | None:
             impl = row["name"] if row["device"] == "cpu" or "gpu" in row["name"] else f"{row['name']} (GPU)"
             for key, words, color in SPEED_MEASURES:
                 if row.get(key) is not None:
-                    labels.append(f"{impl}: {words}")
-                    values.append(row[key])
+                    measured = _positive_finite(row[key])  # inf, NaN or 0: a label without a bar, said so
+                    labels.append(f"{impl}: {words}" + ("" if measured else " (not measured)"))
+                    values.append(row[key] if measured else np.nan)
                     colors.append(color)
             labels.append("")  # a gap between implementations
             values.append(np.nan)
             colors.append("white")
-            if row.get("as_written_seconds") and row.get("op_alone_seconds"):
-                shares.append(row["op_alone_seconds"] / row["as_written_seconds"])
+            share = ratio(row.get("op_alone_seconds"), row.get("as_written_seconds"))
+            if math.isfinite(share) and share > 0:
+                shares.append(share)
         labels, values, colors = labels[:-1], values[:-1], colors[:-1]
         positions = np.arange(len(labels))
         ax.barh(positions, values, color=colors)
@@ -418,8 +420,10 @@ def figure_speed(section: SectionResult) -> Figure | None:
         ax.tick_params(axis="y", length=0)
         ax.invert_yaxis()
         finite = [v for v in values if np.isfinite(v)]
-        ax.set(xscale="log", xlim=(min(finite) / 2, max(finite) * 4))
-        ax.set_xlabel(f"seconds for the whole loop of {count} (log scale)")
+        if finite:  # no measured bar in the panel: a linear axis, as a log one has nothing to scale
+            ax.set_xscale("log")
+            ax.set_xlim(min(finite) / 2, max(finite) * 4)
+        ax.set_xlabel(f"seconds for the whole loop of {count}" + (" (log scale)" if finite else ""))
         what = "product" if workload == "matmul" else "sum"
         ax.set_title(f"{workload}: {count} x the {what} of two {size:,}x{size:,} random matrices", loc="left")
     title = "What the speed write-up's loops time"
@@ -470,12 +474,18 @@ def figure_large_time(section: SectionResult) -> Figure | None:
     write-up's own time per epoch on top.
     """
     config = section.extra["config"]
-    by_name = _implementations(section.rows)
+
+    def measured(row: dict) -> bool:  # a time that is inf, NaN or 0 has no bar (the title names the row)
+        parts = ("epoch_ms",) if row["sample_in_kernel"] else ("epoch_ms", "generation_ms_per_epoch")
+        return all(_positive_finite(row[key]) for key in parts) and math.isfinite(row["training_ms_per_epoch"] or 0)
+
+    unmeasured = list(dict.fromkeys(r["name"] for r in section.rows if not measured(r)))
+    by_name = _implementations([r for r in section.rows if measured(r)])
     if not by_name:
         return None
     baseline = section.rows[0]["name"]  # the write-up's torch-autograd loop: the speedups' baseline
     labels, sample, training, whole, spans = [], [], [], [], []
-    write_up = [r["write_up_ms_per_epoch"] for r in section.rows if r.get("write_up_ms_per_epoch")]
+    write_up = [r["write_up_ms_per_epoch"] for r in section.rows if _positive_finite(r.get("write_up_ms_per_epoch"))]
     if write_up:
         labels.append("the speed write-up's own time\n(its torch-autograd loop, Colab CPU)")
         sample.append(0.0)
@@ -500,7 +510,7 @@ def figure_large_time(section: SectionResult) -> Figure | None:
     ax.barh(positions, sample, color=SAMPLE)
     ax.barh(positions, training, left=sample, color=TODAY)
     ax.barh(positions, whole, color=whole_colors)
-    baseline_ms = float(np.mean([r["epoch_ms"] for r in by_name[baseline]]))
+    baseline_ms = float(np.mean([r["epoch_ms"] for r in by_name[baseline]])) if baseline in by_name else math.nan
     first_split = next((k for k in positions if sample[k] > 0), None)
     for k in positions:
         total = sample[k] + training[k] + whole[k]
@@ -511,8 +521,10 @@ def figure_large_time(section: SectionResult) -> Figure | None:
             words = " (its machine, not this one)"
         elif labels[k] == textwrap.fill(baseline, 40):
             words = ", the baseline"
-        else:
+        elif math.isfinite(baseline_ms):
             words = ", " + times_word(baseline_ms / total, baseline)
+        else:
+            words = ""
         in_kernel = whole[k] > 0 and not is_write_up
         ax.text(
             total + 1,
@@ -540,7 +552,7 @@ def figure_large_time(section: SectionResult) -> Figure | None:
     ax.set_xlabel("milliseconds per epoch (shorter is faster); a range: the runs at the two learning rates")
     fig.suptitle(
         f"Speed write-up's large problem: time per epoch of the {size_words(config['n'])}-weight model, sample "
-        "included",
+        "included" + (f"\nnot drawn (no finite time): {', '.join(unmeasured)}" if unmeasured else ""),
         x=0.02,
         ha="left",
     )
