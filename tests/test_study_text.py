@@ -584,3 +584,13 @@ def test_a_time_that_was_not_measured_never_reaches_the_answer_as_nan(field):
         report.DESCRIBE[key](section)
     text = report.answer(run.sections, run.machine) + "\n".join(n for s in run.sections.values() for n in s.notes)
     assert "nan" not in text.replace("nanoseconds", "") and "–x" not in text
+
+
+def test_the_summary_line_names_the_fastest_row_that_fit():
+    fast_but_wrong = {**_row("torch", False), "us_per_step": 0.001, "speedup": 9e3}
+    unmeasured = {**_row("jax", True), "us_per_step": math.nan, "speedup": math.nan}
+    fused = {**_row("fit_poly (gram), fused loop (cpp)", True), "us_per_step": 0.0000497, "speedup": 3154.2}
+    rows = [_row("numpy", True), unmeasured, fast_but_wrong, fused]
+    sections = {"poly": SectionResult("poly", rows=rows, extra={"reference_row": "numpy"})}
+    line = summary_line(sections, 1.0, Path("report.md"))
+    assert "fastest fit fit_poly (gram), fused loop (cpp)" in line and "FLAGGED: torch" in line

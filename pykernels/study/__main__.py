@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import subprocess
@@ -211,7 +212,12 @@ def summary_line(sections: dict, seconds: float, path: Path) -> str:
     busy = [r for r in rows if r.get("load", {}).get("busy")]
     flagged = flagged_rows(sections)
     summary = f"pykernels-study: {len(rows)} rows, {sum(len(s.skipped) for s in sections.values())} skipped, "
-    poly_rows = [r for r in sections["poly"].rows if r["group"] != "floor"] if "poly" in sections else []
+    poly_rows = [
+        r
+        for r in (sections["poly"].rows if "poly" in sections else [])
+        # the fastest fit: one that fit, with a measured time (NaN would make min() meaningless)
+        if r["group"] != "floor" and r.get("converged_same") is not False and math.isfinite(r["us_per_step"])
+    ]
     if poly_rows:
         best = min(poly_rows, key=lambda r: r["us_per_step"])
         summary += (

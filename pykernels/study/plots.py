@@ -583,7 +583,7 @@ def _typical_growth(rows: list[dict]) -> float:
 def figure_large_loss(section: SectionResult) -> Figure | None:
     """Does the 10^7-weight model train at either learning rate?
 
-    Left, the write-up's lr: the loss grows ~17x per epoch (the plotted rows' geometric mean) until it overflows
+    Left, the write-up's lr: the loss grows ~15x per epoch (the plotted rows' geometric mean) until it overflows
     float32.
     Right, the stable lr 0.5/N: each epoch's loss is the squared error on one fresh random sample, noisy by nature
     (the weights' squared error times a chi-square of one degree of freedom), so the raw values are faint dots and
@@ -660,7 +660,7 @@ def figure_large_loss(section: SectionResult) -> Figure | None:
             ax.set_title(f"lr = {plain(lr, 2)} (0.5/N): {outcomes[lr]}{moved}", loc="left")
         else:
             # the typical (geometric) growth per epoch of the lines drawn: the model's mean growth (~41x at 10^7)
-            # is pulled up by rare large samples, and the plotted lines rise ~17x an epoch
+            # is pulled up by rare large samples, and the plotted lines rise ~15x an epoch
             growth = _typical_growth(rows)
             why = f"\nthe plotted loss grows ~{plain(growth, 2)}x per epoch (geometric mean)" if growth > 1.5 else ""
             ax.set_title(f"lr = {plain(lr, 2)} (the write-up's): {outcomes[lr]}{why}", loc="left")
