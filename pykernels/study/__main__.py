@@ -173,7 +173,7 @@ def _misfit_words(error: BaseException) -> str:
 def _rewrite(results_json: Path, out: Path) -> int:
     """The report and plots of an earlier run, from its results.json (traces as thinned there), into ``out``: 2 with
     one line when the file cannot be read or does not fit; else the run's own exit status (1 when rows are
-    FLAGGED, as :func:`main` returns). Everything is written into a temporary folder next to ``out`` first and moved
+    FLAGGED, as :func:`main` returns). Everything is written into a scratch folder inside ``out`` first and moved
     into ``out`` only when all of it was written, so a failure leaves ``out`` as it was."""
     where = f"pykernels-study: --from-results {str(results_json)!r}"
     try:
@@ -182,7 +182,8 @@ def _rewrite(results_json: Path, out: Path) -> int:
         print(f"{where}: cannot read it: {_misfit_words(error)}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as scratch:
+    # inside --out, which _out_problem checked is writable (its parent need not be); removed whatever happens
+    with tempfile.TemporaryDirectory(dir=out, prefix=".pykernels-study-") as scratch:
         try:
             report.write(Path(scratch), saved.sections, saved.machine, saved.command, saved.settings)
         except _MISFIT as error:
