@@ -251,7 +251,7 @@ and epochs.
 {_notes(section)}
 
 ![How long does one epoch take, and how much of it is drawing the sample?](large.png)
-![Does the 10^7-weight model train at either learning rate?](large_loss.png)
+![Does the {size_words(config["n"])}-weight model train at either learning rate?](large_loss.png)
 """
 
 
