@@ -120,3 +120,26 @@ def test_every_bar_colour_in_the_polynomial_times_is_keyed(sections, extra_group
     assert len(keyed) == len(labels) == len({r["group"] for r in section.rows})
     if extra_group:
         assert extra_group in labels
+
+
+def _poisoned(section: SectionResult, value: float) -> SectionResult:
+    """The section with every float of its first rows (and of their traces and losses) set to ``value``."""
+    poisoned = copy.deepcopy(section)
+    for row in poisoned.rows[:2]:
+        for key, field in row.items():
+            if isinstance(field, float) and key not in ("lr",):
+                row[key] = value
+            elif isinstance(field, list) and field and isinstance(field[0], float):
+                row[key] = [*field[: len(field) // 2], *[value] * (len(field) - len(field) // 2)]
+    return poisoned
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")], ids=["inf", "nan"])
+@pytest.mark.parametrize(("key", "name", "draw"), FIGURES, ids=[name for _, name, _ in FIGURES])
+def test_every_figure_draws_rows_whose_numbers_are_not_finite(sections, key, name, draw, value, tmp_path):
+    """A diverging row (inf or NaN in its times, MSE, trace or losses) is drawn around, not a crash: the plot is
+    saved and its figure closed."""
+    before = plt.get_fignums()
+    assert plots.draw_section(key, _poisoned(sections[key], value), tmp_path) == []
+    assert (tmp_path / name).exists()
+    assert plt.get_fignums() == before

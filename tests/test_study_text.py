@@ -44,6 +44,11 @@ def _large_row(lr: float, ratio: float, diverged_at: int | None = None, name: st
         (9.996e13, 3, "10^14"),  # the mantissa rounded up to 10 moves the exponent
         (0, 3, "0"),
         (None, 3, "–"),
+        (math.nan, 3, "–"),  # not measured: never "nan"
+        (999_999.5, 3, "1 million"),  # the range follows the number as written, not 1,000,000
+        (999_999_999.7, 3, "1 billion"),  # not "1,000 million"
+        (999.96e9, 3, "10^12"),  # past a billion billions: a power of ten
+        (5e-324, 3, "4.94·10^-324"),  # the smallest float: no division by 10**-324 (which is 0)
     ],
 )
 def test_numbers_are_written_plainly(value, digits, text):
@@ -53,15 +58,21 @@ def test_numbers_are_written_plainly(value, digits, text):
 @pytest.mark.parametrize(
     ("value", "text"),
     [
-        (3154.2, "3,154x"),
-        (1079.6, "1,080x"),
-        (391.2, "391x"),
+        (3154.2, "3,200x"),  # two significant digits: a single short timing bears no more
+        (22_586, "23,000x"),
+        (1079.6, "1,100x"),
+        (391.2, "390x"),
         (16.9, "17x"),
         (2.75, "2.8x"),
         (0.286, "0.29x"),
         (9.96, "10x"),
         (1.0, "1.0x"),
         (None, "–"),
+        (math.nan, "–"),  # not measured: a dash, never "nanx"
+        (math.inf, "–"),
+        (0.0, "–"),  # a time of 0 or less is no measurement
+        (1e25, "10^25x"),  # no float noise: 10,000,000,000,000,000,905,969,664x
+        (1.23e7, "12 million x"),
     ],
 )
 def test_speedups_are_written_plainly(value, text):
@@ -306,4 +317,280 @@ def test_the_summary_line_writes_plain_numbers():
     fused = {**_row("fit_poly (gram), fused loop (cpp)", True), "us_per_step": 0.0000497, "speedup": 3154.2}
     sections = {"poly": SectionResult("poly", rows=[_row("numpy", True), fused], extra={"reference_row": "numpy"})}
     line = summary_line(sections, 1.0, Path("report.md"))
-    assert "at 0.0000497 µs/step (3,154x numpy)" in line
+    assert "at 0.0000497 µs/step (3,200x numpy)" in line
+
+
+def _edited_results(tmp_path: Path, edit) -> Path:
+    """The committed results.json, changed by ``edit(payload)`` (the parsed JSON), written into tmp_path."""
+    import json
+
+    payload = json.loads((COMMITTED / "results.json").read_text())
+    edit(payload)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def _poly_json_row(payload: dict, name: str) -> dict:
+    return next(r for r in payload["sections"]["poly"]["rows"] if r["name"] == name)
+
+
+def _diverge_trace(payload: dict) -> None:
+    row = _poly_json_row(payload, "manual poly_mse step (cpp)")
+    row["trace"][-1] = "inf"
+    row["final_mse"], row["converged_same"] = "inf", False
+
+
+def _diverge_time(payload: dict) -> None:
+    row = _poly_json_row(payload, "torch")
+    row["us_per_step"], row["speedup"] = "inf", 0.0
+
+
+def _nan_trace(payload: dict) -> None:
+    row = _poly_json_row(payload, "numpy")
+    row["trace"][5:] = ["nan"] * (len(row["trace"]) - 5)
+    row["final_mse"], row["converged_same"] = "nan", False
+
+
+@pytest.mark.parametrize("edit", [_diverge_trace, _diverge_time, _nan_trace], ids=["inf-trace", "inf-time", "nan"])
+def test_a_diverging_row_is_reported_and_plotted_not_a_crash(tmp_path, edit):
+    """A fit whose MSE or time is not finite still gets its report, its results.json and every plot."""
+    from pykernels.study.__main__ import main
+
+    out = tmp_path / "out"
+    assert main(["--from-results", str(_edited_results(tmp_path, edit)), "--out", str(out)]) in (0, 1)
+    text = (out / "report.md").read_text()
+    assert "could not be drawn" not in text
+    assert {p.name for p in out.glob("*.png")} == {p.name for p in COMMITTED.glob("*.png")}
+    assert report.read_results(out / "results.json").sections.keys() == {"poly", "speed", "large", "batched", "gram"}
+
+
+def test_a_plot_that_fails_is_named_in_the_report_and_costs_nothing_else(tmp_path, monkeypatch):
+    """results.json and report.md are written whatever a figure does; the failed figure gets a line in the report."""
+    from pykernels.study import plots
+
+    def broken(section):
+        raise ValueError("Axis limits cannot be NaN or Inf")
+
+    monkeypatch.setitem(plots.FIGURES["poly"], "poly_times.png", broken)
+    run = _committed_run()
+    report.write(tmp_path, run.sections, run.machine, run.command, run.settings)
+    text = (tmp_path / "report.md").read_text()
+    assert "plot poly_times.png could not be drawn: ValueError: Axis limits cannot be NaN or Inf" in text
+    assert (tmp_path / "results.json").exists() and (tmp_path / "poly_mse_traces.png").exists()
+    assert not (tmp_path / "poly_times.png").exists()
+
+
+def _drop_format(payload: dict) -> None:
+    del payload["format"]
+
+
+def _no_machine_keys(payload: dict) -> None:
+    payload["machine"] = {}
+
+
+def _bogus_section(payload: dict) -> None:
+    payload["sections"]["bogus"] = payload["sections"]["speed"]
+
+
+def _no_reference_row(payload: dict) -> None:
+    del payload["sections"]["poly"]["extra"]["reference_row"]
+
+
+def _not_an_object(payload: dict) -> None:
+    payload.clear()
+    payload["format"] = [1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (_drop_format, 'no "format" field: written by an older pykernels-study'),
+        (_no_machine_keys, "\"machine\" lacks 'cpu', 'logical_cpus'"),
+        (_bogus_section, "unknown section(s) 'bogus'"),
+        (_no_reference_row, 'section "poly"\'s "extra" lacks \'reference_row\''),
+        (_not_an_object, "format [1], but this pykernels-study reads format 1"),
+    ],
+    ids=["no-format", "machine", "bogus-section", "reference-row", "format"],
+)
+def test_a_results_file_that_does_not_fit_is_one_line_and_exit_2(tmp_path, capsys, edit, words):
+    """--from-results names what a results.json lacks in one line, exits 2 and leaves --out as it was."""
+    from pykernels.study.__main__ import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("the earlier report")
+    assert main(["--from-results", str(_edited_results(tmp_path, edit)), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert words in error and len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert [p.name for p in out.iterdir()] == ["report.md"] and (out / "report.md").read_text() == "the earlier report"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch folder left behind
+
+
+def _zero_seconds(payload: dict) -> None:
+    _poly_json_row(payload, "torch")["seconds"] = 0.0
+
+
+def _no_numpy_row(payload: dict) -> None:
+    rows = payload["sections"]["poly"]["rows"]
+    rows[:] = [r for r in rows if r["name"] not in ("numpy", "numpy float64")]
+    payload["sections"]["poly"]["extra"]["reference_row"] = "torch"
+    payload["sections"]["poly"]["extra"].pop("mse_reference_row", None)
+
+
+@pytest.mark.parametrize("edit", [_zero_seconds, _no_numpy_row], ids=["zero-seconds", "no-numpy-row"])
+def test_a_saved_run_with_odd_rows_is_still_written(tmp_path, edit):
+    """A time of 0 gives no speedup (a dash), not a ZeroDivisionError; a run without the numpy row is written."""
+    from pykernels.study.__main__ import main
+
+    out = tmp_path / "out"
+    assert main(["--from-results", str(_edited_results(tmp_path, edit)), "--out", str(out)]) == 0
+    assert "nan" not in (out / "report.md").read_text().split("## How this was measured")[0].replace("nan`", "")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--only", "gram"], ["--quick"], ["--steps", "5"], ["--device", "cpu"], ["--repeat", "3"], ["--thp"]],
+)
+def test_from_results_refuses_the_flags_that_measure(tmp_path, capsys, flags):
+    from pykernels.study.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--from-results", str(COMMITTED / "results.json"), "--out", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    assert f"not allowed with {flags[0]}" in capsys.readouterr().err
+
+
+def test_from_results_exits_1_when_rows_are_flagged(tmp_path):
+    """The saved run's own exit status: 1 when a fit did not reach the reference's MSE, as the live run returns."""
+    from pykernels.study.__main__ import main
+
+    def flag(payload: dict) -> None:
+        _poly_json_row(payload, "torch")["converged_same"] = False
+
+    assert main(["--from-results", str(_edited_results(tmp_path, flag)), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_results_json_is_standard_json_with_non_finite_values_as_strings(tmp_path):
+    """NaN and inf, in scalars and in arrays alike, are written as strings (JSON has no literal for them) and read
+    back as floats; the committed results.json holds no NaN/Infinity literal."""
+    import json
+
+    import numpy as np
+
+    assert report._jsonable({"a": np.array([1.0, np.nan, np.inf]), "b": -math.inf}) == {
+        "a": [1.0, "nan", "inf"],
+        "b": "-inf",
+    }
+    assert json.loads((COMMITTED / "results.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    run = _committed_run()
+    run.sections["poly"].rows[0]["trace"] = np.array([1.0, np.nan])
+    report.write(tmp_path, run.sections, run.machine, run.command, run.settings)
+    saved = report.read_results(tmp_path / "results.json").sections["poly"].rows[0]["trace"]
+    assert saved[0] == 1.0 and math.isnan(saved[1])
+
+
+@pytest.mark.parametrize(
+    ("ratio", "diverged_at", "kind", "words"),
+    [
+        (42.7, None, large.DIVERGING, "the weights' RMS error grows (x42.7 of its start, no overflow yet)"),
+        (math.inf, 27, large.OVERFLOWED, "rows' loss overflows (by epoch 27)"),
+        (0.99999, None, large.NOT_LEARNING, "are stable but barely move"),
+        (0.3, None, large.TRAINING, "train (the weights' RMS error ends at x0.3 of its start)"),
+    ],
+)
+def test_does_it_train_follows_the_weights_error(ratio, diverged_at, kind, words):
+    """A row that did not overflow is not called stable when its weights' error grew (a quick run's x42.7); the
+    report and large_loss.png use the one classification."""
+    from pykernels.study import plots
+
+    run = _committed_run()
+    seed_lr = run.sections["large"].extra["config"]["seed_lr"]
+    rows = [r for r in run.sections["large"].rows if r["lr"] == seed_lr]
+    for row in rows:
+        row["weight_error_ratio"], row["diverged_at_epoch"] = ratio, diverged_at
+    assert {large.outcome(r) for r in rows} == {kind}
+    text = report.answer(run.sections, run.machine)
+    sentence = next(line for line in text.splitlines() if "Does it train?" in line)
+    assert words in sentence.split("At the stable lr")[0]
+    assert ("At the write-up's lr 0.001, yes" in sentence) == (kind == large.TRAINING)
+    assert plots.outcome_words(rows) == {
+        large.OVERFLOWED: "overflows",
+        large.DIVERGING: "diverging: the error grows",
+    }.get(kind, kind)
+
+
+def test_a_gpu_machine_without_gpu_rows_says_none_ran():
+    run = _committed_run()
+    text = report.answer(run.sections, {**run.machine, "gpu": "NVIDIA H200"})
+    assert "**GPU** (NVIDIA H200): present, but no GPU row ran" in text and "its rows are in the tables" not in text
+
+
+def test_without_the_numpy_row_the_reference_is_named_for_what_it_is():
+    """A run without the numpy rows (--device cuda) compares with the row that is its reference, and never calls
+    a row that is not the float64 one exact gradient descent."""
+    run = _committed_run()
+    poly = run.sections["poly"]
+    poly.rows[:] = [r for r in poly.rows if r["group"] not in ("reference",) and r["name"] != "numpy"]
+    poly.extra["reference_row"] = poly.extra["mse_reference_row"] = "torch"
+    text = report.answer(run.sections, run.machine)
+    assert "(the `torch` row: " in text and "exact gradient descent:" not in text
+    table = report.poly_markdown(poly)
+    assert (
+        "against `torch` (this run has no `numpy` row" in table and "`torch` (the write-up's NumPy loop)" not in table
+    )
+
+
+@pytest.mark.parametrize("name", ["manual poly_mse step (cpp)", "torch-autograd"])
+def test_a_row_that_did_not_fit_gets_no_speedup_in_the_answer(name):
+    run = _committed_run()
+    row = _poly_row(run, name)
+    row["final_mse"], row["converged_same"] = math.nan, False
+    text = report.answer(run.sections, run.machine)
+    assert f"**1 of 16 fits did not reach the same MSE: `{name}`**" in text
+    assert f"(`{name}`) " not in text and f"`{name}` takes" not in text and "nan" not in text
+
+
+@pytest.mark.parametrize(
+    ("only", "present", "absent"),
+    [
+        (["gram"], ["none of the write-ups' own sections", "**GPU**: none on this machine."], ["6.16 ms", "GPU rows"]),
+        (["speed"], ['"Speed comparisons" table)', "6.16 ms"], ["Large problem", "polynomial write-up**"]),
+        (["large"], ['"Large problem" table)'], ["Speed comparisons", "6.16 ms"]),
+        ([], ["none of the write-ups' own sections"], ["6.16 ms"]),
+    ],
+)
+def test_the_answer_speaks_only_of_the_sections_that_ran(only, present, absent):
+    run = _committed_run()
+    sections = {key: section for key, section in run.sections.items() if key in only}
+    text = report.answer(sections, run.machine)
+    for words in present:
+        assert words in text
+    for words in absent:
+        assert words not in text
+    closing = report._closing(sections)
+    assert ("Every number above comes from the tables" in closing) == bool(only)
+
+
+@pytest.mark.parametrize("field", ["epoch_ms", "seconds"])
+def test_a_time_that_was_not_measured_never_reaches_the_answer_as_nan(field):
+    run = _committed_run()
+    if field == "epoch_ms":
+        row = next(r for r in run.sections["large"].rows if r["name"] == "torch-autograd" and r["lr"] == 0.001)
+    else:
+        row = _poly_row(run, "torch")
+    row[field] = math.nan
+    for key, section in run.sections.items():
+        report.DESCRIBE[key](section)
+    text = report.answer(run.sections, run.machine) + "\n".join(n for s in run.sections.values() for n in s.notes)
+    assert "nan" not in text.replace("nanoseconds", "") and "–x" not in text
+
+
+def test_the_summary_line_names_the_fastest_row_that_fit():
+    fast_but_wrong = {**_row("torch", False), "us_per_step": 0.001, "speedup": 9e3}
+    unmeasured = {**_row("jax", True), "us_per_step": math.nan, "speedup": math.nan}
+    fused = {**_row("fit_poly (gram), fused loop (cpp)", True), "us_per_step": 0.0000497, "speedup": 3154.2}
+    rows = [_row("numpy", True), unmeasured, fast_but_wrong, fused]
+    sections = {"poly": SectionResult("poly", rows=rows, extra={"reference_row": "numpy"})}
+    line = summary_line(sections, 1.0, Path("report.md"))
+    assert "fastest fit fit_poly (gram), fused loop (cpp)" in line and "FLAGGED: torch" in line

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,8 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="which devices' rows to run (default: all available)",
     )
     parser.add_argument("--threads", type=_positive, default=None, help="torch (and numba) threads; default: torch's")
-    parser.add_argument("--repeat", type=_positive, default=1, help="timed repeats per row (the median is reported)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    # --repeat and --only default to None so that --from-results can tell them given from left out
+    parser.add_argument("--repeat", type=_positive, default=None, help="timed repeats per row (median; default 1)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="sections to run (default: all)")
     parser.add_argument("--steps", type=_positive, default=None, help="polynomial fit steps (default 200,000)")
     parser.add_argument(
         "--from-results",
@@ -60,6 +63,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="re-run with THP_MEM_ALLOC_ENABLE=1: huge pages for torch's large CPU tensors",
     )
     args = parser.parse_args(argv)
+    if args.from_results is not None:
+        # a saved run is written again as it ran: a measuring flag here would be silently ignored
+        given = [
+            flag
+            for flag, value, default in (
+                ("--quick", args.quick, False),
+                ("--device", args.device, "all"),
+                ("--threads", args.threads, None),
+                ("--repeat", args.repeat, None),
+                ("--only", args.only, None),
+                ("--steps", args.steps, None),
+                ("--thp", args.thp, False),
+            )
+            if value != default
+        ]
+        if given:
+            parser.error(
+                f"argument --from-results: not allowed with {', '.join(given)} (it measures nothing: the report "
+                "is written from the saved run as it ran)"
+            )
+    args.repeat = args.repeat or 1
+    args.only = args.only or list(SECTIONS)
     problem = _out_problem(args.out)
     if problem:  # before any section runs (a full study takes many minutes before it writes)
         parser.error(f"argument --out: {problem}")
@@ -132,16 +157,42 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if flagged_rows(sections) else 0
 
 
+# what a results.json that parses but does not fit this code's report raises while the report is written
+_MISFIT = (KeyError, TypeError, ValueError, IndexError, AttributeError, StopIteration, ZeroDivisionError, RuntimeError)
+
+
+def _misfit_words(error: BaseException) -> str:
+    """One line for an error raised while writing a saved run's report."""
+    if isinstance(error, report.ResultsError):
+        return str(error)
+    if isinstance(error, KeyError):
+        return f"a section or row lacks the key {error}"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 def _rewrite(results_json: Path, out: Path) -> int:
-    """The report and plots of an earlier run, from its results.json (traces as thinned there), into ``out``."""
+    """The report and plots of an earlier run, from its results.json (traces as thinned there), into ``out``: 2 with
+    one line when the file cannot be read or does not fit; else the run's own exit status (1 when rows are
+    FLAGGED, as :func:`main` returns). Everything is written into a scratch folder inside ``out`` first and moved
+    into ``out`` only when all of it was written, so a failure leaves ``out`` as it was."""
+    where = f"pykernels-study: --from-results {str(results_json)!r}"
     try:
         saved = report.read_results(results_json)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        print(f"pykernels-study: --from-results: cannot read {str(results_json)!r}: {error}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError, *_MISFIT) as error:
+        print(f"{where}: cannot read it: {_misfit_words(error)}", file=sys.stderr)
         return 2
-    path = report.write(out, saved.sections, saved.machine, saved.command, saved.settings)
-    print(f"pykernels-study: report and plots written again from {results_json}: {path}")
-    return 0
+    out.mkdir(parents=True, exist_ok=True)
+    # inside --out, which _out_problem checked is writable (its parent need not be); removed whatever happens
+    with tempfile.TemporaryDirectory(dir=out, prefix=".pykernels-study-") as scratch:
+        try:
+            report.write(Path(scratch), saved.sections, saved.machine, saved.command, saved.settings)
+        except _MISFIT as error:
+            print(f"{where}: does not fit this pykernels-study's report: {_misfit_words(error)}", file=sys.stderr)
+            return 2
+        for written in sorted(Path(scratch).iterdir()):
+            os.replace(written, out / written.name)
+    print(f"pykernels-study: report and plots written again from {results_json}: {out / 'report.md'}")
+    return 1 if flagged_rows(saved.sections) else 0
 
 
 def _load_averages() -> tuple[float, ...] | None:
@@ -162,7 +213,12 @@ def summary_line(sections: dict, seconds: float, path: Path) -> str:
     busy = [r for r in rows if r.get("load", {}).get("busy")]
     flagged = flagged_rows(sections)
     summary = f"pykernels-study: {len(rows)} rows, {sum(len(s.skipped) for s in sections.values())} skipped, "
-    poly_rows = [r for r in sections["poly"].rows if r["group"] != "floor"] if "poly" in sections else []
+    poly_rows = [
+        r
+        for r in (sections["poly"].rows if "poly" in sections else [])
+        # the fastest fit: one that fit, with a measured time (NaN would make min() meaningless)
+        if r["group"] != "floor" and r.get("converged_same") is not False and math.isfinite(r["us_per_step"])
+    ]
     if poly_rows:
         best = min(poly_rows, key=lambda r: r["us_per_step"])
         summary += (

@@ -58,36 +58,50 @@ def _fixed(value: float, digits: int) -> str:
 def plain(value: float | None, digits: int = 3) -> str:
     """A number as a reader writes it, never in e-notation: ``digits`` significant digits (trailing zeros dropped),
     but every digit of the integer part (3,154; 0.00791; 12.5); from a million up in words (62.5 million,
-    1.2 billion); from a trillion up or below 10^-5 as a power of ten (3.43·10^121, 2.4·10^-16). None is a dash."""
-    if value is None:
+    1.2 billion); from a trillion up or below 10^-5 as a power of ten (3.43·10^121, 2.4·10^-16). None and NaN (no
+    value) are a dash; inf is "inf"."""
+    if value is None or math.isnan(value):
         return "–"
-    if not math.isfinite(value):
+    if math.isinf(value):
         return str(value)
     if value == 0:
         return "0"
     magnitude = abs(value)
-    if 1e-5 <= magnitude < 1e6:
+    # each range is chosen by the value as it will be written: 999,999.5 is written 1 million, not 1,000,000
+    if 1e-5 <= magnitude < 999_999.5:
         text = _fixed(value, digits)
         return text.rstrip("0").rstrip(".") if "." in text else text
-    for scale, word in ((1e9, "billion"), (1e6, "million")):
-        if scale <= magnitude < 1e3 * scale:
-            return f"{plain(value / scale, digits)} {word}"
-    exponent = math.floor(math.log10(magnitude))
-    mantissa = float(f"{value / 10**exponent:.{digits - 1}f}")
-    if abs(mantissa) >= 10:  # 9.996 rounded to 10.0
-        mantissa, exponent = mantissa / 10, exponent + 1
+    if magnitude >= 1e-5:
+        for scale, word in ((1e6, "million"), (1e9, "billion")):
+            if float(f"{magnitude / scale:.{digits}g}") < 999.5:
+                return f"{plain(value / scale, digits)} {word}"
+    # the mantissa and exponent from Python's own rounding: no 10**exponent, which is 0 below 10^-323
+    mantissa_text, exponent_text = f"{value:.{digits - 1}e}".split("e")
+    mantissa, exponent = float(mantissa_text), int(exponent_text)
     if abs(mantissa) == 1:
         return f"{'-' if mantissa < 0 else ''}10^{exponent}"
     return f"{mantissa:.{digits}g}·10^{exponent}"
 
 
+def ratio(numerator: float | None, denominator: float | None) -> float:
+    """``numerator / denominator`` where both are measured (finite, the denominator above 0), else NaN (which
+    :func:`speedup` writes as a dash): a time of 0 or NaN gives no speedup, not a ZeroDivisionError or "nanx"."""
+    if numerator is None or denominator is None or not (math.isfinite(numerator) and math.isfinite(denominator)):
+        return math.nan
+    return numerator / denominator if denominator > 0 else math.nan
+
+
 def speedup(value: float | None) -> str:
-    """A speedup: two significant digits, every digit of the integer part (3,154x; 17x; 2.8x; 0.29x)."""
-    if value is None:
+    """A speedup, rounded to two significant digits (the report's timings do not bear more): 3,200x; 17x; 2.8x;
+    0.29x; from a million up in words (1.2 million x). A dash where there is no speedup (None, NaN, inf, 0 or
+    less: a time that was not measured)."""
+    if value is None or not math.isfinite(value) or value <= 0:
         return "–"
-    if not math.isfinite(value) or value <= 0:
-        return f"{value}x"
-    return _fixed(value, 2) + "x"
+    rounded = float(f"{value:.2g}")
+    if rounded < 999_999.5:
+        return _fixed(rounded, 2) + "x"
+    text = plain(rounded, 2)
+    return text + (" x" if text[-1].isalpha() else "x")  # "12 million x", "10^25x"
 
 
 BUSY_CPUS = 0.2  # a row is flagged when other processes used more than this many CPUs on average
@@ -326,4 +340,13 @@ def run_isolated(
 def mse_reference_row(section: SectionResult) -> dict:
     """The row every fit's final MSE is compared with: exact (float64) gradient descent where it ran."""
     name = section.extra.get("mse_reference_row", section.extra["reference_row"])
-    return next(r for r in section.rows if r["name"] == name)
+    return named_row(section, name)
+
+
+def named_row(section: SectionResult, name: str) -> dict:
+    """The section's row called ``name``; a ValueError that names it when there is none (a saved run edited or
+    written by another version), not a bare StopIteration."""
+    row = next((r for r in section.rows if r["name"] == name), None)
+    if row is None:
+        raise ValueError(f"the section {section.title!r} has no row {name!r}, its reference")
+    return row

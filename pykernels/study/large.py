@@ -391,7 +391,7 @@ def describe(section: SectionResult) -> None:
         )
     base = next((r for r in rows if r["name"] == "torch-autograd"), None)
     thp = next((r for r in rows if r["name"].startswith("torch-autograd, THP")), None)
-    if base and thp:
+    if base and thp and all(math.isfinite(r["epoch_ms"]) for r in (base, thp)):  # no "nan ms" comparison
         notes.append(
             f"torch-autograd epoch with THP_MEM_ALLOC_ENABLE=1: {thp['epoch_ms']:.1f} ms "
             f"(randn {thp['generation_ms_per_epoch']:.1f} + training {thp['training_ms_per_epoch']:.1f}) vs plain "
@@ -498,3 +498,38 @@ def _contradicts(row: dict, model: WeightErrorModel) -> bool:
         return True
     measured = math.log(row["weight_error_ratio"]) if row["weight_error_ratio"] > 0 else -math.inf
     return abs(measured - typical_log) > 5 * model.log_spread + 1e-5
+
+
+# What a row's training did, from its weights' RMS error (last over first): the loss on one fresh sample is too
+# noisy to judge by, and "did not overflow" is not "stable" (a quick run's error can grow 40x without overflowing).
+OVERFLOWED, DIVERGING, NOT_LEARNING, TRAINING = "overflowed", "diverging", "stable, not learning", "training"
+STILL_RATIO = 0.1  # an error ratio within 10% of 1 is "not learning"; beyond it the error grew or shrank
+
+
+def outcome(row: dict) -> str:
+    """One row's outcome: OVERFLOWED (a non-finite loss), DIVERGING (the weights' error grew by more than
+    STILL_RATIO), TRAINING (it shrank by more than that) or NOT_LEARNING (neither)."""
+    ratio = row.get("weight_error_ratio")
+    if row.get("diverged_at_epoch") is not None or ratio is None or not math.isfinite(ratio):
+        return OVERFLOWED
+    if ratio > 1 + STILL_RATIO:
+        return DIVERGING
+    return TRAINING if ratio < 1 - STILL_RATIO else NOT_LEARNING
+
+
+def outcomes(rows: list[dict]) -> dict[str, list[dict]]:
+    """The rows grouped by :func:`outcome`, in the order overflowed, diverging, not learning, training."""
+    grouped = {
+        kind: [r for r in rows if outcome(r) == kind] for kind in (OVERFLOWED, DIVERGING, NOT_LEARNING, TRAINING)
+    }
+    return {kind: members for kind, members in grouped.items() if members}
+
+
+def outcome_words(rows: list[dict]) -> str:
+    """The rows at one learning rate in a few words, for a plot's title: "overflows", "diverging: the error grows",
+    "stable, not learning", "training", or the counts when the rows differ ("4 overflowed, 2 diverging")."""
+    grouped = outcomes(rows)
+    if len(grouped) == 1:
+        kind = next(iter(grouped))
+        return {OVERFLOWED: "overflows", DIVERGING: "diverging: the error grows"}.get(kind, kind)
+    return ", ".join(f"{len(members)} {kind}" for kind, members in grouped.items())

@@ -27,6 +27,7 @@ from ._common import (
     include_row,
     median,
     mse_reference_row,
+    ratio,
     rows_progress,
     run_isolated,
     speedup,
@@ -711,7 +712,7 @@ def write_up_figure_note(rows: list[dict[str, Any]]) -> str | None:
     """The write-up's one figure (autograd ~8x manual torch) beside the same ratio measured here, per device."""
     by_name = {r["name"]: r for r in rows}
     ratios = [
-        f"{speedup(by_name['torch-autograd' + suffix]['seconds'] / by_name['torch' + suffix]['seconds'])} "
+        f"{speedup(ratio(by_name['torch-autograd' + suffix]['seconds'], by_name['torch' + suffix]['seconds']))} "
         f"on the {device}"
         for suffix, device in (("", "CPU"), ("-gpu", "GPU"))
         if "torch" + suffix in by_name and "torch-autograd" + suffix in by_name

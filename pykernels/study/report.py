@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import batched, gram, large, plots, polyfit, speed
-from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, plain, speedup
+from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, named_row, plain, ratio, speedup
 from .large import WeightErrorModel, size_words
 from .polyfit import WRITE_UP_AUTOGRAD_OVER_TORCH, write_up_says
 
@@ -77,9 +77,21 @@ power matrix) has condition number {plain(optimum["hessian_condition_number"])}:
 direction needs ~{plain(optimum["slowest_mode_steps_at_lr"])} steps."""
 
 
+def _reference_words(reference: dict) -> str:
+    """What the speedups' reference row is: the write-up's NumPy loop only where that row is the reference."""
+    if reference["name"] == "numpy":
+        return "the write-up's NumPy loop"
+    return "this run has no `numpy` row, the write-up's NumPy loop: the speedups are against this row instead"
+
+
+def _exact_words(reference: dict) -> str:
+    """The MSE reference row named for what it is: exact gradient descent only when it is the float64 row."""
+    return "exact gradient descent" if reference.get("group") == "reference" else f"the `{reference['name']}` row"
+
+
 def poly_markdown(section: SectionResult) -> str:
     config = section.extra["config"]
-    reference = next(r for r in section.rows if r["name"] == section.extra["reference_row"])
+    reference = named_row(section, section.extra["reference_row"])
     autograd = _row(section, AUTOGRAD_ROW)
     rows = [
         [
@@ -88,7 +100,7 @@ def poly_markdown(section: SectionResult) -> str:
             plain(r["seconds"]),
             plain(r["us_per_step"]),  # 3 significant digits: the fused rows take hundredths of a µs
             speedup(r["speedup"]),
-            speedup(autograd["seconds"] / r["seconds"]) if autograd else "–",
+            speedup(ratio(autograd["seconds"], r["seconds"])) if autograd else "–",
             f"{r['final_mse']:.6f}",
             _agreement(r["converged_same"]),
             f"{r['first_call_seconds']:.2f}",
@@ -119,7 +131,7 @@ def poly_markdown(section: SectionResult) -> str:
 
 x = linspace(0, 5, {config["samples"]}), y = sin x, degree {config["degree"]}, zeros init, {config["steps"]:,} steps
 at lr {plain(config["lr"])}, float32, MSE recorded every step; median of {config["repeat"]} timed run(s) after a
-warm-up of {config["warmup_steps"]:,} steps. Speedups: against `{reference["name"]}` (the write-up's NumPy loop) and
+warm-up of {config["warmup_steps"]:,} steps. Speedups: against `{reference["name"]}` ({_reference_words(reference)}) and
 against `{AUTOGRAD_ROW}` (its autograd loop on the CPU, the one a reader of the write-up runs). "same MSE": final MSE
 within {config["mse_rtol"]:.1%} (relative) of the `{mse_reference_row(section)["name"]}` row's (the floor row trains
 nothing: not a fit, not counted). "others' CPU share": the share of the CPUs other processes used while the row's
@@ -152,7 +164,7 @@ def speed_markdown(section: SectionResult) -> str:
                 *([plain(r.get("as_written_unsynchronized_seconds"), 4)] if unsynchronized else []),
                 plain(r["op_alone_seconds"], 4),
                 plain(r["op_preallocated_seconds"], 4),
-                speedup(numpy_row["op_alone_seconds"] / r["op_alone_seconds"]) if numpy_row else "–",
+                speedup(ratio(numpy_row["op_alone_seconds"], r["op_alone_seconds"])) if numpy_row else "–",
                 load_cell(r),
             ]
         )
@@ -239,7 +251,7 @@ and epochs.
 {_notes(section)}
 
 ![How long does one epoch take, and how much of it is drawing the sample?](large.png)
-![Does the 10^7-weight model train at either learning rate?](large_loss.png)
+![Does the {size_words(config["n"])}-weight model train at either learning rate?](large_loss.png)
 """
 
 
@@ -391,8 +403,10 @@ DESCRIBE = {
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as standard JSON: arrays as lists, and inf and NaN (anywhere, arrays included) as the strings
+    "inf", "-inf", "nan", which :func:`_from_jsonable` turns back (JSON has no literal for them)."""
     if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
+        return _jsonable(value.tolist())
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -450,20 +464,30 @@ def _row(section: SectionResult | None, name: str, **match: Any) -> dict | None:
 
 
 def _seconds(value: float) -> str:
-    return f"{plain(value)} s"
+    """A time for the answer; one that was not measured (NaN, inf) is said so, never "nan s"."""
+    return f"{plain(value)} s" if math.isfinite(value) else "an unmeasured time"
+
+
+def _fit_row(section: SectionResult, name: str) -> dict | None:
+    """The row of that name where it fit (same MSE as the reference) and has a measured time: a row that did not
+    fit is no faster way to the same result, so the answer quotes no speedup of it."""
+    row = _row(section, name)
+    if row is None or row.get("converged_same") is False:
+        return None
+    return row if math.isfinite(row["seconds"]) and row["seconds"] > 0 else None
 
 
 def _poly_answer(section: SectionResult) -> list[str]:
     """The polynomial write-up's questions (autograd's cost, how to make it faster), answered from the rows."""
     steps = section.extra["config"]["steps"]
-    numpy_row, torch_row = _row(section, "numpy"), _row(section, "torch")
-    autograd = _row(section, AUTOGRAD_ROW)
+    numpy_row, torch_row = _fit_row(section, "numpy"), _fit_row(section, "torch")
+    autograd = _fit_row(section, AUTOGRAD_ROW)
     lines = [f'**The polynomial write-up** ({steps:,} steps; its rows: the report\'s "Polynomial fit" table):', ""]
     if autograd and torch_row:
         lines.append(
             f"- **Autograd's cost.** The write-up: autograd makes the loop about "
             f"{WRITE_UP_AUTOGRAD_OVER_TORCH:.0f}x slower. Here `{AUTOGRAD_ROW}` takes {_seconds(autograd['seconds'])}, "
-            f"{speedup(autograd['seconds'] / torch_row['seconds'])} the manual-gradient `torch` row's "
+            f"{speedup(ratio(autograd['seconds'], torch_row['seconds']))} the manual-gradient `torch` row's "
             f"{_seconds(torch_row['seconds'])}."
         )
     if autograd:
@@ -474,27 +498,32 @@ def _poly_answer(section: SectionResult) -> list[str]:
                 ("manual poly_mse step (cpp)", "pykernels' op in a manual step, no autograd"),
                 ("torch", "the write-up's own manual-gradient torch code"),
             )
-            if _row(section, name)
+            if _fit_row(section, name)
         ]
         parts = [
-            f"{what} (`{name}`) {speedup(autograd['seconds'] / _row(section, name)['seconds'])} "
-            f"({_seconds(_row(section, name)['seconds'])})"
+            f"{what} (`{name}`) {speedup(ratio(autograd['seconds'], _fit_row(section, name)['seconds']))} "
+            f"({_seconds(_fit_row(section, name)['seconds'])})"
             for name, what in faster
         ]
         if parts:
             lines.append(f"- **The same loop, faster**, against `{AUTOGRAD_ROW}`: {'; '.join(parts)}.")
     fused = [
-        r for r in (_row(section, "fit_poly, fused loop (cpp)"), _row(section, "fit_poly (gram), fused loop (cpp)"))
+        r
+        for r in (
+            _fit_row(section, "fit_poly, fused loop (cpp)"),
+            _fit_row(section, "fit_poly (gram), fused loop (cpp)"),
+        )
     ]
     if autograd and numpy_row and all(fused):
         on_data, on_statistics = fused
         lines.append(
             f"- **The whole fit in one call.** `{on_data['name']}` runs the {steps:,} steps on the data in "
-            f"{_seconds(on_data['seconds'])}: {speedup(autograd['seconds'] / on_data['seconds'])} `{AUTOGRAD_ROW}`, "
-            f"{speedup(numpy_row['seconds'] / on_data['seconds'])} `numpy`. On the sufficient statistics, "
+            f"{_seconds(on_data['seconds'])}: "
+            f"{speedup(ratio(autograd['seconds'], on_data['seconds']))} `{AUTOGRAD_ROW}`, "
+            f"{speedup(ratio(numpy_row['seconds'], on_data['seconds']))} `numpy`. On the sufficient statistics, "
             f"`{on_statistics['name']}` takes {_seconds(on_statistics['seconds'])} (their pass included): "
-            f"{speedup(autograd['seconds'] / on_statistics['seconds'])} and "
-            f"{speedup(numpy_row['seconds'] / on_statistics['seconds'])}."
+            f"{speedup(ratio(autograd['seconds'], on_statistics['seconds']))} and "
+            f"{speedup(ratio(numpy_row['seconds'], on_statistics['seconds']))}."
         )
     fits = [r for r in section.rows if r["converged_same"] is not None]
     flagged = [f"`{r['name']}`" for r in fits if not r["converged_same"]]
@@ -505,49 +534,84 @@ def _poly_answer(section: SectionResult) -> list[str]:
         else f"All {len(fits)} fits end at the same MSE"
     )
     lines.append(
-        f"- **Same result.** {agreement} (exact gradient descent: {reference['final_mse']:.6f}), "
+        f"- **Same result.** {agreement} ({_exact_words(reference)}: {reference['final_mse']:.6f}), "
         f"{plain(reference['final_mse'] / optimum)}x the best degree-{section.extra['config']['degree']} fit's "
         f"{optimum:.6f}: the problem is ill-conditioned, and {steps:,} steps of gradient descent stop far from it."
+        + (" No speedup is quoted above for a fit that did not reach the same MSE." if flagged else "")
     )
     return lines
 
 
+def _training_sentence(rows: list[dict], lr_words: str, model: WeightErrorModel) -> str:
+    """Whether the rows at one learning rate train, from the weights' RMS error (large.outcome, which the plot uses
+    too): "At lr X, no: 6 of 6 rows' loss overflows (by epoch 27)."."""
+    grouped = large.outcomes(rows)
+    verdict = "yes" if list(grouped) == [large.TRAINING] else "partly" if large.TRAINING in grouped else "no"
+    parts = []
+    for kind, members in grouped.items():
+        ratios = [r["weight_error_ratio"] for r in members]
+        digits = 6 if kind == large.NOT_LEARNING else 3  # a ratio near 1 needs its digits to differ from 1
+        low, high = plain(min(ratios), digits), plain(max(ratios), digits)
+        spread = f"x{low}" + (f" to x{high}" if high != low else "")
+        count = f"{len(members)} of {len(rows)} rows"
+        if kind == large.OVERFLOWED:
+            epochs = [r["diverged_at_epoch"] for r in members if r["diverged_at_epoch"] is not None]
+            parts.append(f"{count}' loss overflows" + (f" (by epoch {max(epochs)})" if epochs else ""))
+        elif kind == large.DIVERGING:
+            parts.append(f"in {count} the weights' RMS error grows ({spread} of its start, no overflow yet)")
+        elif kind == large.NOT_LEARNING:
+            needed = model.epochs_to_shrink(0.01)
+            parts.append(
+                f"{count} are stable but barely move (the weights' RMS error ends at {spread} of its start"
+                + (
+                    f"; bringing it to 1% would take ~{plain(needed)} epochs of one fresh sample each)"
+                    if math.isfinite(needed) and needed > 0
+                    else ")"
+                )
+            )
+        else:
+            parts.append(f"{count} train (the weights' RMS error ends at {spread} of its start)")
+    return f"At {lr_words}, {verdict}: {'; '.join(parts)}."
+
+
 def _speed_answer(speed_section: SectionResult | None, large_section: SectionResult | None) -> list[str]:
     """The speed write-up's comparisons: its large problem's epoch, whether it trains, and its loops' randn share."""
-    lines = ['**The speed write-up** (its rows: the report\'s "Speed comparisons" and "Large problem" tables):', ""]
+    tables = [
+        f'"{title}"'
+        for section, title in ((speed_section, "Speed comparisons"), (large_section, "Large problem"))
+        if section and section.rows
+    ]
+    if not tables:
+        return []
+    pointer = " and ".join(tables) + (" tables" if len(tables) > 1 else " table")
+    lines = [f"**The speed write-up** (its rows: the report's {pointer}):", ""]
     if large_section and large_section.rows:
         config = large_section.extra["config"]
         seed_lr, stable_lr, n, epochs = config["seed_lr"], config["stable_lr"], config["n"], config["epochs"]
         autograd = _row(large_section, AUTOGRAD_ROW, lr=seed_lr)
-        in_kernel = [r for r in large_section.rows if r["sample_in_kernel"] and r["lr"] == seed_lr]
+        in_kernel = [
+            r
+            for r in large_section.rows
+            if r["sample_in_kernel"] and r["lr"] == seed_lr and math.isfinite(r["epoch_ms"]) and r["epoch_ms"] > 0
+        ]
         fastest = min(in_kernel, key=lambda r: r["epoch_ms"], default=None)
-        if autograd and fastest:
+        if autograd and fastest and math.isfinite(autograd["epoch_ms"]):  # an epoch not measured is not quoted
             write_up = autograd["write_up_ms_per_epoch"]
             lines.append(
                 f"- **The large problem's epoch** ({size_words(n)} weights): the write-up's loop (`{AUTOGRAD_ROW}`, lr "
                 f"{plain(seed_lr)}) takes {autograd['epoch_ms']:.2f} ms here"
                 + (f" (the write-up's own machine: {write_up:.1f} ms)" if write_up else "")
                 + f"; `{fastest['name']}` {fastest['epoch_ms']:.2f} ms, sample included: "
-                f"{speedup(autograd['epoch_ms'] / fastest['epoch_ms'])}."
+                f"{speedup(ratio(autograd['epoch_ms'], fastest['epoch_ms']))}."
             )
-        at_seed = [r for r in large_section.rows if r["lr"] == seed_lr]
-        at_stable = [r for r in large_section.rows if r["lr"] == stable_lr and r["diverged_at_epoch"] is None]
-        diverged = [r for r in at_seed if r["diverged_at_epoch"] is not None]
-        sentence = "- **Does it train?** "
-        if at_seed:
-            sentence += (
-                f"Not at the write-up's lr {plain(seed_lr)}: {len(diverged)} of {len(at_seed)} rows' loss overflows"
-                + (f" (by epoch {max(r['diverged_at_epoch'] for r in diverged)})" if diverged else "")
-                + ". "
+        sentence = "- **Does it train?** " + " ".join(
+            _training_sentence([r for r in large_section.rows if r["lr"] == lr], words, WeightErrorModel(lr, n, epochs))
+            for lr, words in (
+                (seed_lr, f"the write-up's lr {plain(seed_lr)}"),
+                (stable_lr, f"the stable lr {plain(stable_lr)} (0.5/N)"),
             )
-        if at_stable:
-            ratios = [r["weight_error_ratio"] for r in at_stable]
-            needed = WeightErrorModel(stable_lr, n, epochs).epochs_to_shrink(0.01)
-            sentence += (
-                f"At the stable lr {plain(stable_lr)} (0.5/N) it is stable but barely moves: in {epochs} epochs the "
-                f"weights' RMS error ends at x{plain(min(ratios), 6)} to x{plain(max(ratios), 6)} of its start; "
-                f"bringing it to 1% would take ~{plain(needed)} epochs of one fresh sample each."
-            )
+            if any(r["lr"] == lr for r in large_section.rows)
+        )
         lines.append(sentence)
     shares = []
     for r in speed_section.rows if speed_section else []:
@@ -556,33 +620,48 @@ def _speed_answer(speed_section: SectionResult | None, large_section: SectionRes
     if shares:
         lines.append(
             f"- **Matmul and add.** The write-up's loops time mostly randn: {min(shares):.0%} to {max(shares):.0%} "
-            "of each loop here is the two randn calls, not the operation (its table times the operation alone too)."
+            "of each loop here is the two randn calls, not the operation (this report's table also times the operation "
+            "alone)."
         )
     return lines if len(lines) > 2 else []
 
 
 def _gpu_answer(sections: dict[str, SectionResult], machine: dict) -> str:
-    """What ran on a GPU, or that none did (and how many rows that left out)."""
+    """What ran on a GPU, or that none did (and how many rows that left out); the speed write-up's GPU add only
+    where its section ran."""
     gpu_skipped = sum(1 for s in sections.values() for skipped in s.skipped if skipped.reason == "no CUDA GPU")
+    gpu_rows = [r for s in sections.values() for r in s.rows if r.get("device") == "cuda"]
     if not machine["gpu"]:
-        return (
-            f"**GPU**: none on this machine, so its {gpu_skipped} GPU rows did not run. The speed write-up's GPU add "
-            "(6.16 ms) read the clock before the GPU had finished: it timed the kernel launches."
+        text = "**GPU**: none on this machine" + (
+            f", so its {gpu_skipped} GPU rows did not run." if gpu_skipped else "."
         )
+        if sections.get("speed") and sections["speed"].rows:
+            text += (
+                " The speed write-up's GPU add (6.16 ms) read the clock before the GPU had finished: it timed the "
+                "kernel launches."
+            )
+        return text
+    if not gpu_rows:
+        return f"**GPU** ({machine['gpu']}): present, but no GPU row ran in this run (every row above is the CPU's)."
     poly = sections.get("poly")
-    autograd, autograd_gpu = _row(poly, AUTOGRAD_ROW), _row(poly, AUTOGRAD_ROW + "-gpu")
-    gpu_rows = [r for r in (poly.rows if poly else []) if r.get("device") == "cuda" and r["converged_same"]]
-    fastest = min(gpu_rows, key=lambda r: r["seconds"], default=None)
+    autograd, autograd_gpu = _fit_row(poly, AUTOGRAD_ROW), _fit_row(poly, AUTOGRAD_ROW + "-gpu")
+    poly_gpu = [r for r in (poly.rows if poly else []) if r.get("device") == "cuda" and r["converged_same"]]
+    fastest = min(poly_gpu, key=lambda r: r["seconds"], default=None)
     parts = [f"**GPU** ({machine['gpu']})"]
     if autograd and autograd_gpu:
         parts.append(
             f"the write-up's autograd loop, `{autograd_gpu['name']}`, takes {_seconds(autograd_gpu['seconds'])} "
-            f"({speedup(autograd['seconds'] / autograd_gpu['seconds'])} `{AUTOGRAD_ROW}` on the CPU)"
+            f"({speedup(ratio(autograd['seconds'], autograd_gpu['seconds']))} `{AUTOGRAD_ROW}` on the CPU)"
         )
     if fastest:
         parts.append(f"the fastest GPU fit, `{fastest['name']}`, {_seconds(fastest['seconds'])}")
+    which = sorted(
+        {title for key, s in sections.items() for title in [s.title] if any(r.get("device") == "cuda" for r in s.rows)}
+    )
     return (
-        ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if len(parts) > 1 else ": its rows are in the tables") + "."
+        ": ".join(parts[:1])
+        + (": " + "; ".join(parts[1:]) if len(parts) > 1 else f": {len(gpu_rows)} GPU rows ran, in {'; '.join(which)}")
+        + "."
     )
 
 
@@ -592,6 +671,13 @@ def answer(sections: dict[str, SectionResult], machine: dict) -> str:
     if sections.get("poly") and sections["poly"].rows:
         blocks.append(_poly_answer(sections["poly"]))
     blocks.append(_speed_answer(sections.get("speed"), sections.get("large")))
+    if not any(sections.get(key) and sections[key].rows for key in ("poly", "speed", "large")):
+        blocks.append(
+            [
+                "This run has none of the write-ups' own sections (polynomial fit, speed comparisons, large problem), "
+                "so neither write-up's question is answered here."
+            ]
+        )
     blocks.append([_gpu_answer(sections, machine)])
     return "\n\n".join("\n".join(block) for block in blocks if block)
 
@@ -628,16 +714,37 @@ warm-up; CUDA is synchronized before every clock read. Compare rows within this 
 
 
 def write(out: Path, sections: dict[str, SectionResult], machine: dict, command: str, settings: dict) -> Path:
+    """results.json first (the measurements are the one thing a rerun cannot give back cheaply), then report.md,
+    then the plots; a plot that cannot be drawn is named in report.md, which is then written again."""
     out.mkdir(parents=True, exist_ok=True)
     for key, section in sections.items():
         DESCRIBE[key](section)
-        if section.rows and key in plots.PLOTS:
-            plots.PLOTS[key](section, out)
+    payload = {
+        "format": RESULTS_FORMAT,
+        "command": command,
+        "machine": machine,
+        "settings": settings,
+        "sections": decimate_traces({k: s.to_json() for k, s in sections.items()}),
+    }
+    # allow_nan=False: NaN and Infinity are not JSON; _jsonable writes them as strings that read_results turns back
+    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1, allow_nan=False))
+    (out / "report.md").write_text(_report(sections, machine, command, settings, {}))
+    problems = {key: plots.draw_section(key, section, out) for key, section in sections.items() if section.rows}
+    if any(problems.values()):
+        (out / "report.md").write_text(_report(sections, machine, command, settings, problems))
+    return out / "report.md"
+
+
+def _report(
+    sections: dict[str, SectionResult], machine: dict, command: str, settings: dict, problems: dict[str, list[str]]
+) -> str:
+    """report.md's text; ``problems``: per section, the lines of the plots that could not be drawn."""
     body = "\n\n".join(
-        MARKDOWN[key](section) if section.rows else f"## {section.title}\n\nNo row ran here.{_skipped(section)}\n"
+        (MARKDOWN[key](section) if section.rows else f"## {section.title}\n\nNo row ran here.{_skipped(section)}\n")
+        + "".join(f"\n**{line}**\n" for line in problems.get(key, []))
         for key, section in sections.items()
     )
-    report = f"""# pykernels study: two write-ups' timings, reproduced, with pykernels beside them
+    return f"""# pykernels study: two write-ups' timings, reproduced, with pykernels beside them
 
 Two write-ups timed NumPy, torch and autograd on small training loops; this study runs their loops on one machine
 ({machine["logical_cpus"]} logical CPUs, GPU: {machine["gpu"] or "none"}) with pykernels' rows beside them:
@@ -649,19 +756,20 @@ Two write-ups timed NumPy, torch and autograd on small training loops; this stud
 
 {answer(sections, machine)}
 
-Every number above is a row of the tables below; how they were measured is in the last section.
+{_closing(sections)}
 
 {body}
 {_method(machine, command, settings)}"""
-    (out / "report.md").write_text(report)
-    payload = {
-        "command": command,
-        "machine": machine,
-        "settings": settings,
-        "sections": decimate_traces({k: s.to_json() for k, s in sections.items()}),
-    }
-    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
-    return out / "report.md"
+
+
+def _closing(sections: dict[str, SectionResult]) -> str:
+    """The answer's last line: where its numbers come from (only when some section has rows)."""
+    if not any(section.rows for section in sections.values()):
+        return "No section's rows ran, so there is nothing to answer from; what was asked is in the last section."
+    return "Every number above comes from the tables and notes below; how they were measured is in the last section."
+
+
+RESULTS_FORMAT = 1  # results.json's layout version: read_results refuses files of another (or of none)
 
 
 @dataclass
@@ -674,9 +782,72 @@ class SavedRun:
     sections: dict[str, SectionResult]
 
 
+class ResultsError(ValueError):
+    """A results.json that cannot be read back: its message is one line naming what is wrong."""
+
+
+REQUIRED_KEYS = {
+    "machine": ("cpu", "logical_cpus", "torch_threads", "gpu", "versions", "python", "THP_MEM_ALLOC_ENABLE"),
+    "settings": ("quick", "devices", "repeat", "poly_steps", "large_n", "large_epochs"),
+}
+SECTION_KEYS = ("title", "rows", "skipped", "notes", "extra")
+EXTRA_KEYS = {
+    "poly": ("config", "optimum", "reference_row"),
+    "speed": (),
+    "large": ("config",),
+    "batched": ("config", "reference_row"),
+    "gram": ("config", "sharded"),
+}
+
+
+def _missing(mapping: Any, keys: tuple[str, ...], where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ResultsError(f"{where} is not a JSON object")
+    missing = [key for key in keys if key not in mapping]
+    if missing:
+        raise ResultsError(f"{where} lacks {', '.join(repr(k) for k in missing)}")
+
+
+def validate(payload: Any) -> None:
+    """Raise :class:`ResultsError` naming the first thing a results.json lacks (or has that this code does not
+    know) for its report to be written again; the rows' own fields are checked by writing the report."""
+    if not isinstance(payload, dict):
+        raise ResultsError("expected a JSON object")
+    if "format" not in payload:
+        raise ResultsError(
+            'no "format" field: written by an older pykernels-study (before the format field) or not a study\'s '
+            "results.json; re-run the study"
+        )
+    if payload["format"] != RESULTS_FORMAT:
+        raise ResultsError(f"format {payload['format']!r}, but this pykernels-study reads format {RESULTS_FORMAT}")
+    _missing(payload, ("command", "machine", "settings", "sections"), "the file")
+    for part, keys in REQUIRED_KEYS.items():
+        _missing(payload[part], keys, f'"{part}"')
+    if not isinstance(payload["sections"], dict):
+        raise ResultsError('"sections" is not a JSON object')
+    unknown = [key for key in payload["sections"] if key not in MARKDOWN]
+    if unknown:
+        raise ResultsError(f"unknown section(s) {', '.join(map(repr, unknown))}; known: {', '.join(MARKDOWN)}")
+    for key, section in payload["sections"].items():
+        _missing(section, SECTION_KEYS, f'section "{key}"')
+        if section["rows"]:
+            _missing(section["extra"], EXTRA_KEYS[key], f'section "{key}"\'s "extra"')
+        for part in ("rows", "skipped", "notes"):
+            if not isinstance(section[part], list):
+                raise ResultsError(f'section "{key}"\'s "{part}" is not a list')
+        for skipped in section["skipped"]:
+            _missing(skipped, ("name", "reason"), f'a skipped row of section "{key}"')
+
+
 def read_results(path: Path) -> SavedRun:
-    """The run a results.json (written by :func:`write`) records, its sections rebuilt as :class:`SectionResult`."""
-    payload = _from_jsonable(json.loads(Path(path).read_text()))
+    """The run a results.json (written by :func:`write`) records, its sections rebuilt as :class:`SectionResult`;
+    :class:`ResultsError` (one line) when the file does not have the layout :func:`write` gives it."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ResultsError(f"not JSON: {error}") from None
+    validate(raw)
+    payload = _from_jsonable(raw)
     sections = {
         key: SectionResult(
             title=section["title"],
