@@ -523,10 +523,35 @@ def test_each_committed_machine_s_results_come_from_its_one_cpu():
                 assert (params["machine"], params["cpu"]) == (machine, cpu), path.name
 
 
+def _run_history(monkeypatch, tmp_path, tracked, asv, commits, series: dict, steps: int | None) -> None:
+    """``tracked.py history --since-last --machine m`` with asv replaced by ``asv`` and the results by ``series``
+    (benchmark name -> {commit: value}, updated in place by the fake asv)."""
+    import argparse
+
+    monkeypatch.setattr(tracked, "_asv", asv)
+    monkeypatch.setattr(tracked, "describe_machine", lambda machine: None)
+    monkeypatch.setattr(tracked, "_commit_order", lambda: {c: k for k, c in enumerate(commits)})
+    monkeypatch.setattr(tracked, "_noise_factors", lambda: ({}, 1.3))
+
+    def results(machine):
+        found: dict = {}
+        for name, values in series.items():
+            for commit, value in values.items():
+                found.setdefault(commit, {})[name] = ([""], [value])
+        return found
+
+    monkeypatch.setattr(tracked, "_machine_results", results)
+    monkeypatch.setattr(tracked, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    args = argparse.Namespace(
+        machine="m", steps=steps, since_last=True, range="main", no_remeasure=False, same_hardware=True
+    )
+    assert tracked.command_history(args) == 0
+
+
 def test_history_measures_again_the_outliers_among_the_new_commits(monkeypatch, tmp_path, capsys):
     """After its asv run, history re-runs the outlying benchmark at a new commit (asv run -b that benchmark, the
     commit in a hash file), and only lists an old outlier that no new commit neighbours."""
-    import argparse
 
     tracked = _tracked()
     name = "b.Fits.time_fit"
@@ -542,19 +567,7 @@ def test_history_measures_again_the_outliers_among_the_new_commits(monkeypatch, 
             hashes = Path(args[-1].removeprefix("HASHFILE:")).read_text().split()
             values.update(dict.fromkeys(hashes, 101.0))
 
-    monkeypatch.setattr(tracked, "_asv", asv)
-    monkeypatch.setattr(tracked, "describe_machine", lambda machine: None)
-    monkeypatch.setattr(tracked, "_commit_order", lambda: {c: k for k, c in enumerate(commits)})
-    monkeypatch.setattr(tracked, "_noise_factors", lambda: ({}, 1.3))
-    monkeypatch.setattr(
-        tracked, "_machine_results", lambda machine: {c: {name: ([""], [v])} for c, v in values.items()}
-    )
-    monkeypatch.setattr(tracked, "HERE", tmp_path)
-    (tmp_path / "results").mkdir()
-    args = argparse.Namespace(
-        machine="m", steps=5, since_last=True, range="main", no_remeasure=False, same_hardware=True
-    )
-    assert tracked.command_history(args) == 0
+    _run_history(monkeypatch, tmp_path, tracked, asv, commits, {name: values}, steps=5)
     assert calls[0][-1] == f"{commits[2]}..main" and "--steps" in calls[0]
     assert (
         len(calls) == 2 and calls[1][:4] == ("run", "--machine", "m", "-b") and calls[1][4] == "^b\\.Fits\\.time_fit$"
@@ -568,7 +581,6 @@ def test_history_measures_again_the_outliers_among_the_new_commits(monkeypatch, 
 def test_history_measures_the_newest_commit_again_and_keeps_the_new_value(monkeypatch, tmp_path, capsys):
     """A newest commit off the steady series before it (a regression, or a spike) is measured again once, never
     dropped: the value measured again stays in the results and is listed as an end point, not as an outlier."""
-    import argparse
 
     tracked = _tracked()
     name = "b.Fits.time_fit"
@@ -583,19 +595,7 @@ def test_history_measures_the_newest_commit_again_and_keeps_the_new_value(monkey
         else:  # measured again: the regression is real
             values.update(dict.fromkeys(Path(args[-1].removeprefix("HASHFILE:")).read_text().split(), 1.98))
 
-    monkeypatch.setattr(tracked, "_asv", asv)
-    monkeypatch.setattr(tracked, "describe_machine", lambda machine: None)
-    monkeypatch.setattr(tracked, "_commit_order", lambda: {c: k for k, c in enumerate(commits)})
-    monkeypatch.setattr(tracked, "_noise_factors", lambda: ({}, 1.3))
-    monkeypatch.setattr(
-        tracked, "_machine_results", lambda machine: {c: {name: ([""], [v])} for c, v in values.items()}
-    )
-    monkeypatch.setattr(tracked, "HERE", tmp_path)
-    (tmp_path / "results").mkdir()
-    args = argparse.Namespace(
-        machine="m", steps=None, since_last=True, range="main", no_remeasure=False, same_hardware=True
-    )
-    assert tracked.command_history(args) == 0
+    _run_history(monkeypatch, tmp_path, tracked, asv, commits, {name: values}, steps=None)
     assert len(calls) == 2 and Path(calls[1][-1].removeprefix("HASHFILE:")).read_text() == f"{commits[4]}\n"
     assert values[commits[4]] == 1.98
     listed = capsys.readouterr().out.split("check them before committing")[1]
