@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="every row at small sizes (about a minute and a half on 2 cores): a smoke run, not a measurement",
+        help="every row at small sizes (about 2 minutes on 2 cores): a smoke run, not a measurement",
     )
     parser.add_argument(
         "--device",
