@@ -84,3 +84,19 @@ def test_every_python_block_of_the_readme_runs_as_pasted(run):
             x = namespace["x"]
             powers = x.unsqueeze(-1) ** torch.arange(hessian.shape[0])
             torch.testing.assert_close(hessian, 2 / x.numel() * powers.T @ powers, rtol=1e-4, atol=1e-4)
+
+
+ANSWER_BEGIN, ANSWER_END = "<!-- the report's answer: begin -->", "<!-- the report's answer: end -->"
+
+
+def test_the_readme_quotes_the_committed_reports_answer():
+    """'What the study shows' is the answer that opens the committed reference report, word for word: every
+    paragraph of its "## The answer" section but the closing pointer to the tables (after a study re-run, copy the
+    new section between the markers)."""
+    readme = (ROOT / "README.md").read_text()
+    quoted = readme[readme.index(ANSWER_BEGIN) + len(ANSWER_BEGIN) : readme.index(ANSWER_END)].strip()
+    report = (ROOT / "pykernels" / "study" / "results" / "cpu-2core" / "report.md").read_text()
+    start = report.index("## The answer\n") + len("## The answer\n")
+    paragraphs = report[start : report.index("\n## ", start)].strip().split("\n\n")
+    assert quoted == "\n\n".join(paragraphs[:-1])
+    assert paragraphs[-1].startswith("Every number above")
