@@ -64,9 +64,12 @@ def test_each_plot_states_one_question_and_keeps_its_text_readable(sections, key
         plt.close(fig)
 
 
-def test_plot_poly_writes_its_three_files_and_plot_large_two(sections, tmp_path):
-    assert [p.name for p in plots.PLOTS["poly"](sections["poly"], tmp_path)] == list(plots.FIGURES["poly"])
-    assert [p.name for p in plots.PLOTS["large"](sections["large"], tmp_path)] == ["large.png", "large_loss.png"]
+def test_each_section_writes_its_files(sections, tmp_path):
+    """draw_section, what report.py calls: the polynomial section's three files, the large problem's two."""
+    for key, names in (("poly", list(plots.FIGURES["poly"])), ("large", ["large.png", "large_loss.png"])):
+        (tmp_path / key).mkdir()
+        assert plots.draw_section(key, sections[key], tmp_path / key) == []
+        assert sorted(p.name for p in (tmp_path / key).iterdir()) == sorted(names)
     assert plt.get_fignums() == []
 
 

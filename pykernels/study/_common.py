@@ -350,3 +350,12 @@ def named_row(section: SectionResult, name: str) -> dict:
     if row is None:
         raise ValueError(f"the section {section.title!r} has no row {name!r}, its reference")
     return row
+
+
+def skipped_by_reason(section: SectionResult) -> dict[str, list[str]]:
+    """The names of the section's rows that did not run, grouped by why, in the order they were skipped (the
+    report's "Not run here" line and the figures' note both say them this way)."""
+    grouped: dict[str, list[str]] = {}
+    for skipped in section.skipped:
+        grouped.setdefault(skipped.reason, []).append(skipped.name)
+    return grouped

@@ -1,7 +1,7 @@
 """The study's plots: one PNG per question, each drawn by a ``figure_*`` function whose docstring states it.
 
-``FIGURES`` maps a section key to its files and the functions that draw them; ``PLOTS`` maps a section key to the
-function report.py calls to write that section's files. Every figure labels its lines and bars directly where it
+``FIGURES`` maps a section key to its files and the functions that draw them; report.py writes a section's files
+with :func:`draw_section`. Every figure labels its lines and bars directly where it
 can (a reader should get the answer without a legend), keeps to a few colours that mean the same thing across
 figures, and says in a visible note which rows did not run here (no GPU, a package missing).
 """
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import SectionResult, mse_reference_row, plain, ratio, speedup
+from ._common import SectionResult, mse_reference_row, plain, ratio, skipped_by_reason, speedup
 from .large import TRAINING, outcome_words, size_words
 from .large import outcomes as _grouped
 
@@ -95,11 +95,8 @@ def times_word(ratio: float, baseline: str) -> str:
 def skip_note(section: SectionResult) -> str | None:
     """One line saying which rows did not run here and why, grouped by reason ('17 GPU rows not run: no CUDA
     GPU'), or None when every row ran."""
-    reasons: dict[str, list[str]] = {}
-    for skipped in section.skipped:
-        reasons.setdefault(skipped.reason, []).append(skipped.name)
     parts = []
-    for reason, names in reasons.items():
+    for reason, names in skipped_by_reason(section).items():
         kind = "GPU rows" if all("gpu" in n.lower() for n in names) else "rows"
         if len(names) == 1:
             kind = kind[:-1]
@@ -713,30 +710,3 @@ def draw_section(key: str, section: SectionResult, out: Path) -> list[str]:
             plt.close("all")
             problems.append(f"plot {name} could not be drawn: {type(error).__name__}: {error}")
     return problems
-
-
-def _write_section(key: str, section: SectionResult, out: Path) -> list[Path]:
-    """Every figure of the section ``key`` that has something to draw, written into ``out``."""
-    return [out / name for name, draw in FIGURES[key].items() if render(draw, section, out / name)]
-
-
-def plot_poly(section: SectionResult, out: Path) -> list[Path]:
-    """The polynomial write-up's figures: poly_mse_traces.png, poly_fit.png and poly_times.png."""
-    return _write_section("poly", section, out)
-
-
-def plot_speed(section: SectionResult, out: Path) -> list[Path]:
-    """The speed write-up's loops: speed.png."""
-    return _write_section("speed", section, out)
-
-
-def plot_large(section: SectionResult, out: Path) -> list[Path]:
-    """The speed write-up's large problem: large.png (time per epoch) and large_loss.png (does it train)."""
-    return _write_section("large", section, out)
-
-
-PLOTS: dict[str, Callable[[SectionResult, Path], list[Path]]] = {
-    "poly": plot_poly,
-    "speed": plot_speed,
-    "large": plot_large,
-}

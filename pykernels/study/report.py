@@ -12,7 +12,18 @@ import numpy as np
 import torch
 
 from . import batched, gram, large, plots, polyfit, speed
-from ._common import BUSY_CPUS, SectionResult, Skipped, load_cell, mse_reference_row, named_row, plain, ratio, speedup
+from ._common import (
+    BUSY_CPUS,
+    SectionResult,
+    Skipped,
+    load_cell,
+    mse_reference_row,
+    named_row,
+    plain,
+    ratio,
+    skipped_by_reason,
+    speedup,
+)
 from .large import WeightErrorModel, size_words
 from .polyfit import WRITE_UP_AUTOGRAD_OVER_TORCH, write_up_says
 
@@ -43,12 +54,12 @@ def _agreement(converged_same: bool | None) -> str:
 def _skipped(section: SectionResult) -> str:
     """The rows that did not run, one clause per reason: "Not run here: 12 rows (no CUDA GPU): `a`, `b`, ...". A row
     skipped at several learning rates (named "row lr=0.001") is named once, with its rates."""
-    by_reason: dict[str, dict[str, list[str]]] = {}
-    for skipped in section.skipped:
-        name, _, lr = skipped.name.partition(" lr=")
-        by_reason.setdefault(skipped.reason, {}).setdefault(name, []).extend([plain(float(lr))] if lr else [])
     clauses = []
-    for reason, names in by_reason.items():
+    for reason, skipped_names in skipped_by_reason(section).items():
+        names: dict[str, list[str]] = {}
+        for skipped_name in skipped_names:
+            name, _, lr = skipped_name.partition(" lr=")
+            names.setdefault(name, []).extend([plain(float(lr))] if lr else [])
         count = sum(max(1, len(lrs)) for lrs in names.values())
         listed = [f"`{name}`" + (f" at lr {' and '.join(lrs)}" if lrs else "") for name, lrs in names.items()]
         clauses.append(f"{count} row{'s' if count > 1 else ''} ({reason}): {', '.join(listed)}")
