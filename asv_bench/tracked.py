@@ -127,22 +127,29 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def _machine_results(machine: str) -> dict[str, dict[str, tuple[list[str], list]]]:
-    """commit hash -> {benchmark name -> (a label per parameter combination, the values)} of one machine."""
+def _result_files(folder: Path) -> list[Path]:
+    """A machine folder's result files (one per commit and environment), less its machine.json."""
+    return [path for path in sorted(folder.glob("*.json")) if path.name != "machine.json"]
+
+
+def _param_labels(params: list[list]) -> list[str]:
+    """One label per parameter combination, in asv's order ("'dot', 'cpu'"; "" for a benchmark without any)."""
     import itertools
 
+    return [", ".join(map(str, combination)) for combination in itertools.product(*params)] or [""]
+
+
+def _machine_results(machine: str) -> dict[str, dict[str, tuple[list[str], list]]]:
+    """commit hash -> {benchmark name -> (a label per parameter combination, the values)} of one machine."""
     from asv.results import Results
 
     found: dict[str, dict[str, tuple[list[str], list]]] = {}
-    for path in sorted((HERE / "results" / machine).glob("*.json")):
-        if path.name == "machine.json":
-            continue
+    for path in _result_files(HERE / "results" / machine):
         results = Results.load(str(path), machine)
         measured = found.setdefault(results.commit_hash, {})
         for key in results.get_all_result_keys():
             params = results.get_result_params(key)
-            labels = [", ".join(map(str, combination)) for combination in itertools.product(*params)] or [""]
-            measured[key] = (labels, results.get_result_value(key, params))
+            measured[key] = (_param_labels(params), results.get_result_value(key, params))
     return found
 
 
@@ -333,23 +340,17 @@ def machine_outliers(machine: str) -> list[Row]:
 def drop_points(machine: str, points: list[tuple[str, str, str]], results_dir: Path | None = None) -> int:
     """Set the (benchmark, parameters, commit) points of a machine's result files to "not measured" (null, as asv
     records a failed parameter combination); returns how many were dropped."""
-    import itertools
-
     from asv.results import Results
 
     dropped = 0
     results_dir = results_dir or HERE / "results"
-    folder = results_dir / machine
-    for path in sorted(folder.glob("*.json")):
-        if path.name == "machine.json":
-            continue
+    for path in _result_files(results_dir / machine):
         results = Results.load(str(path), machine)
         changed = False
         for name, label, commit in points:
             if commit != results.commit_hash or name not in results.get_all_result_keys():
                 continue
-            params = results.get_result_params(name)
-            labels = [", ".join(map(str, c)) for c in itertools.product(*params)] or [""]
+            labels = _param_labels(results.get_result_params(name))
             if label not in labels:  # the benchmark had other parameters at this commit
                 continue
             k = labels.index(label)
