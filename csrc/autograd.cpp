@@ -399,7 +399,8 @@ TensorPair dot_backward_autograd(const at::Tensor& grad, const at::Tensor& a, co
 std::string not_differentiable_message(const c10::OperatorHandle& op) {
   const std::string& name = op.schema().name();
   std::string why;
-  if (compat::ends_with(name, "fit_poly") || compat::ends_with(name, "fit_poly_moments")) {
+  if (compat::ends_with(name, "fit_poly") || compat::ends_with(name, "fit_poly_moments") ||
+      compat::ends_with(name, "fit_poly_moments_checked")) {
     why = "it runs a whole gradient-descent loop in one kernel; differentiate poly_mse (or a loop of it) instead";
   } else if (compat::ends_with(name, "poly_moments")) {
     why = "it sums the fit's sufficient statistics in float64 for fit_poly_moments; differentiate poly_mse instead";
@@ -409,7 +410,9 @@ std::string not_differentiable_message(const c10::OperatorHandle& op) {
     why = "it is a training step that updates w and b in place; run it under torch.no_grad(), on tensors that "
           "do not require grad";
   }
-  return name + " is not differentiable: " + why;
+  // fit_poly(method="auto") calls the internal _fit_poly_moments_checked: named by the public op it computes
+  const std::string shown = compat::ends_with(name, "_fit_poly_moments_checked") ? "pykernels::fit_poly_moments" : name;
+  return shown + " is not differentiable: " + why;
 }
 
 // Tensors among the op's arguments on the stack (optional tensors that are None left out), with their indices.
@@ -490,7 +493,8 @@ TORCH_LIBRARY_IMPL(pykernels, Autograd, m) {
   register_differentiable<Family::cpp>(m, "");
   register_differentiable<Family::numba>(m, "numba_");
   for (const char* op : {"fit_poly", "numba_fit_poly", "poly_moments", "numba_poly_moments", "fit_poly_moments",
-                         "numba_fit_poly_moments", "linear_sgd_step", "philox_normal_", "linear_sgd_philox"}) {
+                         "numba_fit_poly_moments", "_fit_poly_moments_checked", "linear_sgd_step", "philox_normal_",
+                         "linear_sgd_philox"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&not_differentiable_autograd>());
   }
 }

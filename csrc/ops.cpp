@@ -61,7 +61,13 @@ TORCH_LIBRARY(pykernels, m) {
   for (const char* prefix : {"", "numba_"}) {
     for (const char* schema : kBackendSchemas) m.def(torch::schema((std::string(prefix) + schema).c_str()));
   }
-  // The compiled kernels only. Seeds and streams are 64-bit Philox words, passed as int64 bit patterns.
+  // The compiled kernels only. fit_poly_moments, and per fit what fit_poly(method="auto") checks before it keeps a
+  // fit on the statistics ((), or (B,) each): whether its coefficients and every recorded loss are finite (counted
+  // as the kernel writes the trace, not in a pass over it), and pykernels._auto.loss_bound of its last loss (0
+  // without one). CPU only; internal to pykernels.ops.
+  m.def("_fit_poly_moments_checked(Tensor power_sums, Tensor cross_sums, Tensor square_sum, Tensor coeffs, float lr, "
+        "int steps, int record_every) -> (Tensor coeffs, Tensor trace, Tensor finite, Tensor last_loss_bound)");
+  // Seeds and streams are 64-bit Philox words, passed as int64 bit patterns.
   //
   // One SGD step of the linear model y_hat = dot(w, x) + b on the squared error, in place, fused:
   // e = dot(w, x) + b - y; w -= lr * 2 e x; b -= lr * 2 e. Two passes over x and w; returns e^2 (before the step).

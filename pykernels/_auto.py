@@ -33,22 +33,17 @@ def gram_is_faster(points: int, degree: int, steps: int) -> bool:
 
 def gram_system(power_sums: Any, cross_sums: Any, square_sum: Any, xp: ModuleType) -> tuple[Any, Any, Any]:
     """``A[j, k] = power_sums[j + k] / N``, ``b = cross_sums / N``, ``s = square_sum / N`` (N = power_sums[..., 0])."""
-    terms = cross_sums.shape[-1]
     count = power_sums[..., :1]
-    return _hankel(power_sums / count, terms, xp), cross_sums / count, square_sum / count[..., 0]
+    return gram_matrix(power_sums, cross_sums.shape[-1], xp), cross_sums / count, square_sum / count[..., 0]
 
 
-def _hankel(sums: Any, terms: int, xp: ModuleType) -> Any:
-    """``A[..., j, k] = sums[..., j + k]``: the windows of ``terms`` consecutive sums, a view. (Not a gather by an
-    index tensor: advanced indexing inside torch.cond fails when AOTInductor compiles it.)"""
+def gram_matrix(power_sums: Any, terms: int, xp: ModuleType) -> Any:
+    """``A[..., j, k] = power_sums[..., j + k] / N``: the windows of ``terms`` consecutive moments, a view. (Not a
+    gather by an index tensor: advanced indexing inside torch.cond fails when AOTInductor compiles it.)"""
+    moments = power_sums / power_sums[..., :1]
     if xp is torch:
-        return sums.unfold(-1, terms, 1)
-    return xp.lib.stride_tricks.sliding_window_view(sums, terms, axis=-1)
-
-
-def _diagonal(matrices: Any) -> Any:
-    """The diagonals of a batch of matrices, in NumPy and torch alike (torch.diagonal traces inside torch.cond)."""
-    return matrices.diagonal(0, -2, -1)
+        return moments.unfold(-1, terms, 1)
+    return xp.lib.stride_tricks.sliding_window_view(moments, terms, axis=-1)
 
 
 def within(bound: Any, tolerance: float) -> Any:
@@ -80,14 +75,38 @@ def iterate_bound(gram: Any, lr: float, steps: int, xp: ModuleType, eps: float =
     return xp.where(finite, 0.5 * eps * (kappa + reach), float("inf"))
 
 
-def loss_bound(gram: Any, offset: Any, coeffs: Any, loss: Any, eps: float = EPS64) -> Any:
+def iterate_bound_ceiling(power_sums: Any, lr: float, steps: int, eps: float = EPS64) -> Any:
+    """Per fit, an upper bound on :func:`iterate_bound` from the moments alone, in O(D) work:
+    ``0.5 eps_64 (2 lr T trace(A) + T)``. A is a Gram matrix (positive semidefinite), so its largest eigenvalue is
+    at most its trace, ``sum_j power_sums[2j] / N``; ``kappa_eff <= lambda_max 2 lr T`` and ``n_eff <= T``. Where
+    the ceiling is within the tolerance, so is the bound, and no eigenvalue is needed. (The factor 1.001 covers the
+    rounding of the eigenvalues' computation, ~1e-15 relative.) inf or NaN where the moments are not finite.
+    ``power_sums``: an array, or a list of floats (one fit, without an array's per-call cost)."""
+    if isinstance(power_sums, list):
+        trace = sum(power_sums[::2]) / power_sums[0]
+    else:
+        trace = power_sums[..., ::2].sum(-1) / power_sums[..., 0]
+    return 0.5 * eps * (2.0 * lr * steps * 1.001 * trace + steps)
+
+
+def gram_diagonal(power_sums: Any, terms: int) -> Any:
+    """``A[k, k] = power_sums[2k] / N`` (k = 0..D): the same numbers as the Hankel matrix's diagonal."""
+    return power_sums[..., : 2 * terms - 1 : 2] / power_sums[..., :1]
+
+
+def loss_bound(diagonal: Any, offset: Any, coeffs: Any, loss: Any, eps: float = EPS64) -> Any:
     """Per fit, a bound on the relative error of a loss computed from the statistics, ``c.A c - 2 c.b + s``: its
     terms are as large as ``M = (sqrt(s) + sum_k |c_k| sqrt(A_kk))^2`` and cancel down to the loss, so the rounding of
     the sums leaves ``eps_64 M / |loss|``. Large only for fits that are nearly exact (loss / s below ~1e-9).
+    ``diagonal``: A's diagonal (:func:`gram_diagonal`), ``offset``: s.
 
     ``M = 0`` (every term zero: y = 0 from zero coefficients, a padding series) bounds the error by 0, whatever the
     loss: 0/0 would otherwise be NaN. A loss of 0 from terms that are not all zero is unresolved: inf."""
-    scale = offset**0.5 + (abs(coeffs) * _diagonal(gram) ** 0.5).sum(-1)
+    xp = torch if isinstance(coeffs, torch.Tensor) else np
+    weighted = abs(coeffs) * xp.sqrt(diagonal)
+    total = weighted[..., 0]
+    for k in range(1, weighted.shape[-1]):  # left to right, as the compiled kernel sums (NumPy's sum would pair them)
+        total = total + weighted[..., k]
+    scale = xp.sqrt(offset) + total
     moment = scale * scale
-    xp = torch if isinstance(moment, torch.Tensor) else np
     return xp.where(moment == 0, 0.0, eps * moment / abs(loss))

@@ -80,6 +80,15 @@ def register_fake_kernels(prefix: str = "", reduced_on_cuda: bool = True) -> Non
         torch.library.register_fake(f"pykernels::{prefix}{op}", fake)
 
 
+@torch.library.register_fake("pykernels::_fit_poly_moments_checked")
+def _fit_poly_moments_checked_fake(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every):
+    fitted, trace = _fake_kernels(False)["fit_poly_moments"](
+        power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every
+    )
+    batch = cross_sums.shape[:-1]
+    return fitted, trace, coeffs.new_empty(batch, dtype=torch.bool), coeffs.new_empty(batch, dtype=torch.float64)
+
+
 @torch.library.register_fake("pykernels::linear_sgd_step")
 def _linear_sgd_step_fake(w, b, x, y, lr):
     _checks.check_floating(w, "w")

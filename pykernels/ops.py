@@ -159,9 +159,8 @@ def fit_poly_moments(
 GRAM_TOLERANCE = _auto.GRAM_TOLERANCE
 
 
-def _numpy_system(moments: PolyMoments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.errstate(all="ignore"):  # sums that are not finite give an A that is not: the bounds say inf
-        return _auto.gram_system(*(t.detach().cpu().numpy() for t in moments), xp=np)
+def _numpy_moments(moments: PolyMoments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(t.detach().cpu().numpy() for t in moments)
 
 
 def _moments_arg(moments: object) -> PolyMoments:
@@ -173,37 +172,54 @@ def _moments_arg(moments: object) -> PolyMoments:
     return PolyMoments(*(_checks.tensor(t, name) for t, name in zip(moments, PolyMoments._fields, strict=True)))
 
 
-def _iterate_bounds(system: tuple, lr: float, steps: int) -> np.ndarray:
-    """Per series, ``pykernels._auto.iterate_bound`` of the NumPy system."""
+def _iterate_bounds(power_sums: np.ndarray, lr: float, steps: int) -> np.ndarray:
+    """Per series, ``pykernels._auto.iterate_bound`` of the NumPy moments."""
+    with np.errstate(all="ignore"):  # sums that are not finite give an A that is not: the bound says inf
+        gram = _auto.gram_matrix(power_sums, (power_sums.shape[-1] + 1) // 2, np)
+        return _auto.iterate_bound(gram, lr, steps, np)
+
+
+def _accurate_iterates(power_sums: torch.Tensor, lr: float, steps: int, tolerance: float) -> np.ndarray:
+    """Per series, whether ``pykernels._auto.iterate_bound`` is within the tolerance: first by its O(D) ceiling
+    (``iterate_bound_ceiling``), then from A's eigenvalues for the series the ceiling leaves undecided."""
+    if power_sums.dim() == 1:  # one fit (or x shared by a batch): Python floats, a few microseconds
+        if _auto.within(_auto.iterate_bound_ceiling(power_sums.tolist(), lr, steps), tolerance):
+            return np.True_
+        return np.asarray(_auto.within(_iterate_bounds(power_sums.cpu().numpy(), lr, steps), tolerance))
+    power_sums = power_sums.cpu().numpy()
     with np.errstate(all="ignore"):
-        return _auto.iterate_bound(system[0], lr, steps, np)
+        accurate = np.asarray(_auto.within(_auto.iterate_bound_ceiling(power_sums, lr, steps), tolerance))
+    undecided = ~accurate
+    if not undecided.any():
+        return accurate
+    accurate[undecided] = _auto.within(_iterate_bounds(power_sums[undecided], lr, steps), tolerance)
+    return accurate
 
 
-def gram_error_bound(moments: PolyMoments, *, lr: float, steps: int, _system: tuple | None = None) -> float:
+def gram_error_bound(moments: PolyMoments, *, lr: float, steps: int) -> float:
     """A bound on the relative error of ``steps`` steps of gradient descent on these statistics (float64 sums and
     iterates), the largest over a batch; inf where they are not finite. See ``pykernels._auto.iterate_bound``."""
-    return float(_iterate_bounds(_system or _numpy_system(moments), lr, steps).max())
+    return float(_iterate_bounds(_numpy_moments(moments)[0], lr, steps).max())
 
 
-def _loss_bounds(system: tuple, coeffs: torch.Tensor, loss: torch.Tensor) -> np.ndarray:
-    """Per series, ``pykernels._auto.loss_bound`` of the NumPy system."""
-    gram, _, offset = system
-    wide = (t.detach().cpu().double().numpy() for t in (coeffs, loss))
+def _loss_bounds(
+    power_sums: np.ndarray, square_sum: np.ndarray, coeffs: torch.Tensor, loss: torch.Tensor
+) -> np.ndarray:
+    """Per series, ``pykernels._auto.loss_bound`` of the NumPy moments."""
+    wide_coeffs, wide_loss = (t.detach().cpu().double().numpy() for t in (coeffs, loss))
     with np.errstate(all="ignore"):
-        return _auto.loss_bound(gram, offset, *wide)
+        diagonal = _auto.gram_diagonal(power_sums, wide_coeffs.shape[-1])
+        return _auto.loss_bound(diagonal, square_sum / power_sums[..., 0], wide_coeffs, wide_loss)
 
 
-def gram_loss_error_bound(
-    moments: PolyMoments, coeffs: torch.Tensor, loss: torch.Tensor, *, _system: tuple | None = None
-) -> float:
+def gram_loss_error_bound(moments: PolyMoments, coeffs: torch.Tensor, loss: torch.Tensor) -> float:
     """A bound on the relative error of losses computed from these statistics at ``coeffs`` where the loss is
     ``loss`` (the largest over a batch). See ``pykernels._auto.loss_bound``."""
-    return float(_loss_bounds(_system or _numpy_system(moments), coeffs, loss).max())
+    power_sums, _, square_sum = _numpy_moments(moments)
+    return float(_loss_bounds(power_sums, square_sum, coeffs, loss).max())
 
 
-def choose_fit_method(
-    moments: PolyMoments, *, lr: float, steps: int, dtype: torch.dtype, _system: tuple | None = None
-) -> str:
+def choose_fit_method(moments: PolyMoments, *, lr: float, steps: int, dtype: torch.dtype) -> str:
     """``"gram"`` or ``"data"``: the method ``fit_poly(method="auto")`` takes for all the series of these moments.
 
     ``"gram"`` where it is faster (``pykernels._auto.gram_is_faster``) and its iterates accurate:
@@ -217,8 +233,25 @@ def choose_fit_method(
         raise TypeError(f"dtype must be torch.float32 or torch.float64 (the data's dtype), got {dtype}")
     if not _auto.gram_is_faster(int(moments[0][..., 0].min()), moments[1].shape[-1] - 1, steps):
         return "data"
-    bounds = _iterate_bounds(_system or _numpy_system(moments), lr, steps)
-    return "gram" if _auto.within(bounds, GRAM_TOLERANCE[dtype]).all() else "data"
+    accurate = _accurate_iterates(moments.power_sums, lr, steps, GRAM_TOLERANCE[dtype])
+    return "gram" if accurate.all() else "data"
+
+
+def _statistics_fit(
+    ops, moments: PolyMoments, init: torch.Tensor, lr: float, steps: int, record_every: int
+) -> tuple[FitResult, np.ndarray, np.ndarray]:
+    """The fit on the statistics and, per series, whether its coefficients and every recorded loss are finite, and
+    ``pykernels._auto.loss_bound`` of its last loss (0 without one): from the compiled CPU kernel as it writes
+    them (no pass over the trace), elsewhere computed after."""
+    if ops.fit_poly_moments is torch.ops.pykernels.fit_poly_moments.default and init.device.type == "cpu":
+        *fit, finite, bound = torch.ops.pykernels._fit_poly_moments_checked(*moments, init, lr, steps, record_every)
+        return FitResult(*fit), finite.numpy(), bound.detach().numpy()
+    fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
+    finite = (torch.isfinite(fit.coeffs).all(-1) & torch.isfinite(fit.trace).all(-1)).cpu().numpy()
+    if fit.trace.shape[-1] == 0:
+        return fit, finite, np.zeros(finite.shape)
+    power_sums, _, square_sum = _numpy_moments(moments)
+    return fit, finite, _loss_bounds(power_sums, square_sum, fit.coeffs, fit.trace[..., -1])
 
 
 def _values_unreadable(*tensors: torch.Tensor) -> bool:
@@ -244,15 +277,11 @@ def _auto_fit(ops, x, y, init, degree: int, lr: float, steps: int, record_every:
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))  # before anything of size (D+1)^2
     tolerance = GRAM_TOLERANCE[x.dtype]
     moments = PolyMoments(*ops.poly_moments(x, y, degree))
-    system = _numpy_system(moments)
-    accurate = _auto.within(_iterate_bounds(system, lr, steps), tolerance)
+    accurate = _accurate_iterates(moments.power_sums, lr, steps, tolerance)
     if not accurate.any():
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
-    fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
-    finite = (torch.isfinite(fit.coeffs).all(-1) & torch.isfinite(fit.trace).all(-1)).cpu().numpy()
-    kept = accurate & finite
-    if fit.trace.shape[-1] > 0:
-        kept &= _auto.within(_loss_bounds(system, fit.coeffs, fit.trace[..., -1]), tolerance)
+    fit, finite, last_loss_bound = _statistics_fit(ops, moments, init, lr, steps, record_every)
+    kept = accurate & finite & _auto.within(last_loss_bound, tolerance)
     # not kept: the statistics overflowed (y^2 beyond float64), or the fit is so close to exact that the quadratic
     # form cannot resolve its loss: the data pass's values (for float32 data, a float32 sum of squares may overflow
     # where the kept float64 statistics do not: auto then returns the finite MSE)
@@ -288,8 +317,9 @@ def _auto_fit_traced(ops, x, y, init, degree: int, lr: float, steps: int, record
         coeffs, trace = ops.fit_poly_moments(power_sums, cross_sums, square_sum, init, lr, steps, record_every)
         kept = accurate & torch.isfinite(coeffs).all(-1) & torch.isfinite(trace).all(-1)
         if trace.shape[-1] > 0:
-            gram, _, offset = _auto.gram_system(power_sums, cross_sums, square_sum, torch)
-            bound = _auto.loss_bound(gram, offset, coeffs.double(), trace[..., -1].double(), eps)
+            diagonal = _auto.gram_diagonal(power_sums, terms)
+            offset = square_sum / power_sums[..., 0]
+            bound = _auto.loss_bound(diagonal, offset, coeffs.double(), trace[..., -1].double(), eps)
             kept = kept & _auto.within(bound, tolerance)
         result = packed(coeffs, trace)
 

@@ -264,6 +264,8 @@ def test_opcheck(backend, dtype):
         torch.library.opcheck(ops.poly_moments, (x, y, degree))
         moments = ops.poly_moments(x, y, degree)
         torch.library.opcheck(ops.fit_poly_moments, (*moments, init, 0.01, 11, 3))
+        if backend == "cpp":  # what fit_poly(method="auto") calls on the CPU
+            torch.library.opcheck(torch.ops.pykernels._fit_poly_moments_checked.default, (*moments, init, 0.01, 11, 3))
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -571,11 +573,11 @@ def test_a_nan_bound_is_defined_the_same_in_numpy_and_torch():
     """M = 0 (every term of the quadratic form zero: a zero series from zero coefficients): the loss 0 is exact,
     bound 0, where 0/0 gave NaN; a loss of 0 from terms that are not zero is unresolved (inf); a NaN bound (NaN
     sums) is never within the tolerance, in both forms."""
-    gram = np.eye(2)[None].repeat(3, 0)
+    diagonal = np.ones((3, 2))
     offset = np.array([0.0, 1.0, np.nan])
     coeffs, loss = np.zeros((3, 2)), np.zeros(3)
     for xp, convert in ((np, np.asarray), (torch, torch.from_numpy)):
-        bound = pykernels._auto.loss_bound(*(convert(a) for a in (gram, offset, coeffs, loss)))
+        bound = pykernels._auto.loss_bound(*(convert(a) for a in (diagonal, offset, coeffs, loss)))
         assert bound[0] == 0 and bound[1] == math.inf and math.isnan(bound[2])
         assert [bool(v) for v in pykernels._auto.within(bound, 1e-10)] == [True, False, False], xp
 
@@ -652,3 +654,98 @@ def test_auto_packages_with_aot_inductor(tmp_path):
     )
     for got, want in zip(torch._inductor.aoti_load_package(path)(x, y), Fit()(x, y), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# --- auto costs what it chooses (issue 27): its checks come from the kernel and from O(D) work -----------------------
+
+# (name, x, y, init, lr, steps, record_every): each fit's finiteness and last-loss bound as the kernel reports them
+_CHECK_X = torch.linspace(0, 1, 50, dtype=torch.float64)
+CHECKED_FITS = [
+    ("converging", _CHECK_X, torch.sin(3 * _CHECK_X), 0.0, 0.5, 203, 1),
+    ("record_every_5", _CHECK_X, torch.sin(3 * _CHECK_X), 0.0, 0.5, 203, 5),
+    ("diverging_to_nan", _CHECK_X, torch.sin(3 * _CHECK_X), 0.0, 40.0, 400, 1),  # inf, then inf - inf
+    ("float32_overflowing_trace", _CHECK_X, 1e20 * torch.sin(3 * _CHECK_X), 0.0, 0.5, 64, 1),  # float64 losses 1e40
+    ("huge_start_converging", _CHECK_X, torch.sin(3 * _CHECK_X), 1e160, 0.5, 203, 1),  # loss inf at step 0 only
+    ("nearly_exact", _CHECK_X, 1 + 2 * _CHECK_X, 0.0, 0.5, 4000, 1),  # the loss bound past the tolerance
+    ("no_losses", _CHECK_X, torch.sin(3 * _CHECK_X), 0.0, 0.5, 0, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("batch", [None, 11])
+@pytest.mark.parametrize(
+    ("name", "x", "y", "start", "lr", "steps", "record_every"), CHECKED_FITS, ids=[c[0] for c in CHECKED_FITS]
+)
+def test_the_checked_fit_reports_what_a_pass_over_its_outputs_finds(
+    dtype, batch, name, x, y, start, lr, steps, record_every
+):
+    """The kernel's per-series finiteness and last-loss bound equal torch.isfinite over the returned coefficients
+    and trace and pykernels._auto.loss_bound of the returned last loss (bit for bit), and its fit is
+    fit_poly_moments'. A batch mixes the case with well-behaved series (ones that diverge or converge, per lane)."""
+    if batch:
+        scales = torch.linspace(0.5, 1.5, batch, dtype=torch.float64)[:, None]
+        y = torch.cat([y[None] * scales[:5], torch.sin(5 * x)[None] * scales[5:]])
+    x, y = x.to(dtype), y.to(dtype)
+    moments = pykernels.poly_moments(x, y, 3)
+    start = min(start, torch.finfo(dtype).max / 1e8)  # float32: 3e30, still a loss past float32's range
+    init = torch.full((*y.shape[:-1], 4), start, dtype=dtype)
+    *fit, finite, bound = torch.ops.pykernels._fit_poly_moments_checked(*moments, init, lr, steps, record_every)
+    plain = torch.ops.pykernels.fit_poly_moments(*moments, init, lr, steps, record_every)
+    for got, want in zip(fit, plain, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    coeffs, trace = fit
+    torch.testing.assert_close(finite, torch.isfinite(coeffs).all(-1) & torch.isfinite(trace).all(-1))
+    if steps == 0:
+        assert (bound == 0).all()
+    else:
+        power_sums, _, square_sum = (t.numpy() for t in moments)
+        diagonal = pykernels._auto.gram_diagonal(power_sums, 4)
+        with np.errstate(all="ignore"):
+            want = pykernels._auto.loss_bound(
+                diagonal, square_sum / power_sums[..., 0], coeffs.double().numpy(), trace[..., -1].double().numpy()
+            )
+        np.testing.assert_array_equal(bound.numpy(), want)
+    expected = {  # what each case is there for, so that a case that stops exercising it fails
+        "diverging_to_nan": False,
+        "float32_overflowing_trace": dtype == torch.float64,
+        "huge_start_converging": False,
+    }
+    if name in expected:
+        assert bool(finite.reshape(-1)[0]) is expected[name]
+    if name == "nearly_exact":
+        assert (bound.reshape(-1)[0] > pykernels.ops.GRAM_TOLERANCE[torch.float64]).item()
+
+
+@pytest.mark.parametrize("degree", [1, 4, 8, 14])
+@pytest.mark.parametrize(("low", "high"), [(-0.5, 0.5), (0, 5), (1, 2), (100, 101), (-1000, 1000)])
+def test_the_iterate_bounds_ceiling_is_at_least_the_bound(degree, low, high):
+    """iterate_bound_ceiling (O(D), from the moments) >= iterate_bound (A's eigenvalues) for every lr and T, so
+    that auto's choice from the ceiling is the choice from the bound: where the ceiling is within the tolerance,
+    the bound is. Per series of a batch and for one fit (Python floats) alike."""
+    x = torch.linspace(low, high, 40, dtype=torch.float64)
+    power_sums = pykernels.poly_moments(x, torch.sin(x), degree).power_sums.numpy()
+    gram = pykernels._auto.gram_matrix(power_sums, degree + 1, np)
+    lambda_max = float(np.linalg.eigvalsh(gram)[-1])
+    for lr in (0.0, 1e-3 / lambda_max, 0.5 / lambda_max, 2.0 / lambda_max):
+        for steps in (1, 1000, 10**6):
+            with np.errstate(all="ignore"):
+                bound = pykernels._auto.iterate_bound(gram, lr, steps, np)
+            ceiling = pykernels._auto.iterate_bound_ceiling(power_sums, lr, steps)
+            assert ceiling >= bound, (lr, steps)
+            assert pykernels._auto.iterate_bound_ceiling(power_sums.tolist(), lr, steps) >= bound
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_auto_decides_from_the_ceiling_as_from_the_eigenvalues(dtype):
+    """The per-series choice, on a grid of scales and step counts around the tolerance: the ceiling first, the
+    eigenvalues for the series it leaves undecided, equals the choice from the eigenvalues alone."""
+    tolerance = pykernels.ops.GRAM_TOLERANCE[dtype]
+    x = torch.linspace(0, 1, 30, dtype=torch.float64)
+    power_sums = torch.stack([pykernels.poly_moments(s * x, x, 4).power_sums for s in (0.1, 1, 3, 10, 30)])
+    for lr in (1e-6, 1e-4, 1e-2):
+        for steps in (10, 10**4, 10**5, 10**6, 10**7):
+            got = pykernels.ops._accurate_iterates(power_sums, lr, steps, tolerance)
+            want = pykernels._auto.within(pykernels.ops._iterate_bounds(power_sums.numpy(), lr, steps), tolerance)
+            np.testing.assert_array_equal(got, want)
+            for row, expected in zip(power_sums, want, strict=True):
+                assert bool(pykernels.ops._accurate_iterates(row, lr, steps, tolerance)) == bool(expected)

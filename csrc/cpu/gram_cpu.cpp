@@ -25,11 +25,16 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <tuple>
 #include <vector>
 
 #include "../checks.h"
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #include "reduce_cpu.h"
 
 namespace pykernels {
@@ -179,16 +184,45 @@ inline T rounded(T v) {
   return v;
 }
 
+// Writes v (a whole number of 32-byte halves) to dst with streaming stores where dst is 32-byte aligned: the trace
+// goes to memory without evicting the cache (the fit's tables, and the caller's code and data). Call
+// finish_streaming() before the trace is read by another thread.
+template <typename V>
+inline void store_streaming(void* dst, const V& v) {
+#if defined(__AVX__)
+  if constexpr (sizeof(V) % 32 == 0) {
+    if (reinterpret_cast<std::uintptr_t>(dst) % 32 == 0) {
+      for (size_t offset = 0; offset < sizeof(V); offset += 32) {
+        __m256i half;
+        std::memcpy(&half, reinterpret_cast<const char*>(&v) + offset, 32);
+        _mm256_stream_si256(reinterpret_cast<__m256i*>(static_cast<char*>(dst) + offset), half);
+      }
+      return;
+    }
+  }
+#endif
+  std::memcpy(dst, &v, sizeof(V));
+}
+
+inline void finish_streaming() {
+#if defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
 template <typename T>
 bool all_finite(const T* values, int64_t count) {
   return std::all_of(values, values + count, [](T v) { return std::isfinite(v); });
 }
 
-// Writes the loss of a step when it is recorded: `until_record` counts down to the next recorded step.
+// Writes the loss of a step when it is recorded: `until_record` counts down to the next recorded step. `finite`
+// turns false at a written loss that is not finite in the trace's dtype (a finite float64 loss can overflow float32).
 template <typename scalar_t>
-inline void record(double loss, int64_t record_every, int64_t& until_record, scalar_t*& trace) {
+inline void record(double loss, int64_t record_every, int64_t& until_record, scalar_t*& trace, bool& finite) {
   if (--until_record == 0) {
-    *trace++ = static_cast<scalar_t>(loss);
+    const scalar_t stored = static_cast<scalar_t>(loss);
+    finite = finite && std::isfinite(stored);
+    *trace++ = stored;
     until_record = record_every;
   }
 }
@@ -196,7 +230,7 @@ inline void record(double loss, int64_t record_every, int64_t& until_record, sca
 // `steps` steps one at a time, as the reference steps (any degree, any values: inf and NaN propagate as there).
 template <typename scalar_t>
 void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
-                         int64_t& until_record, double* c, scalar_t*& trace) {
+                         int64_t& until_record, double* c, scalar_t*& trace, bool& trace_finite) {
   std::vector<double> u(terms);
   for (int64_t step = 0; step < steps; ++step) {
     for (int64_t j = 0; j < terms; ++j) {
@@ -210,7 +244,7 @@ void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int
         quadratic += rounded(c[j] * u[j]);
         linear += rounded(c[j] * system.target[j]);
       }
-      record(quadratic - rounded(2.0 * linear) + system.offset, record_every, until_record, trace);
+      record(quadratic - rounded(2.0 * linear) + system.offset, record_every, until_record, trace, trace_finite);
     } else {
       --until_record;
     }
@@ -293,10 +327,11 @@ struct JumpTables {
 // `blocks` jumps of 8 steps from c, recording the losses of the steps the countdown marks. Returns false (c and
 // trace then unspecified) when a coefficient or a recorded loss is not finite, or the coefficients grew to where a
 // step of the stepwise loop could overflow: the caller redoes those steps one at a time, so that inf and NaN come
-// out as the stepwise loop makes them.
+// out as the stepwise loop makes them. When it returns true, `stored_finite` says whether every written loss is
+// finite in the trace's dtype (float32 can overflow where the float64 loss does not; the steps go on as they do).
 template <int D, typename scalar_t>
 bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int64_t blocks, int64_t record_every,
-                      int64_t& until_record, double* c_io, scalar_t*& trace) {
+                      int64_t& until_record, double* c_io, scalar_t*& trace, bool& stored_finite) {
   constexpr int kTerms = D + 1;
   double gram[kTerms][kTerms], target[kTerms];
   for (int a = 0; a < kTerms; ++a) {
@@ -305,7 +340,9 @@ bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int
   }
   double c[kTerms];
   std::copy(c_io, c_io + kTerms, c);
+  typedef scalar_t Stored __attribute__((vector_size(kJump * sizeof(scalar_t))));
   LaneVector finite_losses = splat<LaneVector>(0.0);  // stays 0 while every recorded loss is finite (x - x = 0)
+  Stored finite_stored = Stored{} + scalar_t(0);      // the same for the losses as written
   double largest = 0.0;  // max |c| at the blocks' starts (and the end)
   for (int64_t block = 0; block < blocks; ++block) {
 #pragma GCC unroll 16
@@ -327,16 +364,18 @@ bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int
         loss += iterate[a] * u;  // c.(A c - 2 b)
       }
       if (record_every == 1) {  // every step recorded: one vector store
-        typedef scalar_t Stored __attribute__((vector_size(kJump * sizeof(scalar_t))));
         const Stored stored = __builtin_convertvector(loss, Stored);
-        std::memcpy(trace, &stored, sizeof(stored));
+        store_streaming(trace, stored);
         trace += kJump;
         finite_losses += loss - loss;
+        finite_stored += stored - stored;
       } else {
         for (int j = 0; j < kJump; ++j) {
           if (--until_record == 0) {
-            *trace++ = static_cast<scalar_t>(loss[j]);
+            const scalar_t stored = static_cast<scalar_t>(loss[j]);
+            *trace++ = stored;
             finite_losses[j] += loss[j] - loss[j];
+            finite_stored[j] += stored - stored;
             until_record = record_every;
           }
         }
@@ -357,16 +396,21 @@ bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int
   std::copy(c, c + kTerms, c_io);
   for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
   bool ok = all_finite(c, kTerms) && tables.safe(largest);  // a NaN c stays NaN to the end: all_finite sees it
-  for (int j = 0; j < kJump; ++j) ok = ok && finite_losses[j] == 0.0;
+  for (int j = 0; j < kJump; ++j) {
+    ok = ok && finite_losses[j] == 0.0;
+    stored_finite = stored_finite && finite_stored[j] == scalar_t(0);
+  }
   return ok;
 }
 
 // A single fit: jumps of 8 steps in segments, each checked; a segment that ends with something not finite is redone
 // one step at a time from its start, and so is every step after it. Degrees above kMaxUnrolledDegree, systems
-// that are not finite and the last steps (fewer than 8) step one at a time.
+// that are not finite and the last steps (fewer than 8) step one at a time. Returns whether every written loss is
+// finite.
 template <int kDegree, typename scalar_t>
-void fit_single(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
+bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
                 double* c, scalar_t* trace) {
+  bool trace_finite = true;
   int64_t until_record = 1;  // step 0 is recorded
   int64_t done = 0;
   if constexpr (kDegree != kDynamicDegree) {
@@ -383,26 +427,34 @@ void fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
         std::copy(c, c + terms, start.begin());
         const int64_t until_record_at_start = until_record;
         scalar_t* const trace_at_start = trace;
-        if (!fit_single_jumps<kDegree>(tables, system, blocks, record_every, until_record, c, trace)) {
+        bool segment_finite = true;
+        if (!fit_single_jumps<kDegree>(tables, system, blocks, record_every, until_record, c, trace, segment_finite)) {
           std::copy(start.begin(), start.end(), c);
           until_record = until_record_at_start;
           trace = trace_at_start;
           break;
         }
+        trace_finite = trace_finite && segment_finite;
         done += blocks * kJump;
       }
     }
   }
-  fit_single_stepwise(system, terms, lr, steps - done, record_every, until_record, c, trace);
+  fit_single_stepwise(system, terms, lr, steps - done, record_every, until_record, c, trace, trace_finite);
+  finish_streaming();
+  return trace_finite;
 }
 
 // Batched fits, SIMD across series: kGroup vectors of kLanes series step together (independent chains in flight).
 // The Hankel moments m[p] = power_sums[p] / N are lane vectors (equal lanes when the series share x). Losses are
 // kept for kPending records and then written row by row (a series' trace is a row of the (B, T) output).
+// trace_finite[series] says whether every loss written to the series' row is finite.
 template <int kDegree, int kGroup, typename scalar_t>
 void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVector* offset, int64_t degree,
                double lr, int64_t steps, int64_t record_every, LaneVector* c, scalar_t* trace, int64_t records,
-               int64_t live_series) {
+               int64_t live_series, bool* trace_finite) {
+  typedef scalar_t Stored __attribute__((vector_size(kLanes * sizeof(scalar_t))));
+  Stored finite_stored[kGroup];  // per lane 0 while every loss, as written, is finite (x - x = 0)
+  for (int g = 0; g < kGroup; ++g) finite_stored[g] = Stored{} + scalar_t(0);
   constexpr int kPending = 8;
   const int64_t deg = effective_degree<kDegree>(degree);
   constexpr int kStorage = kDegree == kDynamicDegree ? 1 : kDegree + 1;
@@ -444,6 +496,8 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
           linear += rounded(cg[a] * bg[a]);
         }
         pending[pending_count][g] = quadratic - rounded(2.0 * linear) + offset[g];
+        const Stored stored = __builtin_convertvector(pending[pending_count][g], Stored);
+        finite_stored[g] += stored - stored;
       }
 #pragma GCC unroll 16
       for (int64_t a = 0; a <= deg; ++a) cg[a] -= rounded(two_lr * (u[a] - bg[a]));
@@ -454,12 +508,32 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
     }
   }
   flush();
+  for (int64_t series = 0; series < live_series; ++series) {
+    trace_finite[series] = finite_stored[series / kLanes][series % kLanes] == scalar_t(0);
+  }
 }
 
-std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_sums_in,
-                                                        const at::Tensor& cross_sums_in,
-                                                        const at::Tensor& square_sum_in, const at::Tensor& coeffs_in,
-                                                        double lr, int64_t steps, int64_t record_every) {
+// The bound of pykernels._auto.loss_bound on the relative error of the loss `loss` computed from the statistics at
+// `coeffs`: eps_64 M / |loss|, M = (sqrt(s) + sum_k |c_k| sqrt(A_kk))^2 (0 where M = 0), in NumPy's order (the
+// products rounded, summed left to right, then added to sqrt(s)).
+template <typename scalar_t>
+double loss_bound(const double* power_sums, double square_sum, const scalar_t* coeffs, int64_t terms, double loss) {
+  const double count = power_sums[0];
+  double sum = 0.0;
+  for (int64_t k = 0; k < terms; ++k) {
+    sum += rounded(std::fabs(static_cast<double>(coeffs[k])) * rounded(std::sqrt(power_sums[2 * k] / count)));
+  }
+  const double scale = rounded(std::sqrt(square_sum / count)) + sum;
+  const double moment = rounded(scale * scale);
+  return moment == 0.0 ? 0.0 : rounded(std::numeric_limits<double>::epsilon() * moment) / std::fabs(loss);
+}
+
+// fit_poly_moments, and per series what fit_poly(method="auto") checks before it keeps a fit on the statistics:
+// whether its coefficients and every recorded loss are finite (counted as the trace is written, not in a pass
+// over it) and the bound on its last loss's error (0 without a recorded loss).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_poly_moments_checked_cpu(
+    const at::Tensor& power_sums_in, const at::Tensor& cross_sums_in, const at::Tensor& square_sum_in,
+    const at::Tensor& coeffs_in, double lr, int64_t steps, int64_t record_every) {
   check_fit_moments_inputs(power_sums_in, cross_sums_in, square_sum_in, coeffs_in, steps, record_every);
   const bool batched = cross_sums_in.dim() == 2;
   const int64_t series = batched ? cross_sums_in.size(0) : 1;
@@ -474,6 +548,10 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_
   at::Tensor c64 = (batched ? coeffs_in.expand({series, terms}) : coeffs_in).to(at::kDouble).contiguous().clone();
   at::Tensor trace = at::empty(batched ? at::IntArrayRef{series, records} : at::IntArrayRef{records},
                                coeffs_in.options());
+  const std::vector<int64_t> batch = batched ? std::vector<int64_t>{series} : std::vector<int64_t>{};
+  at::Tensor finite = at::empty(batch, coeffs_in.options().dtype(at::kBool));
+  at::Tensor last_loss_bound = at::zeros(batch, coeffs_in.options().dtype(at::kDouble));
+  bool* finite_data = finite.mutable_data_ptr<bool>();
   const double* power_data = power_sums.const_data_ptr<double>();
   const double* cross_data = cross_sums.const_data_ptr<double>();
   const double* square_data = square_sum.const_data_ptr<double>();
@@ -484,7 +562,7 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_
       constexpr int kDeg = decltype(kDegree)::value;
       if (!batched) {
         const GramSystem system = gram_system(power_data, cross_data, square_data[0], terms);
-        fit_single<kDeg, scalar_t>(system, terms, lr, steps, record_every, c_data, trace_data);
+        finite_data[0] = fit_single<kDeg, scalar_t>(system, terms, lr, steps, record_every, c_data, trace_data);
         return;
       }
       constexpr int kGroup = 4;
@@ -513,7 +591,8 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_
             offset[g][lane] = alive ? square_data[s] / count : 0.0;
           }
           fit_lanes<kDeg, kGroup, scalar_t>(moments.data(), target.data(), offset.data(), degree, lr, steps,
-                                            record_every, c.data(), trace_data + s0 * records, records, live);
+                                            record_every, c.data(), trace_data + s0 * records, records, live,
+                                            finite_data + s0);
           for (int64_t slot = 0; slot < live; ++slot) {
             for (int64_t k = 0; k < terms; ++k) c_data[(s0 + slot) * terms + k] = c[(slot / kLanes) * terms + k][slot % kLanes];
           }
@@ -521,7 +600,30 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_
       });
     });
   });
-  return {c64.to(coeffs_in.scalar_type()), trace};
+  at::Tensor coeffs = c64.to(coeffs_in.scalar_type());
+  // the coefficients as returned (a finite float64 iterate can overflow float32): (D+1) checks per series
+  AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "fit_poly_moments_checked_cpu", [&] {
+    const scalar_t* coeffs_data = coeffs.const_data_ptr<scalar_t>();
+    const scalar_t* trace_data = trace.const_data_ptr<scalar_t>();
+    double* bound_data = last_loss_bound.mutable_data_ptr<double>();
+    for (int64_t s = 0; s < series; ++s) {
+      const scalar_t* fitted = coeffs_data + s * terms;
+      finite_data[s] = finite_data[s] && all_finite(fitted, terms);
+      if (records > 0) {
+        bound_data[s] = loss_bound(power_data + (shared_x ? 0 : s * (2 * terms - 1)), square_data[s], fitted, terms,
+                                   static_cast<double>(trace_data[s * records + records - 1]));
+      }
+    }
+  });
+  return {coeffs, trace, finite, last_loss_bound};
+}
+
+std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_sums, const at::Tensor& cross_sums,
+                                                        const at::Tensor& square_sum, const at::Tensor& coeffs,
+                                                        double lr, int64_t steps, int64_t record_every) {
+  auto [fitted, trace, finite, last_loss_bound] =
+      fit_poly_moments_checked_cpu(power_sums, cross_sums, square_sum, coeffs, lr, steps, record_every);
+  return {fitted, trace};
 }
 
 }  // namespace
@@ -529,6 +631,7 @@ std::tuple<at::Tensor, at::Tensor> fit_poly_moments_cpu(const at::Tensor& power_
 TORCH_LIBRARY_IMPL(pykernels, CPU, m) {
   m.impl("poly_moments", &poly_moments_cpu);
   m.impl("fit_poly_moments", &fit_poly_moments_cpu);
+  m.impl("_fit_poly_moments_checked", &fit_poly_moments_checked_cpu);
 }
 
 }  // namespace pykernels
