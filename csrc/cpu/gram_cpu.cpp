@@ -14,9 +14,9 @@
 // d = 2 lr b: the data pass's iterates in exact arithmetic, all in float64 here.
 //
 // A single fit is one dependent chain of (D+1)x(D+1) matrix-vector products, so its speed is the chain's latency.
-// fit_single_jumps shortens the chain 8-fold: c_{t+8} = M^8 c_t + q_8 is one matrix-vector product, and the
-// iterates between, c_{t+j} = M^j c_t + q_j (j = 0..7), and their losses are computed off the chain, one step per
-// SIMD lane. Batched fits are independent chains: SIMD across series, several vectors in flight.
+// fit_single_jumps shortens the chain 16-fold: c_{t+16} = M^16 c_t + q_16 is one matrix-vector product, and the
+// losses of the steps between, quadratic forms in c_t (JumpTables), are computed off the chain, one step per SIMD
+// lane. Batched fits are independent chains: SIMD across series, several vectors in flight.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -252,22 +252,31 @@ void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int
   }
 }
 
-constexpr int kJump = kLanes;  // steps per jump: one SIMD lane per step in between
+constexpr int kHalves = 2;                // lane vectors per jump
+constexpr int kJump = kHalves * kLanes;  // steps per jump: one SIMD lane per step in between
 
-// The jump tables of a fit of compile-time degree D: lane j of powers[a][b] is (M^j)[a][b] and lane j of
-// offsets[a] is q_j[a] (j = 0..7; q_0 = 0, q_{j+1} = M q_j + d), so that c_{t+j} = M^j c_t + q_j lane-wise; jump
-// and jump_offset are M^8 and q_8 for the chain.
+// The jump tables of a fit of compile-time degree D. With c_{t+j} = M^j c_t + q_j (q_0 = 0, q_{j+1} = M q_j + d),
+// the loss of step t + j is a quadratic form in c_t alone:
+//
+//   loss_{t+j} = c_t.Q_j c_t + r_j.c_t + k_j,   Q_j = P^T A P,  r_j = 2 P^T (A q_j - b),  k_j = q_j.(A q_j - 2 b) + s
+//
+// (P = M^j), so a block's 16 losses are 16 lanes of (D+1)(D+2)/2 + (D+1) multiply-adds from the products
+// c_a c_b, and the iterates between block starts are never formed. quadratic[p][h] holds Q_j[a][b] (doubled off
+// the diagonal) for the p-th pair a <= b and step j = 8 h + lane; jump and jump_offset are M^16 and q_16 for the
+// chain.
 template <int D>
 struct JumpTables {
   static constexpr int kTerms = D + 1;
-  LaneVector powers[kTerms][kTerms];
-  LaneVector offsets[kTerms];
+  static constexpr int kPairs = kTerms * (kTerms + 1) / 2;
+  LaneVector quadratic[kPairs][kHalves];
+  LaneVector linear[kTerms][kHalves];
+  LaneVector constant[kHalves];
   double jump[kTerms][kTerms];
   double jump_offset[kTerms];
   // |c| at any step of a block from c_t is at most reach * |c_t| + drift (max norms), and |u - b| at most
   // gram_norm |c| + target_norm: while these products stay far below the float64 range, no intermediate of the
-  // stepwise recurrence overflows (what the jumps would skip over).
-  double reach = 1.0, drift = 0.0, gram_norm = 0.0, target_norm = 0.0;
+  // stepwise recurrence overflows (what the jumps would skip over). form_norm bounds the quadratic form's terms.
+  double reach = 1.0, drift = 0.0, gram_norm = 0.0, target_norm = 0.0, form_norm = 0.0;
 
   JumpTables(const GramSystem& system, double lr) {
     double step_matrix[kTerms][kTerms], power[kTerms][kTerms], offset[kTerms];
@@ -284,13 +293,10 @@ struct JumpTables {
         std::copy(offset, offset + kTerms, jump_offset);
         break;
       }
+      add_step_form(system, j, power, offset);
       for (int a = 0; a < kTerms; ++a) {
         double row = 0.0;
-        for (int b = 0; b < kTerms; ++b) {
-          powers[a][b][j] = power[a][b];
-          row += std::fabs(power[a][b]);
-        }
-        offsets[a][j] = offset[a];
+        for (int b = 0; b < kTerms; ++b) row += std::fabs(power[a][b]);
         reach = std::max(reach, row);
         drift = std::max(drift, std::fabs(offset[a]));
       }
@@ -315,67 +321,102 @@ struct JumpTables {
     }
   }
 
+  // Lane j of the tables: Q_j, r_j, k_j from P = M^j and q_j.
+  void add_step_form(const GramSystem& system, int j, const double (&power)[kTerms][kTerms],
+                     const double (&offset)[kTerms]) {
+    const int half = j / kLanes, lane = j % kLanes;
+    double gram_power[kTerms][kTerms], residual[kTerms];  // A P; A q - b
+    for (int a = 0; a < kTerms; ++a) {
+      residual[a] = -system.target[a];
+      for (int k = 0; k < kTerms; ++k) residual[a] += system.gram(a, k) * offset[k];
+      for (int b = 0; b < kTerms; ++b) {
+        double sum = 0.0;
+        for (int k = 0; k < kTerms; ++k) sum += system.gram(a, k) * power[k][b];
+        gram_power[a][b] = sum;
+      }
+    }
+    int pair = 0;
+    for (int a = 0; a < kTerms; ++a) {
+      for (int b = a; b < kTerms; ++b, ++pair) {
+        double sum = 0.0;
+        for (int k = 0; k < kTerms; ++k) sum += power[k][a] * gram_power[k][b];
+        quadratic[pair][half][lane] = a == b ? sum : 2.0 * sum;
+        form_norm = std::max(form_norm, std::fabs(quadratic[pair][half][lane]));
+      }
+      double sum = 0.0;
+      for (int k = 0; k < kTerms; ++k) sum += power[k][a] * residual[k];
+      linear[a][half][lane] = 2.0 * sum;
+      form_norm = std::max(form_norm, std::fabs(linear[a][half][lane]));
+    }
+    double value = system.offset;
+    for (int a = 0; a < kTerms; ++a) value += offset[a] * (residual[a] - system.target[a]);
+    constant[half][lane] = value;
+  }
+
   // Whether steps from coefficients of at most `largest` (max norm) can be jumped over: every intermediate value
-  // of the stepwise loop (c, u - b, c.u, the update) stays below 1e300.
+  // of the stepwise loop (c, u - b, c.u, the update) and of the quadratic form stays below 1e300.
   bool safe(double largest) const {
     const double c_bound = reach * largest + drift;
     const double u_bound = gram_norm * c_bound + target_norm;
-    return c_bound * (u_bound + 1.0) < 1e300;
+    const double form_bound = form_norm * (kPairs + kTerms) * (largest * largest + largest + 1.0);
+    return c_bound * (u_bound + 1.0) < 1e300 && form_bound < 1e300;
   }
 };
 
-// `blocks` jumps of 8 steps from c, recording the losses of the steps the countdown marks. Returns false (c and
+// `blocks` jumps of 16 steps from c, recording the losses of the steps the countdown marks. Returns false (c and
 // trace then unspecified) when a coefficient or a recorded loss is not finite, or the coefficients grew to where a
 // step of the stepwise loop could overflow: the caller redoes those steps one at a time, so that inf and NaN come
 // out as the stepwise loop makes them. When it returns true, `stored_finite` says whether every written loss is
 // finite in the trace's dtype (float32 can overflow where the float64 loss does not; the steps go on as they do).
 template <int D, typename scalar_t>
-bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int64_t blocks, int64_t record_every,
-                      int64_t& until_record, double* c_io, scalar_t*& trace, bool& stored_finite) {
+bool fit_single_jumps(const JumpTables<D>& tables, int64_t blocks, int64_t record_every, int64_t& until_record,
+                      double* c_io, scalar_t*& trace, bool& stored_finite) {
   constexpr int kTerms = D + 1;
-  double gram[kTerms][kTerms], target[kTerms];
-  for (int a = 0; a < kTerms; ++a) {
-    for (int b = 0; b < kTerms; ++b) gram[a][b] = system.gram(a, b);
-    target[a] = system.target[a];
-  }
+  constexpr int kPairs = JumpTables<D>::kPairs;
+  typedef scalar_t Stored __attribute__((vector_size(kLanes * sizeof(scalar_t))));
   double c[kTerms];
   std::copy(c_io, c_io + kTerms, c);
-  typedef scalar_t Stored __attribute__((vector_size(kJump * sizeof(scalar_t))));
   LaneVector finite_losses = splat<LaneVector>(0.0);  // stays 0 while every recorded loss is finite (x - x = 0)
   Stored finite_stored = Stored{} + scalar_t(0);      // the same for the losses as written
   double largest = 0.0;  // max |c| at the blocks' starts (and the end)
   for (int64_t block = 0; block < blocks; ++block) {
 #pragma GCC unroll 16
     for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
-    if (until_record <= kJump) {  // a recorded step in this block: the 8 iterates and their losses, lane per step
-      LaneVector iterate[kTerms];
+    if (until_record <= kJump) {  // a recorded step in this block: its 16 losses, lane per step
+      double products[kPairs];
+      int pair = 0;
 #pragma GCC unroll 16
       for (int a = 0; a < kTerms; ++a) {
-        iterate[a] = tables.offsets[a];
 #pragma GCC unroll 16
-        for (int b = 0; b < kTerms; ++b) iterate[a] += tables.powers[a][b] * c[b];
+        for (int b = a; b < kTerms; ++b) products[pair++] = c[a] * c[b];
       }
-      LaneVector loss = splat<LaneVector>(system.offset);
+      LaneVector losses[kHalves];
+#pragma GCC unroll 2
+      for (int h = 0; h < kHalves; ++h) {
+        LaneVector loss = tables.constant[h];
 #pragma GCC unroll 16
-      for (int a = 0; a < kTerms; ++a) {
-        LaneVector u = splat<LaneVector>(-2.0 * target[a]);
-#pragma GCC unroll 16
-        for (int b = 0; b < kTerms; ++b) u += gram[a][b] * iterate[b];
-        loss += iterate[a] * u;  // c.(A c - 2 b)
+        for (int a = 0; a < kTerms; ++a) loss += tables.linear[a][h] * c[a];
+#pragma GCC unroll 64
+        for (int p = 0; p < kPairs; ++p) loss += tables.quadratic[p][h] * products[p];
+        losses[h] = loss;
       }
-      if (record_every == 1) {  // every step recorded: one vector store
-        const Stored stored = __builtin_convertvector(loss, Stored);
-        store_streaming(trace, stored);
-        trace += kJump;
-        finite_losses += loss - loss;
-        finite_stored += stored - stored;
+      if (record_every == 1) {  // every step recorded: whole vector stores
+#pragma GCC unroll 2
+        for (int h = 0; h < kHalves; ++h) {
+          const Stored stored = __builtin_convertvector(losses[h], Stored);
+          store_streaming(trace, stored);
+          trace += kLanes;
+          finite_losses += losses[h] - losses[h];
+          finite_stored += stored - stored;
+        }
       } else {
         for (int j = 0; j < kJump; ++j) {
           if (--until_record == 0) {
-            const scalar_t stored = static_cast<scalar_t>(loss[j]);
+            const double loss = losses[j / kLanes][j % kLanes];
+            const scalar_t stored = static_cast<scalar_t>(loss);
             *trace++ = stored;
-            finite_losses[j] += loss[j] - loss[j];
-            finite_stored[j] += stored - stored;
+            finite_losses[j % kLanes] += loss - loss;
+            finite_stored[j % kLanes] += stored - stored;
             until_record = record_every;
           }
         }
@@ -383,7 +424,7 @@ bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int
     } else {
       until_record -= kJump;
     }
-    double next[kTerms];  // the chain: c_{t+8} = M^8 c_t + q_8
+    double next[kTerms];  // the chain: c_{t+16} = M^16 c_t + q_16
 #pragma GCC unroll 16
     for (int a = 0; a < kTerms; ++a) {
       double sum = tables.jump_offset[a];
@@ -396,14 +437,14 @@ bool fit_single_jumps(const JumpTables<D>& tables, const GramSystem& system, int
   std::copy(c, c + kTerms, c_io);
   for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
   bool ok = all_finite(c, kTerms) && tables.safe(largest);  // a NaN c stays NaN to the end: all_finite sees it
-  for (int j = 0; j < kJump; ++j) {
+  for (int j = 0; j < kLanes; ++j) {
     ok = ok && finite_losses[j] == 0.0;
     stored_finite = stored_finite && finite_stored[j] == scalar_t(0);
   }
   return ok;
 }
 
-// A single fit: jumps of 8 steps in segments, each checked; a segment that ends with something not finite is redone
+// A single fit: jumps of 16 steps in segments, each checked; a segment that ends with something not finite is redone
 // one step at a time from its start, and so is every step after it. Degrees above kMaxUnrolledDegree, systems
 // that are not finite and the last steps (fewer than 8) step one at a time. Returns whether every written loss is
 // finite.
@@ -428,7 +469,7 @@ bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
         const int64_t until_record_at_start = until_record;
         scalar_t* const trace_at_start = trace;
         bool segment_finite = true;
-        if (!fit_single_jumps<kDegree>(tables, system, blocks, record_every, until_record, c, trace, segment_finite)) {
+        if (!fit_single_jumps<kDegree>(tables, blocks, record_every, until_record, c, trace, segment_finite)) {
           std::copy(start.begin(), start.end(), c);
           until_record = until_record_at_start;
           trace = trace_at_start;
