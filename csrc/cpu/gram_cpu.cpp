@@ -485,10 +485,27 @@ bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
   return trace_finite;
 }
 
+// v as the exact loop needs it (rounded on its own: see rounded()) or, in the fused loop, free to become part of an
+// FMA.
+template <bool kExact, typename T>
+inline T term(T v) {
+  if constexpr (kExact) {
+    return rounded(v);
+  } else {
+    return v;
+  }
+}
+
 // Batched fits, SIMD across series: kGroup vectors of kLanes series step together (independent chains in flight).
 // The Hankel moments m[p] = power_sums[p] / N are lane vectors (equal lanes when the series share x). Losses are
 // kept for kPending records and then written row by row (a series' trace is a row of the (B, T) output).
 // trace_finite[series] says whether every loss written to the series' row is finite.
+//
+// Steps run in segments of kSegment. A segment whose every intermediate is bounded far below the float64 range
+// (from the coefficients at its start, the growth of a step, 1 + 2 lr |A|, and |b|, s) runs fused: multiply-adds
+// as FMAs, about half the instructions. There no value can overflow, so the fused steps differ from the exact ones
+// by rounding alone. Other segments (coefficients that may overflow, systems that are not finite) run exact:
+// every product rounded on its own, in the reference's order, so inf and NaN come out as the reference's.
 template <int kDegree, int kGroup, typename scalar_t>
 void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVector* offset, int64_t degree,
                double lr, int64_t steps, int64_t record_every, LaneVector* c, scalar_t* trace, int64_t records,
@@ -497,6 +514,7 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
   Stored finite_stored[kGroup];  // per lane 0 while every loss, as written, is finite (x - x = 0)
   for (int g = 0; g < kGroup; ++g) finite_stored[g] = Stored{} + scalar_t(0);
   constexpr int kPending = 8;
+  constexpr int64_t kSegment = 64;
   const int64_t deg = effective_degree<kDegree>(degree);
   constexpr int kStorage = kDegree == kDynamicDegree ? 1 : kDegree + 1;
   std::vector<LaneVector> dynamic_u(kDegree == kDynamicDegree ? (deg + 1) * kGroup : 0);
@@ -511,41 +529,82 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
     first_pending += pending_count;
     pending_count = 0;
   };
+  // The group's norms (max over its lanes): |A| (max row sum), |b|, s; NaN where something is not finite.
+  double gram_norm = 0.0, target_norm = 0.0, offset_norm = 0.0;
+  for (int g = 0; g < kGroup; ++g) {
+    for (int lane = 0; lane < kLanes; ++lane) {
+      for (int64_t a = 0; a <= deg; ++a) {
+        double row = 0.0;
+        for (int64_t k = 0; k <= deg; ++k) row += std::fabs(moments[g * (2 * deg + 1) + a + k][lane]);
+        gram_norm = std::isfinite(row) ? std::max(gram_norm, row) : NAN;
+        const double b = std::fabs(target[g * (deg + 1) + a][lane]);
+        target_norm = std::isfinite(b) ? std::max(target_norm, b) : NAN;
+      }
+      const double s = std::fabs(offset[g][lane]);
+      offset_norm = std::isfinite(s) ? std::max(offset_norm, s) : NAN;
+    }
+  }
+  const double growth = std::pow(1.0 + 2.0 * lr * gram_norm, static_cast<double>(kSegment));
+  // Whether kSegment steps from the current coefficients keep every intermediate below 1e300.
+  const auto fusable = [&] {
+    double largest = 0.0;
+    for (int g = 0; g < kGroup; ++g) {
+      for (int64_t a = 0; a <= deg; ++a) {
+        for (int lane = 0; lane < kLanes; ++lane) {
+          const double v = std::fabs(c[g * (deg + 1) + a][lane]);
+          largest = v <= largest ? largest : v;  // NaN stays
+        }
+      }
+    }
+    const double c_bound = growth * (largest + kSegment * 2.0 * lr * target_norm);
+    const double u_bound = gram_norm * c_bound + target_norm;
+    return 4.0 * (deg + 1) * c_bound * (u_bound + 1.0) + offset_norm < 1e300;  // false for NaN
+  };
   const LaneVector two_lr = splat<LaneVector>(2.0 * lr);
   int64_t until_record = 1;
-  for (int64_t step = 0; step < steps; ++step) {
-    const bool recorded = --until_record == 0;
+  const auto run = [&]<bool kExact>(int64_t first, int64_t last) {
+    for (int64_t step = first; step < last; ++step) {
+      const bool recorded = --until_record == 0;
 #pragma GCC unroll 4
-    for (int g = 0; g < kGroup; ++g) {
-      LaneVector u_storage[kStorage];
-      LaneVector* u = kDegree == kDynamicDegree ? dynamic_u.data() + g * (deg + 1) : u_storage;
-      LaneVector* cg = c + g * (deg + 1);
-      const LaneVector* mg = moments + g * (2 * deg + 1);
-      const LaneVector* bg = target + g * (deg + 1);
+      for (int g = 0; g < kGroup; ++g) {
+        LaneVector u_storage[kStorage];
+        LaneVector* u = kDegree == kDynamicDegree ? dynamic_u.data() + g * (deg + 1) : u_storage;
+        LaneVector* cg = c + g * (deg + 1);
+        const LaneVector* mg = moments + g * (2 * deg + 1);
+        const LaneVector* bg = target + g * (deg + 1);
 #pragma GCC unroll 16
-      for (int64_t a = 0; a <= deg; ++a) {
-        LaneVector sum = mg[a] * cg[0];
+        for (int64_t a = 0; a <= deg; ++a) {
+          LaneVector sum = mg[a] * cg[0];
 #pragma GCC unroll 16
-        for (int64_t k = 1; k <= deg; ++k) sum += rounded(mg[a + k] * cg[k]);
-        u[a] = sum;
-      }
-      if (recorded) {  // c.u - 2 c.b + s, in the reference's order (where terms overflow, the order decides)
-        LaneVector quadratic = cg[0] * u[0], linear = cg[0] * bg[0];
-#pragma GCC unroll 16
-        for (int64_t a = 1; a <= deg; ++a) {
-          quadratic += rounded(cg[a] * u[a]);
-          linear += rounded(cg[a] * bg[a]);
+          for (int64_t k = 1; k <= deg; ++k) sum += term<kExact>(mg[a + k] * cg[k]);
+          u[a] = sum;
         }
-        pending[pending_count][g] = quadratic - rounded(2.0 * linear) + offset[g];
-        const Stored stored = __builtin_convertvector(pending[pending_count][g], Stored);
-        finite_stored[g] += stored - stored;
-      }
+        if (recorded) {  // c.u - 2 c.b + s, in the reference's order (where terms overflow, the order decides)
+          LaneVector quadratic = cg[0] * u[0], linear = cg[0] * bg[0];
 #pragma GCC unroll 16
-      for (int64_t a = 0; a <= deg; ++a) cg[a] -= rounded(two_lr * (u[a] - bg[a]));
+          for (int64_t a = 1; a <= deg; ++a) {
+            quadratic += term<kExact>(cg[a] * u[a]);
+            linear += term<kExact>(cg[a] * bg[a]);
+          }
+          pending[pending_count][g] = quadratic - term<kExact>(2.0 * linear) + offset[g];
+          const Stored stored = __builtin_convertvector(pending[pending_count][g], Stored);
+          finite_stored[g] += stored - stored;
+        }
+#pragma GCC unroll 16
+        for (int64_t a = 0; a <= deg; ++a) cg[a] -= term<kExact>(two_lr * (u[a] - bg[a]));
+      }
+      if (recorded) {
+        until_record = record_every;
+        if (++pending_count == kPending) flush();
+      }
     }
-    if (recorded) {
-      until_record = record_every;
-      if (++pending_count == kPending) flush();
+  };
+  for (int64_t step = 0; step < steps; step += kSegment) {
+    const int64_t last = std::min(steps, step + kSegment);
+    if (fusable()) {
+      run.template operator()<false>(step, last);
+    } else {
+      run.template operator()<true>(step, last);
     }
   }
   flush();
