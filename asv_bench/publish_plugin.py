@@ -26,10 +26,11 @@ import re
 import types
 from pathlib import Path
 
-# A benchmark is higher-is-better when it is a rate (GB/s) or a speedup; every other value (times, ns per step,
-# ratios of a cost over a baseline such as track_ratio, track_recording_cost or track_fit_over_poly_mse_calls, errors)
-# is lower-is-better, as asv assumes. The unit alone cannot tell: "x" is a speedup's unit and a cost ratio's too.
-HIGHER_IS_BETTER_UNITS = {"GB/s"}
+# A benchmark is higher-is-better when it is a rate (GB/s), a fraction of the machine's limit or a speedup; every
+# other value (times, ns per step, ratios of a cost over a baseline such as track_ratio, track_recording_cost or
+# track_fit_over_poly_mse_calls, errors) is lower-is-better, as asv assumes. The unit alone cannot tell: "x" is a
+# speedup's unit and a cost ratio's too.
+HIGHER_IS_BETTER_UNITS = {"GB/s", "fraction"}  # "fraction": of the machine's limit (FractionOfLimit)
 HIGHER_IS_BETTER_NAME = re.compile(r"\.track_speedup\w*$")
 
 

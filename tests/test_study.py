@@ -31,10 +31,16 @@ def test_quick_study_writes_report_results_and_plots(quick_study):
     out, stdout = quick_study
     assert "pykernels-study:" in stdout
     report = (out / "report.md").read_text()
-    for heading in ("## Polynomial fit", "## Speed comparisons", "## Large problem", "## Batched fits"):
+    for heading in (
+        "## Polynomial fit",
+        "## Speed comparisons",
+        "## Large problem",
+        "## Batched fits",
+        "## How far each fused row is from this machine's limit",
+    ):
         assert heading in report
     assert "Command: `pykernels-study --quick" in report and "Machine:" in report
-    for plot in ("poly_mse_traces.png", "poly_fit.png", "poly_times.png", "speed.png", "large.png"):
+    for plot in ("poly_mse_traces.png", "poly_fit.png", "poly_times.png", "speed.png", "large.png", "limits.png"):
         data = (out / plot).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000, plot
 
@@ -146,3 +152,20 @@ def test_quick_study_fits_on_statistics(quick_study):
     assert gram_route["collectives"] == {"gloo:all_gather": 1, "gloo:all_reduce": 1}  # the layout check, the sums
     assert ddp_route["collectives"]["gloo:all_reduce"] >= steps  # a gradient all-reduce per step
     assert gram_route["coeffs_vs_one_process"] < 1e-12
+
+
+def test_quick_study_measures_every_fused_row_against_its_limit(quick_study):
+    """Every CPU row that limits.MODELS names and that ran has its limit: a positive time at the rate measured in
+    the same run, and a fraction that is that time over the row's."""
+    from pykernels.study import limits
+
+    out, _ = quick_study
+    sections = json.loads((out / "results.json").read_text())["sections"]
+    rows = {row["name"]: row for row in sections["limits"]["rows"]}
+    rates = sections["limits"]["extra"]["rates"]
+    assert all(rates[key] > 0 for key in ("fma_float32", "fma_float64", "dot_bytes", "update_bytes", "philox_normals"))
+    ran = {(key, row["name"]) for key, section in sections.items() for row in section["rows"] if "name" in row}
+    expected = [(key, name) for key, name, _, _ in limits.MODELS if (key, name) in ran]
+    assert len(rows) >= len(expected) > 10
+    for row in rows.values():
+        assert row["limit_seconds"] > 0 and row["fraction"] == pytest.approx(row["limit_seconds"] / row["seconds"])

@@ -11,6 +11,8 @@
 - SeedFitMethods: ns per step of the seed fit by fit_poly, stepping on the data or on the sufficient statistics.
 - GramManyPoints: a 20,000-step gram fit of 10^6 points over 20 poly_mse calls on them (one data-pass step each).
 - BatchedGramFits: BatchedFits' problem on the sufficient statistics (one shared A).
+- FractionOfLimit: the fused rows' fraction of the machine's limit (pykernels.study.limits), the limit's rate
+  measured in the same process: a regression reads as a lower fraction.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 import pykernels
-from pykernels.study import batched, large, polyfit
+from pykernels.study import batched, large, limits, polyfit
 
 from .common import Benchmark, SkipNotImplemented, require, synchronized
 
@@ -310,6 +312,54 @@ class BatchedGramFits(Benchmark):
         return batched.run_row(implementation, "cpu", self.config, lambda _: None)["ns_per_series_step"]
 
     track_ns_per_series_step.unit = "ns"
+
+
+class FractionOfLimit(Benchmark):
+    """Each fused row's time against the machine's limit for its work (pykernels.study.limits: the FMA rate of
+    GEMM for the fits, the rates of a dot and an update pass for the large problem's SGD, Philox's for its
+    in-kernel samples), the rates measured in setup, in the same process: 1 is the limit. The seed fit (200,000
+    steps, float32, every loss recorded) on the statistics and on the data; 1,024 x 2,000 batched fits on the
+    statistics; one linear_sgd_step and one linear_sgd_philox epoch (regenerated samples) at n = 10^7."""
+
+    params = [["fit_poly gram, seed", "fit_poly data, seed", "fit_poly gram, batched", "linear_sgd_step", "philox"]]
+    param_names = ["row"]
+    timeout = 240
+    n = 10_000_000
+
+    def setup(self, row):
+        require("pykernels", "cpu")
+        self.rates = limits.measure(limits.LimitsConfig(gemm_size=1024, stream_elements=self.n, repeat=3))
+        degree = polyfit.SEED_DEGREE
+        x, y = (torch.from_numpy(a.ravel()).float() for a in polyfit.seed_data())
+        if row.startswith("fit_poly"):
+            method = row.split()[1].rstrip(",")
+            if row.endswith("batched"):
+                bx, by = (torch.from_numpy(a) for a in batched.batched_data(batched.BatchedConfig()))
+                self.call = lambda: pykernels.fit_poly(bx, by, degree, lr=1e-5, steps=2000, method=method)
+                config = {"samples": 100, "degree": degree, "steps": 2000, "series": by.shape[0]}
+                self.bound, (self.amount, _) = "fma_float64", limits._batched_statistics(config)
+            else:
+                steps = polyfit.SEED_STEPS
+                self.call = lambda: pykernels.fit_poly(x, y, degree, lr=1e-5, steps=steps, method=method)
+                config = {"samples": x.numel(), "degree": degree, "steps": steps}
+                work = limits._poly_statistics if method == "gram" else limits._poly_data
+                self.bound = "fma_float64" if method == "gram" else "fma_float32"
+                self.amount = work(config)[0]
+            return
+        w, b = torch.zeros(self.n), torch.zeros(1)
+        self.bound = "memory"
+        if row == "linear_sgd_step":
+            sample, target = torch.randn(self.n), torch.tensor(1.0)
+            self.call = lambda: pykernels.linear_sgd_step(w, b, sample, target, 1e-9)
+            self.amount = limits._sgd_stored({"n": self.n})[0]
+        else:
+            self.call = lambda: pykernels.linear_sgd_philox(w, b, lr=1e-9, epochs=1, seed=1, sample="regenerate")
+            self.amount = limits._philox_regenerated({"n": self.n})[0]
+
+    def track_fraction_of_limit(self, row):
+        return limits.limit_seconds(self.bound, self.amount, self.rates) / _best_seconds(self.call)
+
+    track_fraction_of_limit.unit = "fraction"
 
 
 __all__ = ["np"]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from . import batched, gram, large, polyfit, report, speed
+from . import batched, gram, large, limits, polyfit, report, speed
 from ._common import machine_info, plain, speedup
 
-SECTIONS = ("poly", "speed", "large", "batched", "gram")
+SECTIONS = ("poly", "speed", "large", "batched", "gram", "limits")  # limits last: it reads the others' rows
 
 
 def _positive(text: str) -> int:
@@ -139,9 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             repeat=args.repeat if quick else max(3, args.repeat),
         ),
     }
+    # the passes' rates over arrays of the large problem's n: the working set its rows run on
+    configs["limits"] = limits.LimitsConfig(gemm_size=512 if quick else 1536, stream_elements=configs["large"].n)
     runners = {"poly": polyfit.run, "speed": speed.run, "large": large.run, "batched": batched.run, "gram": gram.run}
     started, load_at_start = time.perf_counter(), _load_averages()
-    sections = {name: runners[name](configs[name]) for name in SECTIONS if name in args.only}
+    sections = {name: runners[name](configs[name]) for name in SECTIONS[:-1] if name in args.only}
+    if "limits" in args.only:
+        sections["limits"] = limits.run(configs["limits"], sections)
     machine = {**machine_info(), "load_average_start": load_at_start, "load_average_end": _load_averages()}
     command = "pykernels-study " + shlex.join(argv if argv is not None else sys.argv[1:])
     settings = {

@@ -111,20 +111,23 @@ def run_row(name: str, device: str, config: BatchedConfig, progress) -> dict:
     }
 
 
+ROWS = (  # (name, device), in the table's order
+    ("numpy batched (matmul)", "cpu"),
+    ("torch batched, manual gradient", "cpu"),
+    ("torch batched, manual gradient-gpu", "cuda"),
+    ("fit_poly batched (cpp)", "cpu"),
+    ("fit_poly batched (numba)", "cpu"),
+    ("fit_poly batched (cpp)-gpu", "cuda"),
+    ("fit_poly batched, gram (cpp)", "cpu"),
+    ("fit_poly batched, gram (numba)", "cpu"),
+    ("fit_poly batched, gram (cpp)-gpu", "cuda"),
+)
+
+
 def run(config: BatchedConfig) -> SectionResult:
     section = SectionResult("Batched fits")
     plan = []
-    for name, device in (
-        ("numpy batched (matmul)", "cpu"),
-        ("torch batched, manual gradient", "cpu"),
-        ("torch batched, manual gradient-gpu", "cuda"),
-        ("fit_poly batched (cpp)", "cpu"),
-        ("fit_poly batched (numba)", "cpu"),
-        ("fit_poly batched (cpp)-gpu", "cuda"),
-        ("fit_poly batched, gram (cpp)", "cpu"),
-        ("fit_poly batched, gram (numba)", "cpu"),
-        ("fit_poly batched, gram (cpp)-gpu", "cuda"),
-    ):
+    for name, device in ROWS:
         if include_row(section, name, device, config.devices):
             plan.append((name, device))
     with rows_progress("batched fits", len(plan)) as progress:

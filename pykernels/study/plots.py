@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from ._common import SectionResult, mse_reference_row, plain, ratio, skipped_by_reason, speedup
 from .large import TRAINING, outcome_words, size_words
 from .large import outcomes as _grouped
+from .limits import BOUND_WORDS
 
 MAX_PLOT_POINTS = 4000  # per line: 200,000-step traces drawn at every k-th step
 DPI = 110
@@ -674,6 +675,55 @@ def figure_large_loss(section: SectionResult) -> Figure | None:
 
 # --- writing the files -----------------------------------------------------------------------------------------------
 
+LIMIT_COLORS = {  # bound -> colour: the kind of limit a row is measured against
+    "fma_float32": "tab:blue",
+    "fma_float64": "tab:orange",
+    "memory": "tab:green",
+    "philox": "tab:purple",
+}
+
+
+def figure_limits(section: SectionResult) -> Figure | None:
+    """How close does each fused row come to what this machine can do?
+
+    One bar per row: its fraction of the limit for its work (the FMA rate, the memory passes' rates or the Philox
+    rate, measured in the same run), on a log axis with the limit (1) marked; the colour says which limit.
+    """
+    rows = [r for r in section.rows if _positive_finite(r.get("fraction"))]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(rows) + 2.6))
+    positions = np.arange(len(rows))
+    fractions = [r["fraction"] for r in rows]
+    ax.barh(positions, fractions, color=[LIMIT_COLORS[r["bound"]] for r in rows])
+    for position, fraction in zip(positions, fractions, strict=True):
+        ax.text(fraction * 1.08, position, plain(fraction, 2), va="center", fontsize=NOTE_SIZE)
+    names = [r["name"].removeprefix("pykernels ").replace("sample in-kernel, ", "") for r in rows]
+    ax.set_yticks(positions, names)
+    ax.tick_params(axis="y", length=0)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(min(fractions) / 2, max(2.0, max(fractions) * 3))
+    ax.axvline(1.0, color=REFERENCE, linewidth=1)
+    ax.text(1.0, -0.7, "the machine's limit ", fontsize=NOTE_SIZE, va="bottom", ha="right")
+    ax.set_xlabel("fraction of the limit: the limit's time over the row's (log scale)")
+    bounds = [b for b in LIMIT_COLORS if any(r["bound"] == b for r in rows)]
+    ax.legend(
+        [plt.Rectangle((0, 0), 1, 1, color=LIMIT_COLORS[b]) for b in bounds],
+        [BOUND_WORDS[b] for b in bounds],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.9 / (0.42 * len(rows) + 0.8)),
+        ncol=2,
+        frameon=False,
+        fontsize=NOTE_SIZE,
+    )
+    best = max(rows, key=lambda r: r["fraction"])
+    closest = f"{names[rows.index(best)]} at {plain(best['fraction'], 2)}"
+    title = f"Each fused row's distance to this machine's limit: the closest is {closest}"
+    fig.suptitle(textwrap.fill(title, 95), x=0.02, ha="left")
+    return _finish(fig, section)
+
+
 FIGURES: dict[str, dict[str, Callable[[SectionResult], Figure | None]]] = {
     "poly": {
         "poly_mse_traces.png": figure_poly_traces,
@@ -682,6 +732,7 @@ FIGURES: dict[str, dict[str, Callable[[SectionResult], Figure | None]]] = {
     },
     "speed": {"speed.png": figure_speed},
     "large": {"large.png": figure_large_time, "large_loss.png": figure_large_loss},
+    "limits": {"limits.png": figure_limits},
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import batched, gram, large, plots, polyfit, speed
+from . import batched, gram, large, limits, plots, polyfit, speed
 from ._common import (
     BUSY_CPUS,
     SectionResult,
@@ -396,12 +396,68 @@ def pykernels_tolerance_text() -> str:
     )
 
 
+def limits_markdown(section: SectionResult) -> str:
+    rates = section.extra["rates"]
+    machine = _table(
+        ["rate", "this machine", "measured as"],
+        [
+            [
+                "float64 multiply-adds",
+                f"{plain(rates['fma_float64'] / 1e9)} billion/s ({plain(rates['fma_float64_one_thread'] / 1e9)} on "
+                "one thread)",
+                "`torch.mm`, float64",
+            ],
+            [
+                "float32 multiply-adds",
+                f"{plain(rates['fma_float32'] / 1e9)} billion/s ({plain(rates['fma_float32_one_thread'] / 1e9)} on "
+                "one thread)",
+                "`torch.mm`, float32",
+            ],
+            ["a read pass (2 arrays)", f"{plain(rates['dot_bytes'] / 1e9)} GB/s", "`torch.dot(w, x)`"],
+            ["an update pass (2 read, 1 written)", f"{plain(rates['update_bytes'] / 1e9)} GB/s", "`w.add_(x)`"],
+            ["a write pass", f"{plain(rates['write_bytes'] / 1e9)} GB/s", "`w.fill_(1)`"],
+            ["Philox normals", f"{plain(rates['philox_normals'] / 1e9)} billion/s", "`philox_normal_`, in L2"],
+        ],
+    )
+    rows = _table(
+        ["row", "bound", "work", "limit", "measured", "fraction of the limit"],
+        [
+            [
+                f"`{r['name']}`",
+                limits.BOUND_WORDS[r["bound"]],
+                r["work"],
+                _seconds(r["limit_seconds"]),
+                _seconds(r["seconds"]),
+                plain(r["fraction"], 2),
+            ]
+            for r in section.rows
+        ],
+    )
+    config = section.extra["config"]
+    return f"""## {section.title}
+
+What the machine can do, measured in this run ({plain(rates["threads"])} threads; the passes over float32 arrays of
+{plain(config["stream_elements"])} elements, the large problem's n):
+
+{machine}
+
+Each fused row against the rate that bounds it: the arithmetic (multiply-adds) the stepwise recurrence needs, or
+the memory passes (and the samples) an exact SGD epoch needs, at the rates above; the time of the whole run (per
+epoch for the large problem). A fraction of 1 is the machine's limit; a row on one thread (a single fit's chain, the
+numba loop) can reach at most the one-thread rate's share. A method that does less work than the recurrence (the
+statistics' 16-step jumps share products across steps) could pass 1.
+
+{rows}
+"""
+
+
 MARKDOWN = {
     "poly": poly_markdown,
     "speed": speed_markdown,
     "large": large_markdown,
     "batched": batched_markdown,
     "gram": gram_markdown,
+    "limits": limits_markdown,
 }
 # each section's title and notes, written again from its rows: a saved run's report gets today's words
 DESCRIBE = {
@@ -410,6 +466,7 @@ DESCRIBE = {
     "large": large.describe,
     "batched": batched.describe,
     "gram": gram.describe,
+    "limits": limits.describe,
 }
 
 
@@ -808,6 +865,7 @@ EXTRA_KEYS = {
     "large": ("config",),
     "batched": ("config", "reference_row"),
     "gram": ("config", "sharded"),
+    "limits": ("config", "rates"),
 }
 
 
