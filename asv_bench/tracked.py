@@ -51,6 +51,7 @@ TRACKED = {
     r"^bench_training\.SeedFitMethods\.track_ns_per_step": "the seed fit by fit_poly, on the data or its statistics",
     r"^bench_training\.GramManyPoints\.track_fit_over_poly_mse_calls": "a gram fit of 10^6 points / 20 poly_mse",
     r"^bench_training\.BatchedGramFits\.track_ns_per_series_step": "batched fits on the statistics, ns",
+    r"^bench_training\.FractionOfLimit\.track_fraction_of_limit": "each fused row's fraction of the machine's limit",
 }
 
 

@@ -388,6 +388,7 @@ def test_higher_is_better_is_rates_and_speedups_only():
     assert publish_plugin.higher_is_better("bench_ops.Speedup.track_speedup", "x")
     assert publish_plugin.higher_is_better("bench_ops.Speedup.track_speedup('dot', 'numpy')", "x")
     assert publish_plugin.higher_is_better("bench_ops.Bandwidth.track_gbytes_per_second", "GB/s")
+    assert publish_plugin.higher_is_better("bench_training.FractionOfLimit.track_fraction_of_limit", "fraction")
     for name, unit in [
         ("bench_training.GramManyPoints.track_fit_over_poly_mse_calls", "x"),
         ("bench_overhead.RatioToEmptyFunction.track_ratio", "x"),

@@ -215,7 +215,7 @@ def test_the_committed_report_is_valid_markdown_in_plain_numbers():
 
     text = (COMMITTED / "report.md").read_text()
     assert markdown_report_problems(text) == []
-    assert text.count("\n|---") == 7  # poly, speed, large, batched and the statistics section's three, all parsed
+    assert text.count("\n|---") == 9  # poly, speed, large, batched, the statistics' three, limits' two: all parsed
 
 
 def test_the_markdown_check_finds_broken_tables_and_e_notation():
@@ -362,7 +362,8 @@ def test_a_diverging_row_is_reported_and_plotted_not_a_crash(tmp_path, edit):
     text = (out / "report.md").read_text()
     assert "could not be drawn" not in text
     assert {p.name for p in out.glob("*.png")} == {p.name for p in COMMITTED.glob("*.png")}
-    assert report.read_results(out / "results.json").sections.keys() == {"poly", "speed", "large", "batched", "gram"}
+    sections = report.read_results(out / "results.json").sections.keys()
+    assert sections == {"poly", "speed", "large", "batched", "gram", "limits"}
 
 
 def test_a_plot_that_fails_is_named_in_the_report_and_costs_nothing_else(tmp_path, monkeypatch):
