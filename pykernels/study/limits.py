@@ -143,18 +143,16 @@ def _philox_regenerated(c: dict) -> tuple[tuple[int, dict[str, int]], str]:
 
 
 PHILOX_ROW = "pykernels linear_sgd_philox"
+_PER_BACKEND = [  # rows the study runs once per backend ("{}": cpp, numba)
+    ("poly", "manual poly_mse step ({})", "fma_float32", _poly_data),
+    ("poly", "fit_poly, fused loop ({})", "fma_float32", _poly_data),
+    ("poly", "fit_poly (gram), fused loop ({})", "fma_float64", _poly_statistics),
+    ("batched", "fit_poly batched ({})", "fma_float32", _batched_data),
+    ("batched", "fit_poly batched, gram ({})", "fma_float64", _batched_statistics),
+]
 MODELS: list[tuple[str, str, str, Work]] = [
     ("poly", "numba fastmath loop, degree 4 unrolled", "fma_float32", _poly_data),
-    ("poly", "manual poly_mse step (cpp)", "fma_float32", _poly_data),
-    ("poly", "manual poly_mse step (numba)", "fma_float32", _poly_data),
-    ("poly", "fit_poly, fused loop (cpp)", "fma_float32", _poly_data),
-    ("poly", "fit_poly, fused loop (numba)", "fma_float32", _poly_data),
-    ("poly", "fit_poly (gram), fused loop (cpp)", "fma_float64", _poly_statistics),
-    ("poly", "fit_poly (gram), fused loop (numba)", "fma_float64", _poly_statistics),
-    ("batched", "fit_poly batched (cpp)", "fma_float32", _batched_data),
-    ("batched", "fit_poly batched (numba)", "fma_float32", _batched_data),
-    ("batched", "fit_poly batched, gram (cpp)", "fma_float64", _batched_statistics),
-    ("batched", "fit_poly batched, gram (numba)", "fma_float64", _batched_statistics),
+    *((key, name.format(b), bound, work) for key, name, bound, work in _PER_BACKEND for b in ("cpp", "numba")),
     ("large", "pykernels dot+backward", "memory", _sgd_stored),
     ("large", "pykernels linear_sgd_step (fused)", "memory", _sgd_stored),
     ("large", f"{PHILOX_ROW} (sample in-kernel, kept for one pass)", "philox", _philox_kept),
