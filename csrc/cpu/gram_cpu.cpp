@@ -29,6 +29,7 @@
 #include <cstring>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -562,7 +563,9 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
   };
   const LaneVector two_lr = splat<LaneVector>(2.0 * lr);
   int64_t until_record = 1;
-  const auto run = [&]<bool kExact>(int64_t first, int64_t last) {
+  // exact: std::true_type or std::false_type (a generic lambda: torch <= 2.12 builds extensions as C++17)
+  const auto run = [&](auto exact, int64_t first, int64_t last) {
+    constexpr bool kExact = decltype(exact)::value;
     for (int64_t step = first; step < last; ++step) {
       const bool recorded = --until_record == 0;
 #pragma GCC unroll 4
@@ -602,9 +605,9 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
   for (int64_t step = 0; step < steps; step += kSegment) {
     const int64_t last = std::min(steps, step + kSegment);
     if (fusable()) {
-      run.template operator()<false>(step, last);
+      run(std::false_type{}, step, last);
     } else {
-      run.template operator()<true>(step, last);
+      run(std::true_type{}, step, last);
     }
   }
   flush();
