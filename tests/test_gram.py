@@ -773,3 +773,24 @@ def test_the_single_fits_jumps_are_the_stepwise_float64_recurrence(dtype):
     rtol = 1e-11 if dtype == torch.float64 else 2**-24
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g.double(), w.to(dtype).double(), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("batch", [None, 1, 9])
+def test_the_first_product_of_each_sum_is_rounded_as_the_reference_rounds_it(backend, batch):
+    """c.b = c0 b0 + c1 b1 with c0 b0 = +inf and c1 b1 = -inf is NaN in the reference; the batched exact loop had
+    fused c0 b0 into the next add (an FMA: -inf, then a loss of inf). Every series, every backend: the reference's
+    special values."""
+    power_sums = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)  # A = I
+    cross_sums = torch.tensor([1e154, -1e154], dtype=torch.float64)
+    square_sum = torch.tensor(1.0, dtype=torch.float64)
+    init = torch.full((2,), 1e200, dtype=torch.float64)
+    if batch:
+        cross_sums, square_sum, init = (t.expand(batch, *t.shape).contiguous() for t in (cross_sums, square_sum, init))
+    moments = pykernels.PolyMoments(power_sums, cross_sums, square_sum)
+    for lr in (0.0, 0.1):
+        got = pykernels.fit_poly_moments(moments, lr=lr, steps=3, init=init, backend=backend)
+        want = reference.fit_poly_moments_torch(*moments, init, lr, 3, 1)
+        assert torch.isnan(want[1]).any()  # the case makes NaN (in the trace)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, equal_nan=True, rtol=1e-12, atol=0)

@@ -577,13 +577,13 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
         const LaneVector* bg = target + g * (deg + 1);
 #pragma GCC unroll 16
         for (int64_t a = 0; a <= deg; ++a) {
-          LaneVector sum = mg[a] * cg[0];
+          LaneVector sum = term<kExact>(mg[a] * cg[0]);  // exact: not fused into the next add either
 #pragma GCC unroll 16
           for (int64_t k = 1; k <= deg; ++k) sum += term<kExact>(mg[a + k] * cg[k]);
           u[a] = sum;
         }
         if (recorded) {  // c.u - 2 c.b + s, in the reference's order (where terms overflow, the order decides)
-          LaneVector quadratic = cg[0] * u[0], linear = cg[0] * bg[0];
+          LaneVector quadratic = term<kExact>(cg[0] * u[0]), linear = term<kExact>(cg[0] * bg[0]);
 #pragma GCC unroll 16
           for (int64_t a = 1; a <= deg; ++a) {
             quadratic += term<kExact>(cg[a] * u[a]);
