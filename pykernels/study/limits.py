@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ._common import SectionResult, plain
+from ._common import SectionResult, busy_note, plain
 
 
 @dataclass
@@ -184,7 +184,8 @@ def _measured_seconds(section_key: str, row: dict) -> float:
 
 
 def limit_rows(sections: dict[str, SectionResult], rates: dict[str, float]) -> list[dict[str, Any]]:
-    """Per fused row that ran on the CPU: its bound, the work counted, the limit's time, its own, the fraction."""
+    """Per fused row that ran on the CPU: its bound, the work counted, the limit's time, its own, the fraction, and
+    the machine's load while its time was measured (the row's own, where it has one)."""
     rows = []
     for key, name, bound, work in MODELS:
         section = sections.get(key)
@@ -206,6 +207,7 @@ def limit_rows(sections: dict[str, SectionResult], rates: dict[str, float]) -> l
                     "limit_seconds": limit,
                     "seconds": seconds,
                     "fraction": limit / seconds if seconds > 0 else None,
+                    **({"load": row["load"]} if "load" in row else {}),
                 }
             )
     return rows
@@ -223,6 +225,6 @@ def run(config: LimitsConfig, sections: dict[str, SectionResult]) -> SectionResu
 
 
 def describe(section: SectionResult) -> None:
-    """The section's title and notes (none beyond the table's own words)."""
+    """The section's title and notes: which rows' times were measured under load."""
     section.title = "How far each fused row is from this machine's limit"
-    section.notes = []
+    section.notes = [note for note in (busy_note(section.rows),) if note]

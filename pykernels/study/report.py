@@ -420,7 +420,7 @@ def limits_markdown(section: SectionResult) -> str:
         ],
     )
     rows = _table(
-        ["row", "bound", "work", "limit", "measured", "fraction of the limit"],
+        ["row", "bound", "work", "limit", "measured", "fraction of the limit", "others' CPU"],
         [
             [
                 f"`{r['name']}`",
@@ -429,6 +429,7 @@ def limits_markdown(section: SectionResult) -> str:
                 _seconds(r["limit_seconds"]),
                 _seconds(r["seconds"]),
                 plain(r["fraction"], 2),
+                load_cell(r),
             ]
             for r in section.rows
         ],
@@ -445,9 +446,11 @@ Each fused row against the rate that bounds it: the arithmetic (multiply-adds) t
 the memory passes (and the samples) an exact SGD epoch needs, at the rates above; the time of the whole run (per
 epoch for the large problem). A fraction of 1 is the machine's limit; a row on one thread (a single fit's chain, the
 numba loop) can reach at most the one-thread rate's share. A method that does less work than the recurrence (the
-statistics' 16-step jumps share products across steps) could pass 1.
+statistics' 16-step jumps share products across steps) could pass 1. "Others' CPU": the load while the row's own
+time was measured.
 
 {rows}
+{_notes(section)}
 """
 
 
