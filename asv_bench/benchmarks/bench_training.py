@@ -325,6 +325,13 @@ class FractionOfLimit(Benchmark):
     param_names = ["row"]
     timeout = 240
     n = 10_000_000
+    study_rows = {  # the study's row each measures: its bound and work come from pykernels.study.limits.MODELS
+        "fit_poly gram, seed": ("poly", "fit_poly (gram), fused loop (cpp)"),
+        "fit_poly data, seed": ("poly", "fit_poly, fused loop (cpp)"),
+        "fit_poly gram, batched": ("batched", "fit_poly batched, gram (cpp)"),
+        "linear_sgd_step": ("large", "pykernels linear_sgd_step (fused)"),
+        "philox": ("large", "pykernels linear_sgd_philox (sample in-kernel, regenerated, never stored)"),
+    }
 
     def setup(self, row):
         require("pykernels", "cpu")
@@ -334,32 +341,26 @@ class FractionOfLimit(Benchmark):
             raise SkipNotImplemented("pykernels.study.limits is newer than this commit") from None
         self.limits = limits
         self.rates = limits.measure(limits.LimitsConfig(gemm_size=1024, stream_elements=self.n, repeat=3))
-        degree = polyfit.SEED_DEGREE
-        x, y = (torch.from_numpy(a.ravel()).float() for a in polyfit.seed_data())
+        _, _, self.bound, work = next(m for m in limits.MODELS if m[:2] == self.study_rows[row])
+        degree, steps = polyfit.SEED_DEGREE, polyfit.SEED_STEPS
         if row.startswith("fit_poly"):
-            method = row.split()[1].rstrip(",")
+            method = "gram" if "gram" in row else "data"
             if row.endswith("batched"):
-                bx, by = (torch.from_numpy(a) for a in batched.batched_data(batched.BatchedConfig()))
-                self.call = lambda: pykernels.fit_poly(bx, by, degree, lr=1e-5, steps=2000, method=method)
-                config = {"samples": 100, "degree": degree, "steps": 2000, "series": by.shape[0]}
-                self.bound, (self.amount, _) = "fma_float64", limits._batched_statistics(config)
+                x, y = (torch.from_numpy(a) for a in batched.batched_data(batched.BatchedConfig()))
+                steps = 2000
             else:
-                steps = polyfit.SEED_STEPS
-                self.call = lambda: pykernels.fit_poly(x, y, degree, lr=1e-5, steps=steps, method=method)
-                config = {"samples": x.numel(), "degree": degree, "steps": steps}
-                work = limits._poly_statistics if method == "gram" else limits._poly_data
-                self.bound = "fma_float64" if method == "gram" else "fma_float32"
-                self.amount = work(config)[0]
-            return
-        w, b = torch.zeros(self.n), torch.zeros(1)
-        self.bound = "memory"
-        if row == "linear_sgd_step":
-            sample, target = torch.randn(self.n), torch.tensor(1.0)
-            self.call = lambda: pykernels.linear_sgd_step(w, b, sample, target, 1e-9)
-            self.amount = limits._sgd_stored({"n": self.n})[0]
+                x, y = (torch.from_numpy(a.ravel()).float() for a in polyfit.seed_data())
+            self.call = lambda: pykernels.fit_poly(x, y, degree, lr=1e-5, steps=steps, method=method)
+            config = {"samples": x.shape[-1], "degree": degree, "steps": steps, "series": len(y) if y.dim() == 2 else 1}
         else:
-            self.call = lambda: pykernels.linear_sgd_philox(w, b, lr=1e-9, epochs=1, seed=1, sample="regenerate")
-            self.amount = limits._philox_regenerated({"n": self.n})[0]
+            w, b = torch.zeros(self.n), torch.zeros(1)
+            if row == "linear_sgd_step":
+                sample, target = torch.randn(self.n), torch.tensor(1.0)
+                self.call = lambda: pykernels.linear_sgd_step(w, b, sample, target, 1e-9)
+            else:
+                self.call = lambda: pykernels.linear_sgd_philox(w, b, lr=1e-9, epochs=1, seed=1, sample="regenerate")
+            config = {"n": self.n}
+        self.amount = work(config)[0]
 
     def track_fraction_of_limit(self, row):
         return self.limits.limit_seconds(self.bound, self.amount, self.rates) / _best_seconds(self.call)

@@ -447,8 +447,8 @@ bool fit_single_jumps(const JumpTables<D>& tables, int64_t blocks, int64_t recor
 
 // A single fit: jumps of 16 steps in segments, each checked; a segment that ends with something not finite is redone
 // one step at a time from its start, and so is every step after it. Degrees above kMaxUnrolledDegree, systems
-// that are not finite and the last steps (fewer than 8) step one at a time. Returns whether every written loss is
-// finite.
+// that are not finite and the last steps (fewer than 16) step one at a time. Returns whether every written loss
+// is finite.
 template <int kDegree, typename scalar_t>
 bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
                 double* c, scalar_t* trace) {
@@ -617,8 +617,8 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
 }
 
 // The bound of pykernels._auto.loss_bound on the relative error of the loss `loss` computed from the statistics at
-// `coeffs`: eps_64 M / |loss|, M = (sqrt(s) + sum_k |c_k| sqrt(A_kk))^2 (0 where M = 0), in NumPy's order (the
-// products rounded, summed left to right, then added to sqrt(s)).
+// `coeffs`: eps_64 M / |loss|, M = (sqrt(s) + sum_k |c_k| sqrt(A_kk))^2 (0 where M = 0), in the Python form's order
+// (the products rounded, summed left to right, then added to sqrt(s)).
 template <typename scalar_t>
 double loss_bound(const double* power_sums, double square_sum, const scalar_t* coeffs, int64_t terms, double loss) {
   const double count = power_sums[0];

@@ -89,8 +89,13 @@ def _data_pass_fmas(points: int, degree: int) -> int:
     return points * (2 * degree + 3)
 
 
+def _statistics_step_fmas(degree: int) -> int:
+    """u = A c, the loss c.u - 2 c.b, the update: (D+1)^2 + 3 (D+1)."""
+    return (degree + 1) ** 2 + 3 * (degree + 1)
+
+
 def _statistics_fmas(points: int, degree: int, steps: int) -> int:
-    return steps * ((degree + 1) ** 2 + 3 * (degree + 1)) + points * (3 * degree + 3)
+    return steps * _statistics_step_fmas(degree) + points * (3 * degree + 3)
 
 
 # (section, row name, bound, work): work(config) is (amount, words): multiply-adds for the "fma_*" rates; for
@@ -105,7 +110,7 @@ def _poly_data(c: dict) -> tuple[int, str]:
 
 def _poly_statistics(c: dict) -> tuple[int, str]:
     amount = _statistics_fmas(c["samples"], c["degree"], c["steps"])
-    per_step = (c["degree"] + 1) ** 2 + 3 * (c["degree"] + 1)
+    per_step = _statistics_step_fmas(c["degree"])
     return amount, f"{per_step} float64 multiply-adds x {plain(c['steps'])} steps, and the data's pass"
 
 
@@ -116,7 +121,7 @@ def _batched_data(c: dict) -> tuple[int, str]:
 
 
 def _batched_statistics(c: dict) -> tuple[int, str]:
-    per_step = (c["degree"] + 1) ** 2 + 3 * (c["degree"] + 1)
+    per_step = _statistics_step_fmas(c["degree"])
     amount = c["series"] * _statistics_fmas(c["samples"], c["degree"], c["steps"])
     return amount, f"{per_step} float64 multiply-adds x {plain(c['steps'])} steps x {c['series']} series"
 
