@@ -14,8 +14,9 @@ from conftest import DEVICES, DTYPES, KERNEL_BACKENDS, ROUTES, make_tensor, rout
 import pykernels
 from pykernels import reference
 
-# (name, x shape, y shape, degree, steps, record_every): single fits take 8-step jumps (degrees <= 8) with a stepwise
-# tail, or step one at a time (higher degrees, fewer than 8 steps); batched fits share x or have their own
+# (name, x shape, y shape, degree, steps, record_every): single fits and batched fits that share x take 16-step
+# jumps (degrees <= 8) with a stepwise tail, or step one at a time (higher degrees, fewer than 16 steps, batched
+# fits with their own x)
 MOMENT_CASES = [
     ("seed", (100,), (100,), 4, 203, 1),
     ("few_steps", (30,), (30,), 3, 7, 1),
@@ -29,6 +30,8 @@ MOMENT_CASES = [
     ("batched_shared_x", (40,), (37, 40), 4, 50, 1),  # 37 series: a partial group of lanes
     ("batched_own_x", (5, 40), (5, 40), 3, 50, 4),
     ("batched_high_degree", (40,), (9, 40), 9, 20, 1),
+    ("batched_degree0", (20,), (9, 20), 0, 64, 1),  # shared x: 16-step jumps, SIMD across series
+    ("batched_degree8", (40,), (11, 40), 8, 83, 3),
 ]
 LR = 0.05
 
@@ -433,18 +436,24 @@ def test_auto_measures_the_loss_of_a_nearly_exact_fit_on_the_data():
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
-def test_jumps_stop_before_a_step_could_overflow(backend):
+@pytest.mark.parametrize("batch", [None, 10])
+def test_jumps_stop_before_a_step_could_overflow(backend, batch):
     """Huge A (x up to 1000), lr past stability, no loss recorded: the stepwise loop overflows in u = A c (then NaN)
-    while M^8 c does not; the jumps must hand those steps to the stepwise loop."""
+    while M^16 c does not; the jumps must hand those steps to the stepwise loop. A batch on the same x mixes series
+    that diverge so with ones that stay at zero (y = 0)."""
     x = torch.linspace(0, 1000, 50, dtype=torch.float64)
-    moments = reference.poly_moments_torch(x, torch.sin(x / 100), 2)
+    y = torch.sin(x / 100)
+    if batch:
+        y = y * (torch.arange(batch) % 3 != 1).double()[:, None]
+    moments = reference.poly_moments_torch(x, y, 2)
     lr = 1.5 / np.linalg.eigvalsh(reference.gram_system_torch(*moments)[0].numpy())[-1]
+    init = torch.zeros(*y.shape[:-1], 3, dtype=torch.float64)
     for steps in (1016, 1024, 1040):
-        got = pykernels.get_backend(backend).fit_poly_moments(
-            *moments, torch.zeros(3, dtype=torch.float64), lr, steps, 10**9
-        )
-        want = reference.fit_poly_moments_torch(*moments, torch.zeros(3, dtype=torch.float64), lr, steps, 10**9)
-        torch.testing.assert_close(got[0], want[0], equal_nan=True, rtol=1e-9, atol=0)
+        got = pykernels.get_backend(backend).fit_poly_moments(*moments, init, lr, steps, 10**9)
+        want = reference.fit_poly_moments_torch(*moments, init, lr, steps, 10**9)
+        assert not torch.isfinite(want[0]).all()
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, equal_nan=True, rtol=1e-9, atol=0)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -759,20 +768,46 @@ def test_auto_decides_from_the_ceiling_as_from_the_eigenvalues(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_the_single_fits_jumps_are_the_stepwise_float64_recurrence(dtype):
+@pytest.mark.parametrize("batch", [None, 13], ids=["single", "batch13"])
+@pytest.mark.parametrize("record_every", [1, 7])
+def test_the_jumps_are_the_stepwise_float64_recurrence(dtype, batch, record_every):
     """The seed fit's 16-step jumps and quadratic-form losses against the stepwise float64 recurrence on the same
     statistics (the reference): the iterates and every loss to 1e-11 relative (measured: 3e-12 for the smallest
     coefficient, 2e-13 for the losses; the 8-step jumps before were 5e-12 off) for float64 data; float32 data:
-    the results rounded once."""
+    the results rounded once. Batched fits that share x take the same jumps, SIMD across series (13: a group of 8
+    and a partial one)."""
     x = torch.linspace(0, 5, 100, dtype=dtype)
-    moments = pykernels.poly_moments(x, torch.sin(x), 4)
-    init = torch.zeros(5, dtype=dtype)
+    y = torch.sin(x) if batch is None else torch.sin(x) * torch.linspace(0.5, 1.5, batch, dtype=dtype)[:, None]
+    moments = pykernels.poly_moments(x, y, 4)
+    init = torch.zeros(*y.shape[:-1], 5, dtype=dtype)
     steps = 20_003  # 1,250 jumps and a 3-step tail
-    got = torch.ops.pykernels.fit_poly_moments(*moments, init, 1e-5, steps, 1)
-    want = reference.fit_poly_moments_torch(*moments, init.double(), 1e-5, steps, 1)
+    got = torch.ops.pykernels.fit_poly_moments(*moments, init, 1e-5, steps, record_every)
+    want = reference.fit_poly_moments_torch(*moments, init.double(), 1e-5, steps, record_every)
     rtol = 1e-11 if dtype == torch.float64 else 2**-24
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g.double(), w.to(dtype).double(), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("record_every", [1, 5, 16, 10**9])
+@pytest.mark.parametrize("steps", [15, 16, 203, 4099])
+def test_a_batch_that_shares_x_is_its_fits_one_at_a_time(dtype, record_every, steps):
+    """Each series of a batched fit on one x (jumps SIMD across series, 8 to a group; 19 series: two groups and a
+    partial one) against the same fit alone (jumps one series at a time): the same maps and tables, the same order
+    of every sum, equal bit for bit here. The last steps (fewer than 16) step, the batch's with fused multiply-adds,
+    so their losses differ by rounding: a few ulps of the loss's terms (~1e2 here; measured 1.4e-14, asserted
+    1e-13)."""
+    x = torch.linspace(-1, 1, 60, dtype=dtype)
+    scales = torch.linspace(-2, 3, 19, dtype=torch.float64)[:, None]
+    y = (torch.sin(3 * x.double()) * scales + scales**2).to(dtype)
+    moments = pykernels.poly_moments(x, y, 3)
+    init = (torch.arange(19 * 4, dtype=torch.float64).reshape(19, 4) / 40).to(dtype)
+    batched = torch.ops.pykernels.fit_poly_moments(*moments, init, 0.1, steps, record_every)
+    for series in range(19):
+        alone = (moments.power_sums, moments.cross_sums[series], moments.square_sum[series], init[series])
+        single = torch.ops.pykernels.fit_poly_moments(*alone, 0.1, steps, record_every)
+        for b, s in zip(batched, single, strict=True):
+            torch.testing.assert_close(b[series], s, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

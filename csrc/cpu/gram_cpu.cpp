@@ -15,8 +15,10 @@
 //
 // A single fit is one dependent chain of (D+1)x(D+1) matrix-vector products, so its speed is the chain's latency.
 // fit_single_jumps shortens the chain 16-fold: c_{t+16} = M^16 c_t + q_16 is one matrix-vector product, and the
-// losses of the steps between, quadratic forms in c_t (JumpTables), are computed off the chain, one step per SIMD
-// lane. Batched fits are independent chains: SIMD across series, several vectors in flight.
+// losses of the steps between, quadratic forms in c_t (JumpMaps, TargetTables), are computed off the chain, one
+// step per SIMD lane. Batched fits are independent chains, SIMD across series: those that share x take the same
+// jumps (fit_lanes_jumps: about half the arithmetic of a step per loss, and whole vectors of losses per row),
+// the others step (fit_lanes), several vectors in flight.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -256,113 +258,258 @@ void fit_single_stepwise(const GramSystem& system, int64_t terms, double lr, int
 constexpr int kHalves = 2;                // lane vectors per jump
 constexpr int kJump = kHalves * kLanes;  // steps per jump: one SIMD lane per step in between
 
-// The jump tables of a fit of compile-time degree D. With c_{t+j} = M^j c_t + q_j (q_0 = 0, q_{j+1} = M q_j + d),
-// the loss of step t + j is a quadratic form in c_t alone:
+// max(a, b), NaN if either is NaN (std::max drops a NaN second argument)
+inline double nan_max(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b); }
+
+// Per lane, the larger of `largest` and |v|; NaN where either is NaN.
+inline LaneVector magnitude_max(LaneVector largest, LaneVector v) {
+  const LaneVector magnitude = v < 0 ? -v : v;
+  return largest >= magnitude || largest != largest ? largest : magnitude;
+}
+
+template <int K>
+double max_row_sum(const double (&matrix)[K][K]) {
+  double largest = 0.0;
+  for (int a = 0; a < K; ++a) {
+    double row = 0.0;
+    for (int b = 0; b < K; ++b) row += std::fabs(matrix[a][b]);
+    largest = nan_max(largest, row);
+  }
+  return largest;
+}
+
+// What the 16-step jumps of a fit of compile-time degree D take from A and lr alone: shared by every series with
+// that A. With c_{t+j} = P_j c_t + q_j (P_j = M^j; q_j = L_j b, L_0 = 0, L_{j+1} = M L_j + 2 lr I), the loss of
+// step t + j is a quadratic form in c_t alone:
 //
-//   loss_{t+j} = c_t.Q_j c_t + r_j.c_t + k_j,   Q_j = P^T A P,  r_j = 2 P^T (A q_j - b),  k_j = q_j.(A q_j - 2 b) + s
+//   loss_{t+j} = c_t.Q_j c_t + r_j.c_t + k_j,   Q_j = P_j^T A P_j,   r_j = R_j b,   R_j = 2 P_j^T (A L_j - I),
+//                                               k_j = b.K_j b + s,   K_j = L_j^T A L_j - 2 L_j,
 //
-// (P = M^j), so a block's 16 losses are 16 lanes of (D+1)(D+2)/2 + (D+1) multiply-adds from the products
-// c_a c_b, and the iterates between block starts are never formed. quadratic[p][h] holds Q_j[a][b] (doubled off
-// the diagonal) for the p-th pair a <= b and step j = 8 h + lane; jump and jump_offset are M^16 and q_16 for the
-// chain.
+// so a block's 16 losses are 16 lanes of (D+1)(D+2)/2 + (D+1) multiply-adds from the products c_a c_b, and the
+// iterates between block starts are never formed: c_{t+16} = P_16 c_t + L_16 b. Q_j and K_j are held per pair
+// a <= b (doubled off the diagonal), step j in lane j % 8 of half j / 8.
 template <int D>
-struct JumpTables {
+struct JumpMaps {
   static constexpr int kTerms = D + 1;
   static constexpr int kPairs = kTerms * (kTerms + 1) / 2;
   LaneVector quadratic[kPairs][kHalves];
-  LaneVector linear[kTerms][kHalves];
-  LaneVector constant[kHalves];
-  double jump[kTerms][kTerms];
-  double jump_offset[kTerms];
-  // |c| at any step of a block from c_t is at most reach * |c_t| + drift (max norms), and |u - b| at most
-  // gram_norm |c| + target_norm: while these products stay far below the float64 range, no intermediate of the
-  // stepwise recurrence overflows (what the jumps would skip over). form_norm bounds the quadratic form's terms.
-  double reach = 1.0, drift = 0.0, gram_norm = 0.0, target_norm = 0.0, form_norm = 0.0;
+  LaneVector linear[kTerms][kTerms][kHalves];  // R_j[a][k]
+  LaneVector constant[kPairs][kHalves];        // K_j
+  double jump[kTerms][kTerms];                 // P_16
+  double jump_offset[kTerms][kTerms];          // L_16
+  // |c| at any step of a block from c_t is at most reach |c_t| + drift |b| (max norms), and |u - b| at most
+  // gram_norm |c| + |b|; quadratic_norm is the largest |Q_j| entry. NaN where something is not finite.
+  double reach = 1.0, drift = 0.0, gram_norm = 0.0, quadratic_norm = 0.0;
 
-  JumpTables(const GramSystem& system, double lr) {
-    double step_matrix[kTerms][kTerms], power[kTerms][kTerms], offset[kTerms];
+  JumpMaps(const double* moments, double lr) {  // moments: A's 2D + 1 Hankel entries
+    double gram[kTerms][kTerms], step_matrix[kTerms][kTerms], power[kTerms][kTerms], offset[kTerms][kTerms];
     for (int a = 0; a < kTerms; ++a) {
       for (int b = 0; b < kTerms; ++b) {
-        step_matrix[a][b] = (a == b ? 1.0 : 0.0) - 2.0 * lr * system.gram(a, b);
+        gram[a][b] = moments[a + b];
+        step_matrix[a][b] = (a == b ? 1.0 : 0.0) - 2.0 * lr * gram[a][b];
         power[a][b] = a == b ? 1.0 : 0.0;
+        offset[a][b] = 0.0;
       }
-      offset[a] = 0.0;
     }
-    for (int j = 0; j <= kJump; ++j) {
+    for (int j = 0;; ++j) {
       if (j == kJump) {
         std::copy(&power[0][0], &power[0][0] + kTerms * kTerms, &jump[0][0]);
-        std::copy(offset, offset + kTerms, jump_offset);
+        std::copy(&offset[0][0], &offset[0][0] + kTerms * kTerms, &jump_offset[0][0]);
         break;
       }
-      add_step_form(system, j, power, offset);
+      add_step_form(gram, j, power, offset);
+      reach = nan_max(reach, max_row_sum(power));
+      drift = nan_max(drift, max_row_sum(offset));
+      double next_power[kTerms][kTerms], next_offset[kTerms][kTerms];
       for (int a = 0; a < kTerms; ++a) {
-        double row = 0.0;
-        for (int b = 0; b < kTerms; ++b) row += std::fabs(power[a][b]);
-        reach = std::max(reach, row);
-        drift = std::max(drift, std::fabs(offset[a]));
-      }
-      double next_power[kTerms][kTerms], next_offset[kTerms];
-      for (int a = 0; a < kTerms; ++a) {
-        next_offset[a] = 2.0 * lr * system.target[a];
-        for (int k = 0; k < kTerms; ++k) next_offset[a] += step_matrix[a][k] * offset[k];
         for (int b = 0; b < kTerms; ++b) {
-          double sum = 0.0;
-          for (int k = 0; k < kTerms; ++k) sum += step_matrix[a][k] * power[k][b];
+          double sum = 0.0, offset_sum = a == b ? 2.0 * lr : 0.0;
+          for (int k = 0; k < kTerms; ++k) {
+            sum += step_matrix[a][k] * power[k][b];
+            offset_sum += step_matrix[a][k] * offset[k][b];
+          }
           next_power[a][b] = sum;
+          next_offset[a][b] = offset_sum;
         }
       }
       std::copy(&next_power[0][0], &next_power[0][0] + kTerms * kTerms, &power[0][0]);
-      std::copy(next_offset, next_offset + kTerms, offset);
+      std::copy(&next_offset[0][0], &next_offset[0][0] + kTerms * kTerms, &offset[0][0]);
     }
-    for (int a = 0; a < kTerms; ++a) {
-      double row = 0.0;
-      for (int b = 0; b < kTerms; ++b) row += std::fabs(system.gram(a, b));
-      gram_norm = std::max(gram_norm, row);
-      target_norm = std::max(target_norm, std::fabs(system.target[a]));
-    }
+    gram_norm = max_row_sum(gram);
   }
 
-  // Lane j of the tables: Q_j, r_j, k_j from P = M^j and q_j.
-  void add_step_form(const GramSystem& system, int j, const double (&power)[kTerms][kTerms],
-                     const double (&offset)[kTerms]) {
+  // Whether the jumps can be taken at all (A, lr and what they make are finite).
+  bool finite() const {
+    return all_finite(&jump[0][0], kTerms * kTerms) && all_finite(&jump_offset[0][0], kTerms * kTerms) &&
+           std::isfinite(reach) && std::isfinite(drift) && std::isfinite(gram_norm) && std::isfinite(quadratic_norm);
+  }
+
+  // Whether blocks from coefficients of at most `largest` (max norm, at every block start) for targets of at most
+  // `target_norm`, with losses' linear and constant terms of at most `form_norm`, can be jumped over: every
+  // intermediate value of the stepwise loop (c, u - b, c.u, the update) and of the quadratic form stays below 1e300.
+  bool safe(double largest, double target_norm, double form_norm) const {
+    const double c_bound = reach * largest + drift * target_norm;
+    const double u_bound = gram_norm * c_bound + target_norm;
+    const double form_bound =
+        nan_max(form_norm, quadratic_norm) * (kPairs + kTerms) * (largest * largest + largest + 1.0);
+    return c_bound * (u_bound + 1.0) < 1e300 && form_bound < 1e300;  // false for NaN
+  }
+
+ private:
+  // Lane j of the maps: Q_j, R_j, K_j from P = P_j and L = L_j.
+  void add_step_form(const double (&gram)[kTerms][kTerms], int j, const double (&power)[kTerms][kTerms],
+                     const double (&offset)[kTerms][kTerms]) {
     const int half = j / kLanes, lane = j % kLanes;
-    double gram_power[kTerms][kTerms], residual[kTerms];  // A P; A q - b
+    double gram_power[kTerms][kTerms], gram_offset[kTerms][kTerms];  // A P, A L
     for (int a = 0; a < kTerms; ++a) {
-      residual[a] = -system.target[a];
-      for (int k = 0; k < kTerms; ++k) residual[a] += system.gram(a, k) * offset[k];
       for (int b = 0; b < kTerms; ++b) {
-        double sum = 0.0;
-        for (int k = 0; k < kTerms; ++k) sum += system.gram(a, k) * power[k][b];
+        double sum = 0.0, offset_sum = 0.0;
+        for (int k = 0; k < kTerms; ++k) {
+          sum += gram[a][k] * power[k][b];
+          offset_sum += gram[a][k] * offset[k][b];
+        }
         gram_power[a][b] = sum;
+        gram_offset[a][b] = offset_sum;
       }
     }
+    // (L^T A L - 2 L)[a][b]
+    const auto constant_entry = [&](int a, int b) {
+      double sum = -2.0 * offset[a][b];
+      for (int k = 0; k < kTerms; ++k) sum += offset[k][a] * gram_offset[k][b];
+      return sum;
+    };
     int pair = 0;
     for (int a = 0; a < kTerms; ++a) {
       for (int b = a; b < kTerms; ++b, ++pair) {
         double sum = 0.0;
         for (int k = 0; k < kTerms; ++k) sum += power[k][a] * gram_power[k][b];
         quadratic[pair][half][lane] = a == b ? sum : 2.0 * sum;
-        form_norm = std::max(form_norm, std::fabs(quadratic[pair][half][lane]));
+        quadratic_norm = nan_max(quadratic_norm, std::fabs(quadratic[pair][half][lane]));
+        constant[pair][half][lane] = a == b ? constant_entry(a, a) : constant_entry(a, b) + constant_entry(b, a);
       }
-      double sum = 0.0;
-      for (int k = 0; k < kTerms; ++k) sum += power[k][a] * residual[k];
-      linear[a][half][lane] = 2.0 * sum;
-      form_norm = std::max(form_norm, std::fabs(linear[a][half][lane]));
+      for (int b = 0; b < kTerms; ++b) {
+        double sum = 0.0;
+        for (int k = 0; k < kTerms; ++k) sum += power[k][a] * (gram_offset[k][b] - (k == b ? 1.0 : 0.0));
+        linear[a][b][half][lane] = 2.0 * sum;
+      }
     }
-    double value = system.offset;
-    for (int a = 0; a < kTerms; ++a) value += offset[a] * (residual[a] - system.target[a]);
-    constant[half][lane] = value;
-  }
-
-  // Whether steps from coefficients of at most `largest` (max norm) can be jumped over: every intermediate value
-  // of the stepwise loop (c, u - b, c.u, the update) and of the quadratic form stays below 1e300.
-  bool safe(double largest) const {
-    const double c_bound = reach * largest + drift;
-    const double u_bound = gram_norm * c_bound + target_norm;
-    const double form_bound = form_norm * (kPairs + kTerms) * (largest * largest + largest + 1.0);
-    return c_bound * (u_bound + 1.0) < 1e300 && form_bound < 1e300;
   }
 };
+
+// The jump tables of one series: its target b and offset s applied to the maps (r_j, k_j and q_16 = L_16 b).
+template <int D>
+struct TargetTables {
+  static constexpr int kTerms = D + 1;
+  LaneVector linear[kTerms][kHalves] = {};
+  LaneVector constant[kHalves] = {};
+  double jump_offset[kTerms] = {};
+  double target_norm = 0.0;  // |b|
+  double form_norm = 0.0;    // the largest |r_j| and |k_j| entry
+
+  TargetTables() = default;
+  TargetTables(const JumpMaps<D>& maps, const double* target, double offset) {
+    LaneVector norm = splat<LaneVector>(0.0);
+    const auto take = [&](LaneVector v) { norm = magnitude_max(norm, v); };
+    for (int h = 0; h < kHalves; ++h) {
+      LaneVector value = splat<LaneVector>(offset);
+      int pair = 0;
+      for (int a = 0; a < kTerms; ++a) {
+        for (int b = a; b < kTerms; ++b, ++pair) value += maps.constant[pair][h] * (target[a] * target[b]);
+        LaneVector sum = splat<LaneVector>(0.0);
+        for (int k = 0; k < kTerms; ++k) sum += maps.linear[a][k][h] * target[k];
+        linear[a][h] = sum;
+        take(sum);
+      }
+      constant[h] = value;
+      take(value);
+    }
+    for (int lane = 0; lane < kLanes; ++lane) form_norm = nan_max(form_norm, norm[lane]);
+    for (int a = 0; a < kTerms; ++a) {
+      double sum = 0.0;
+      for (int k = 0; k < kTerms; ++k) sum += maps.jump_offset[a][k] * target[k];
+      jump_offset[a] = sum;
+      target_norm = nan_max(target_norm, std::fabs(target[a]));
+    }
+  }
+};
+
+// The 16 losses of kSeries blocks (series) from their starts: coefficient(a, series) = c_a, product(p, series) =
+// c_a c_b for the p-th pair a <= b. Term by term across the series, so that a term's table vectors are loaded once
+// for all of them (each series' sum still runs in the same order: constant, linear terms, pairs).
+template <int D, int kSeries, typename Coefficient, typename Product>
+inline void block_losses(const JumpMaps<D>& maps, const TargetTables<D>* targets, Coefficient coefficient,
+                         Product product, LaneVector (&losses)[kSeries][kHalves]) {
+#pragma GCC unroll 16
+  for (int series = 0; series < kSeries; ++series) {
+#pragma GCC unroll 2
+    for (int h = 0; h < kHalves; ++h) losses[series][h] = targets[series].constant[h];
+  }
+#pragma GCC unroll 16
+  for (int a = 0; a <= D; ++a) {
+#pragma GCC unroll 16
+    for (int series = 0; series < kSeries; ++series) {
+      const double c = coefficient(a, series);
+#pragma GCC unroll 2
+      for (int h = 0; h < kHalves; ++h) losses[series][h] += targets[series].linear[a][h] * c;
+    }
+  }
+#pragma GCC unroll 64
+  for (int p = 0; p < JumpMaps<D>::kPairs; ++p) {
+    LaneVector quadratic[kHalves];
+#pragma GCC unroll 2
+    for (int h = 0; h < kHalves; ++h) quadratic[h] = maps.quadratic[p][h];
+#pragma GCC unroll 16
+    for (int series = 0; series < kSeries; ++series) {
+      const double c = product(p, series);
+#pragma GCC unroll 2
+      for (int h = 0; h < kHalves; ++h) losses[series][h] += quadratic[h] * c;
+    }
+  }
+}
+
+// Writes a block's losses of the steps the countdown marks at `row` (advanced past them); finite_losses and
+// finite_stored take x - x of each written loss, in float64 and as stored (they stay 0 while all are finite).
+template <typename scalar_t, typename Stored>
+inline void store_block(const LaneVector (&losses)[kHalves], int64_t record_every, int64_t& until_record,
+                        scalar_t*& row, LaneVector& finite_losses, Stored& finite_stored) {
+  if (record_every == 1) {  // every step recorded: whole vector stores
+#pragma GCC unroll 2
+    for (int h = 0; h < kHalves; ++h) {
+      const Stored stored = __builtin_convertvector(losses[h], Stored);
+      store_streaming(row, stored);
+      row += kLanes;
+      finite_losses += losses[h] - losses[h];
+      finite_stored += stored - stored;
+    }
+    return;
+  }
+  for (int j = 0; j < kJump; ++j) {
+    if (--until_record == 0) {
+      const double loss = losses[j / kLanes][j % kLanes];
+      const scalar_t stored = static_cast<scalar_t>(loss);
+      *row++ = stored;
+      finite_losses[j % kLanes] += loss - loss;
+      finite_stored[j % kLanes] += stored - stored;
+      until_record = record_every;
+    }
+  }
+}
+
+// kLanes values of the trace's dtype
+template <typename scalar_t>
+struct StoredLanesOf {
+  typedef scalar_t type __attribute__((vector_size(kLanes * sizeof(scalar_t))));
+};
+template <typename scalar_t>
+using StoredLanes = typename StoredLanesOf<scalar_t>::type;
+
+template <typename Stored>
+bool lanes_zero(const Stored& v) {
+  for (int lane = 0; lane < kLanes; ++lane) {
+    if (v[lane] != 0) return false;
+  }
+  return true;
+}
 
 // `blocks` jumps of 16 steps from c, recording the losses of the steps the countdown marks. Returns false (c and
 // trace then unspecified) when a coefficient or a recorded loss is not finite, or the coefficients grew to where a
@@ -370,15 +517,14 @@ struct JumpTables {
 // out as the stepwise loop makes them. When it returns true, `stored_finite` says whether every written loss is
 // finite in the trace's dtype (float32 can overflow where the float64 loss does not; the steps go on as they do).
 template <int D, typename scalar_t>
-bool fit_single_jumps(const JumpTables<D>& tables, int64_t blocks, int64_t record_every, int64_t& until_record,
-                      double* c_io, scalar_t*& trace, bool& stored_finite) {
+bool fit_single_jumps(const JumpMaps<D>& maps, const TargetTables<D>& target, int64_t blocks, int64_t record_every,
+                      int64_t& until_record, double* c_io, scalar_t*& trace, bool& stored_finite) {
   constexpr int kTerms = D + 1;
-  constexpr int kPairs = JumpTables<D>::kPairs;
-  typedef scalar_t Stored __attribute__((vector_size(kLanes * sizeof(scalar_t))));
+  constexpr int kPairs = JumpMaps<D>::kPairs;
   double c[kTerms];
   std::copy(c_io, c_io + kTerms, c);
-  LaneVector finite_losses = splat<LaneVector>(0.0);  // stays 0 while every recorded loss is finite (x - x = 0)
-  Stored finite_stored = Stored{} + scalar_t(0);      // the same for the losses as written
+  LaneVector finite_losses = splat<LaneVector>(0.0);
+  StoredLanes<scalar_t> finite_stored = StoredLanes<scalar_t>{} + scalar_t(0);
   double largest = 0.0;  // max |c| at the blocks' starts (and the end)
   for (int64_t block = 0; block < blocks; ++block) {
 #pragma GCC unroll 16
@@ -391,57 +537,29 @@ bool fit_single_jumps(const JumpTables<D>& tables, int64_t blocks, int64_t recor
 #pragma GCC unroll 16
         for (int b = a; b < kTerms; ++b) products[pair++] = c[a] * c[b];
       }
-      LaneVector losses[kHalves];
-#pragma GCC unroll 2
-      for (int h = 0; h < kHalves; ++h) {
-        LaneVector loss = tables.constant[h];
-#pragma GCC unroll 16
-        for (int a = 0; a < kTerms; ++a) loss += tables.linear[a][h] * c[a];
-#pragma GCC unroll 64
-        for (int p = 0; p < kPairs; ++p) loss += tables.quadratic[p][h] * products[p];
-        losses[h] = loss;
-      }
-      if (record_every == 1) {  // every step recorded: whole vector stores
-#pragma GCC unroll 2
-        for (int h = 0; h < kHalves; ++h) {
-          const Stored stored = __builtin_convertvector(losses[h], Stored);
-          store_streaming(trace, stored);
-          trace += kLanes;
-          finite_losses += losses[h] - losses[h];
-          finite_stored += stored - stored;
-        }
-      } else {
-        for (int j = 0; j < kJump; ++j) {
-          if (--until_record == 0) {
-            const double loss = losses[j / kLanes][j % kLanes];
-            const scalar_t stored = static_cast<scalar_t>(loss);
-            *trace++ = stored;
-            finite_losses[j % kLanes] += loss - loss;
-            finite_stored[j % kLanes] += stored - stored;
-            until_record = record_every;
-          }
-        }
-      }
+      LaneVector losses[1][kHalves];
+      block_losses<D, 1>(
+          maps, &target, [&](int a, int) { return c[a]; }, [&](int p, int) { return products[p]; }, losses);
+      store_block(losses[0], record_every, until_record, trace, finite_losses, finite_stored);
     } else {
       until_record -= kJump;
     }
-    double next[kTerms];  // the chain: c_{t+16} = M^16 c_t + q_16
+    double next[kTerms];  // the chain: c_{t+16} = P_16 c_t + q_16
 #pragma GCC unroll 16
     for (int a = 0; a < kTerms; ++a) {
-      double sum = tables.jump_offset[a];
+      double sum = target.jump_offset[a];
 #pragma GCC unroll 16
-      for (int b = 0; b < kTerms; ++b) sum += tables.jump[a][b] * c[b];
+      for (int b = 0; b < kTerms; ++b) sum += maps.jump[a][b] * c[b];
       next[a] = sum;
     }
     std::copy(next, next + kTerms, c);
   }
   std::copy(c, c + kTerms, c_io);
   for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
-  bool ok = all_finite(c, kTerms) && tables.safe(largest);  // a NaN c stays NaN to the end: all_finite sees it
-  for (int j = 0; j < kLanes; ++j) {
-    ok = ok && finite_losses[j] == 0.0;
-    stored_finite = stored_finite && finite_stored[j] == scalar_t(0);
-  }
+  // a NaN c stays NaN to the end: all_finite sees it
+  const bool ok = all_finite(c, kTerms) && lanes_zero(finite_losses) &&
+                  maps.safe(largest, target.target_norm, target.form_norm);
+  stored_finite = stored_finite && lanes_zero(finite_stored);
   return ok;
 }
 
@@ -460,17 +578,17 @@ bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
                                all_finite(system.target.data(), terms) && std::isfinite(system.offset) &&
                                all_finite(c, terms);
     if (finite_system && steps >= kJump) {
-      const JumpTables<kDegree> tables(system, lr);
-      const bool finite_tables = all_finite(&tables.jump[0][0], terms * terms) && all_finite(tables.jump_offset, terms);
+      const JumpMaps<kDegree> maps(system.moments.data(), lr);
+      const TargetTables<kDegree> target(maps, system.target.data(), system.offset);
       constexpr int64_t kSegmentBlocks = 256;
       std::vector<double> start(terms);
-      while (finite_tables && steps - done >= kJump) {
+      while (maps.finite() && steps - done >= kJump) {
         const int64_t blocks = std::min(kSegmentBlocks, (steps - done) / kJump);
         std::copy(c, c + terms, start.begin());
         const int64_t until_record_at_start = until_record;
         scalar_t* const trace_at_start = trace;
         bool segment_finite = true;
-        if (!fit_single_jumps<kDegree>(tables, blocks, record_every, until_record, c, trace, segment_finite)) {
+        if (!fit_single_jumps<kDegree>(maps, target, blocks, record_every, until_record, c, trace, segment_finite)) {
           std::copy(start.begin(), start.end(), c);
           until_record = until_record_at_start;
           trace = trace_at_start;
@@ -499,8 +617,9 @@ inline T term(T v) {
 
 // Batched fits, SIMD across series: kGroup vectors of kLanes series step together (independent chains in flight).
 // The Hankel moments m[p] = power_sums[p] / N are lane vectors (equal lanes when the series share x). Losses are
-// kept for kPending records and then written row by row (a series' trace is a row of the (B, T) output).
-// trace_finite[series] says whether every loss written to the series' row is finite.
+// kept for kPending records and then written row by row (a series' trace is a row of the (B, T) output), from
+// record `first_record` on; `until_record` counts down to the first recorded step. trace_finite[series] turns false
+// at a written loss that is not finite.
 //
 // Steps run in segments of kSegment. A segment whose every intermediate is bounded far below the float64 range
 // (from the coefficients at its start, the growth of a step, 1 + 2 lr |A|, and |b|, s) runs fused: multiply-adds
@@ -509,9 +628,9 @@ inline T term(T v) {
 // every product rounded on its own, in the reference's order, so inf and NaN come out as the reference's.
 template <int kDegree, int kGroup, typename scalar_t>
 void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVector* offset, int64_t degree,
-               double lr, int64_t steps, int64_t record_every, LaneVector* c, scalar_t* trace, int64_t records,
-               int64_t live_series, bool* trace_finite) {
-  typedef scalar_t Stored __attribute__((vector_size(kLanes * sizeof(scalar_t))));
+               double lr, int64_t steps, int64_t record_every, int64_t until_record, int64_t first_record,
+               LaneVector* c, scalar_t* trace, int64_t records, int64_t live_series, bool* trace_finite) {
+  using Stored = StoredLanes<scalar_t>;
   Stored finite_stored[kGroup];  // per lane 0 while every loss, as written, is finite (x - x = 0)
   for (int g = 0; g < kGroup; ++g) finite_stored[g] = Stored{} + scalar_t(0);
   constexpr int kPending = 8;
@@ -521,7 +640,7 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
   std::vector<LaneVector> dynamic_u(kDegree == kDynamicDegree ? (deg + 1) * kGroup : 0);
   LaneVector pending[kPending][kGroup];
   int pending_count = 0;
-  int64_t first_pending = 0;
+  int64_t first_pending = first_record;
   const auto flush = [&] {
     for (int64_t series = 0; series < live_series; ++series) {
       scalar_t* row = trace + series * records + first_pending;
@@ -562,7 +681,6 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
     return 4.0 * (deg + 1) * c_bound * (u_bound + 1.0) + offset_norm < 1e300;  // false for NaN
   };
   const LaneVector two_lr = splat<LaneVector>(2.0 * lr);
-  int64_t until_record = 1;
   // exact: std::true_type or std::false_type (a generic lambda: torch <= 2.12 builds extensions as C++17)
   const auto run = [&](auto exact, int64_t first, int64_t last) {
     constexpr bool kExact = decltype(exact)::value;
@@ -612,8 +730,141 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
   }
   flush();
   for (int64_t series = 0; series < live_series; ++series) {
-    trace_finite[series] = finite_stored[series / kLanes][series % kLanes] == scalar_t(0);
+    trace_finite[series] = trace_finite[series] && finite_stored[series / kLanes][series % kLanes] == scalar_t(0);
   }
+}
+
+// kLanes series that share A (lane = series): `blocks` jumps of 16 steps, as fit_single_jumps does them (its
+// contract), the chain c_{t+16} = P_16 c_t + q_16 SIMD across the series, and each series' 16 losses a vector per
+// half block (lane = step) written whole into its row, rows[series], advanced past them. target_norm and form_norm
+// are the series' largest.
+template <int D, typename scalar_t>
+bool fit_lanes_jumps(const JumpMaps<D>& maps, const TargetTables<D> (&targets)[kLanes], double target_norm,
+                     double form_norm, int64_t blocks, int64_t record_every, int64_t& until_record, LaneVector* c_io,
+                     scalar_t* (&rows)[kLanes], bool (&stored_finite)[kLanes]) {
+  constexpr int kTerms = D + 1;
+  constexpr int kPairs = JumpMaps<D>::kPairs;
+  LaneVector jump_offset[kTerms], c[kTerms];  // q_16 and c per series
+  for (int a = 0; a < kTerms; ++a) {
+    alignas(64) double lanes[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) lanes[lane] = targets[lane].jump_offset[a];
+    std::memcpy(&jump_offset[a], lanes, sizeof(LaneVector));
+    c[a] = c_io[a];
+  }
+  LaneVector finite_losses = splat<LaneVector>(0.0);
+  StoredLanes<scalar_t> finite_stored[kLanes];
+  for (auto& v : finite_stored) v = StoredLanes<scalar_t>{} + scalar_t(0);
+  LaneVector largest = splat<LaneVector>(0.0);  // per series, max |c| at the blocks' starts (NaN stays)
+  const auto take_largest = [&] {
+#pragma GCC unroll 16
+    for (int a = 0; a < kTerms; ++a) largest = magnitude_max(largest, c[a]);
+  };
+  for (int64_t block = 0; block < blocks; ++block) {
+    take_largest();
+    if (until_record <= kJump) {
+      // c_a and the products c_a c_b of every series, in memory: an FMA broadcasts a lane from there
+      alignas(64) double coefficients[kTerms][kLanes], products[kPairs][kLanes];
+      int pair = 0;
+#pragma GCC unroll 16
+      for (int a = 0; a < kTerms; ++a) {
+        std::memcpy(coefficients[a], &c[a], sizeof(LaneVector));
+#pragma GCC unroll 16
+        for (int b = a; b < kTerms; ++b, ++pair) {
+          const LaneVector product = c[a] * c[b];
+          std::memcpy(products[pair], &product, sizeof(LaneVector));
+        }
+      }
+      // read back from memory (a broadcast load, the FMA's own operand), not shuffled out of the registers: the
+      // shuffles would take the FMA port
+      asm volatile("" : : "r"(&coefficients[0][0]), "r"(&products[0][0]) : "memory");
+      LaneVector losses[kLanes][kHalves];
+      block_losses<D, kLanes>(
+          maps, targets, [&](int a, int series) { return coefficients[a][series]; },
+          [&](int p, int series) { return products[p][series]; }, losses);
+      int64_t countdown = until_record;
+#pragma GCC unroll 8
+      for (int series = 0; series < kLanes; ++series) {
+        countdown = until_record;
+        store_block(losses[series], record_every, countdown, rows[series], finite_losses, finite_stored[series]);
+      }
+      until_record = countdown;
+    } else {
+      until_record -= kJump;
+    }
+    LaneVector next[kTerms];
+#pragma GCC unroll 16
+    for (int a = 0; a < kTerms; ++a) {
+      LaneVector sum = jump_offset[a];
+#pragma GCC unroll 16
+      for (int b = 0; b < kTerms; ++b) sum += maps.jump[a][b] * c[b];
+      next[a] = sum;
+    }
+    std::copy(next, next + kTerms, c);
+  }
+  take_largest();
+  double group_largest = 0.0;
+  for (int lane = 0; lane < kLanes; ++lane) {
+    group_largest = nan_max(group_largest, largest[lane]);
+  }
+  std::copy(c, c + kTerms, c_io);
+  bool ok = lanes_zero(finite_losses) && maps.safe(group_largest, target_norm, form_norm);
+  for (int a = 0; a < kTerms; ++a) {
+    for (int lane = 0; lane < kLanes; ++lane) ok = ok && std::isfinite(c[a][lane]);
+  }
+  if (ok) {
+    for (int lane = 0; lane < kLanes; ++lane) stored_finite[lane] = stored_finite[lane] && lanes_zero(finite_stored[lane]);
+  }
+  return ok;
+}
+
+// Batched fits of compile-time degree D on kLanes series that share A (the lanes' moments, target b, offset s
+// and coefficients c as fit_lanes takes them): jumps of 16 steps in checked segments, as a single fit takes them,
+// and fit_lanes for the steps after (the last, fewer than 16, and all from a segment that ended with something
+// not finite or close to overflow, redone from its start).
+template <int D, typename scalar_t>
+void fit_lanes_with_jumps(const JumpMaps<D>& maps, const LaneVector* moments, const LaneVector* target,
+                          const LaneVector* offset, double lr, int64_t steps, int64_t record_every, LaneVector* c,
+                          scalar_t* trace, int64_t records, int64_t live_series, bool* trace_finite) {
+  constexpr int kTerms = D + 1;
+  TargetTables<D> targets[kLanes];
+  double target_norm = 0.0, form_norm = 0.0;
+  for (int lane = 0; lane < kLanes; ++lane) {
+    double b[kTerms];
+    for (int a = 0; a < kTerms; ++a) b[a] = target[a][lane];
+    targets[lane] = TargetTables<D>(maps, b, offset[0][lane]);
+    target_norm = nan_max(target_norm, targets[lane].target_norm);
+    form_norm = nan_max(form_norm, targets[lane].form_norm);
+  }
+  // rows of the series past live_series (lanes that fit nothing) go to a scratch row
+  std::vector<scalar_t> scratch(live_series < kLanes ? records : 0);
+  scalar_t* rows[kLanes];
+  for (int lane = 0; lane < kLanes; ++lane) rows[lane] = lane < live_series ? trace + lane * records : scratch.data();
+  bool stored_finite[kLanes];
+  std::fill(stored_finite, stored_finite + kLanes, true);
+  constexpr int64_t kSegmentBlocks = 16;
+  int64_t until_record = 1, done = 0;
+  const bool jumps = maps.finite() && std::isfinite(target_norm) && std::isfinite(form_norm);
+  while (jumps && steps - done >= kJump) {
+    const int64_t blocks = std::min(kSegmentBlocks, (steps - done) / kJump);
+    LaneVector start[kTerms];
+    std::copy(c, c + kTerms, start);
+    scalar_t* rows_at_start[kLanes];
+    std::copy(rows, rows + kLanes, rows_at_start);
+    const int64_t until_record_at_start = until_record;
+    if (!fit_lanes_jumps<D>(maps, targets, target_norm, form_norm, blocks, record_every, until_record, c, rows,
+                            stored_finite)) {
+      std::copy(start, start + kTerms, c);
+      std::copy(rows_at_start, rows_at_start + kLanes, rows);
+      until_record = until_record_at_start;
+      break;
+    }
+    done += blocks * kJump;
+  }
+  finish_streaming();
+  for (int64_t series = 0; series < live_series; ++series) trace_finite[series] = stored_finite[series];
+  const int64_t written = rows[kLanes - 1] - (live_series == kLanes ? trace + (kLanes - 1) * records : scratch.data());
+  fit_lanes<D, 1, scalar_t>(moments, target, offset, D, lr, steps - done, record_every, until_record, written, c,
+                            trace, records, live_series, trace_finite);
 }
 
 // The bound of pykernels._auto.loss_bound on the relative error of the loss `loss` computed from the statistics at
@@ -652,7 +903,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_poly_moments_chec
   at::Tensor trace = at::empty(batched ? at::IntArrayRef{series, records} : at::IntArrayRef{records},
                                coeffs_in.options());
   const std::vector<int64_t> batch = batched ? std::vector<int64_t>{series} : std::vector<int64_t>{};
-  at::Tensor finite = at::empty(batch, coeffs_in.options().dtype(at::kBool));
+  at::Tensor finite = at::ones(batch, coeffs_in.options().dtype(at::kBool));
   at::Tensor last_loss_bound = at::zeros(batch, coeffs_in.options().dtype(at::kDouble));
   bool* finite_data = finite.mutable_data_ptr<bool>();
   const double* power_data = power_sums.const_data_ptr<double>();
@@ -668,38 +919,64 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_poly_moments_chec
         finite_data[0] = fit_single<kDeg, scalar_t>(system, terms, lr, steps, record_every, c_data, trace_data);
         return;
       }
-      constexpr int kGroup = 4;
-      constexpr int64_t kGroupSeries = kGroup * kLanes;
-      const int64_t groups = (series + kGroupSeries - 1) / kGroupSeries;
-      at::parallel_for(0, groups, 1, [&](int64_t first, int64_t last) {
-        std::vector<LaneVector> moments(kGroup * (2 * terms - 1)), target(kGroup * terms), offset(kGroup),
-            c(kGroup * terms);
-        for (int64_t group = first; group < last; ++group) {
-          const int64_t s0 = group * kGroupSeries;
-          const int64_t live = std::min(kGroupSeries, series - s0);
-          // dead lanes fit y = 0 on x = 0 (N = 1): zeros stay zeros, nothing overflows
-          for (int64_t slot = 0; slot < kGroupSeries; ++slot) {
-            const int g = static_cast<int>(slot / kLanes), lane = static_cast<int>(slot % kLanes);
-            const bool alive = slot < live;
-            const int64_t s = s0 + slot;
-            const double* ps = power_data + (shared_x ? 0 : s * (2 * terms - 1));
-            const double count = alive ? ps[0] : 1.0;
-            for (int64_t p = 0; p < 2 * terms - 1; ++p) {
-              moments[g * (2 * terms - 1) + p][lane] = alive ? ps[p] / count : (p == 0 ? 1.0 : 0.0);
+      // Series in groups of kGroup lane vectors, the groups in parallel: fit_group(moments, target, offset, c,
+      // first series, live series) fits one from its lanes (as fit_lanes takes them).
+      const auto fit_in_groups = [&](auto group_size, auto fit_group) {
+        constexpr int kGroup = decltype(group_size)::value;
+        constexpr int64_t kGroupSeries = kGroup * kLanes;
+        const int64_t groups = (series + kGroupSeries - 1) / kGroupSeries;
+        at::parallel_for(0, groups, 1, [&](int64_t first, int64_t last) {
+          std::vector<LaneVector> moments(kGroup * (2 * terms - 1)), target(kGroup * terms), offset(kGroup),
+              c(kGroup * terms);
+          for (int64_t group = first; group < last; ++group) {
+            const int64_t s0 = group * kGroupSeries;
+            const int64_t live = std::min(kGroupSeries, series - s0);
+            // dead lanes fit y = 0 on x = 0 (N = 1): zeros stay zeros, nothing overflows
+            for (int64_t slot = 0; slot < kGroupSeries; ++slot) {
+              const int g = static_cast<int>(slot / kLanes), lane = static_cast<int>(slot % kLanes);
+              const bool alive = slot < live;
+              const int64_t s = s0 + slot;
+              const double* ps = power_data + (shared_x ? 0 : s * (2 * terms - 1));
+              const double count = alive ? ps[0] : 1.0;
+              for (int64_t p = 0; p < 2 * terms - 1; ++p) {
+                moments[g * (2 * terms - 1) + p][lane] = alive ? ps[p] / count : (p == 0 ? 1.0 : 0.0);
+              }
+              for (int64_t k = 0; k < terms; ++k) {
+                target[g * terms + k][lane] = alive ? cross_data[s * terms + k] / count : 0.0;
+                c[g * terms + k][lane] = alive ? c_data[s * terms + k] : 0.0;
+              }
+              offset[g][lane] = alive ? square_data[s] / count : 0.0;
             }
-            for (int64_t k = 0; k < terms; ++k) {
-              target[g * terms + k][lane] = alive ? cross_data[s * terms + k] / count : 0.0;
-              c[g * terms + k][lane] = alive ? c_data[s * terms + k] : 0.0;
+            fit_group(moments.data(), target.data(), offset.data(), c.data(), s0, live);
+            for (int64_t slot = 0; slot < live; ++slot) {
+              for (int64_t k = 0; k < terms; ++k) {
+                c_data[(s0 + slot) * terms + k] = c[(slot / kLanes) * terms + k][slot % kLanes];
+              }
             }
-            offset[g][lane] = alive ? square_data[s] / count : 0.0;
           }
-          fit_lanes<kDeg, kGroup, scalar_t>(moments.data(), target.data(), offset.data(), degree, lr, steps,
-                                            record_every, c.data(), trace_data + s0 * records, records, live,
-                                            finite_data + s0);
-          for (int64_t slot = 0; slot < live; ++slot) {
-            for (int64_t k = 0; k < terms; ++k) c_data[(s0 + slot) * terms + k] = c[(slot / kLanes) * terms + k][slot % kLanes];
+        });
+      };
+      if constexpr (kDeg != kDynamicDegree) {
+        if (shared_x && steps >= kJump) {  // one A: jumps, their maps computed once
+          std::vector<double> shared_moments(2 * terms - 1);
+          for (int64_t p = 0; p < 2 * terms - 1; ++p) shared_moments[p] = power_data[p] / power_data[0];
+          const JumpMaps<kDeg> maps(shared_moments.data(), lr);
+          if (maps.finite()) {
+            fit_in_groups(std::integral_constant<int, 1>{}, [&](const LaneVector* moments, const LaneVector* target,
+                                                                const LaneVector* offset, LaneVector* c, int64_t s0,
+                                                                int64_t live) {
+              fit_lanes_with_jumps<kDeg, scalar_t>(maps, moments, target, offset, lr, steps, record_every, c,
+                                                   trace_data + s0 * records, records, live, finite_data + s0);
+            });
+            return;
           }
         }
+      }
+      fit_in_groups(std::integral_constant<int, 4>{}, [&](const LaneVector* moments, const LaneVector* target,
+                                                          const LaneVector* offset, LaneVector* c, int64_t s0,
+                                                          int64_t live) {
+        fit_lanes<kDeg, 4, scalar_t>(moments, target, offset, degree, lr, steps, record_every, 1, 0, c,
+                                     trace_data + s0 * records, records, live, finite_data + s0);
       });
     });
   });
