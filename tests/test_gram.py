@@ -793,6 +793,53 @@ def test_the_jumps_are_the_stepwise_float64_recurrence(dtype, batch, record_ever
         torch.testing.assert_close(g.double(), w.to(dtype).double(), rtol=rtol, atol=0)
 
 
+@pytest.fixture(scope="module")
+def long_seed_fit():
+    """The seed fit's statistics and the stepwise float64 reference over 70,003 steps (4,375 jumps: a single fit
+    that long runs in two halves), every loss recorded."""
+    x = torch.linspace(0, 5, 100, dtype=torch.float64)
+    moments = pykernels.poly_moments(x, torch.sin(x), 4)
+    init = torch.zeros(5, dtype=torch.float64)
+    return moments, init, reference.fit_poly_moments_torch(*moments, init, 1e-5, 70_003, 1)
+
+
+@pytest.mark.parametrize("record_every", [1, 7, 10**9])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_long_single_fit_in_two_halves_is_the_stepwise_recurrence(long_seed_fit, record_every, threads):
+    """The second half starts where (P_16, q_16)^2187 takes the first (repeated squaring, not the chain): the
+    iterates and losses still match the stepwise reference to 1e-11 (measured 2.5e-12 at the midpoint, as the
+    chain of jumps), and the result is the same bit for bit on one thread and on two."""
+    moments, init, (want_coeffs, want_trace) = long_seed_fit
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = torch.ops.pykernels.fit_poly_moments(*moments, init, 1e-5, 70_003, record_every)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(got[0], want_coeffs, rtol=1e-11, atol=0)
+    torch.testing.assert_close(got[1], want_trace[::record_every], rtol=1e-11, atol=0)
+    other = torch.ops.pykernels.fit_poly_moments(*moments, init, 1e-5, 70_003, record_every)
+    assert all(torch.equal(a, b) for a, b in zip(got, other, strict=True))
+
+
+@pytest.mark.parametrize("overflow_at", [20_000, 50_000])
+def test_a_long_single_fit_that_diverges_in_either_half_is_the_stepwise_recurrence(overflow_at):
+    """lr just past stability: the iterates grow |1 - 2 lr lambda_max| per step and overflow near step
+    `overflow_at` of 70,000, in the first half or the second. The half that fails hands the fit to the chain (and
+    its stepwise loop): inf and NaN where the reference has them, the same values before."""
+    x = torch.linspace(-1, 1, 40, dtype=torch.float64)
+    moments = reference.poly_moments_torch(x, torch.sin(3 * x), 3)
+    largest = np.linalg.eigvalsh(reference.gram_system_torch(*moments)[0].numpy())[-1]
+    growth = math.exp(math.log(1e300) / overflow_at)  # |1 - 2 lr lambda_max| per step
+    lr = (1 + growth) / (2 * largest)
+    init = torch.full((4,), 1e-3, dtype=torch.float64)
+    got = torch.ops.pykernels.fit_poly_moments(*moments, init, lr, 70_000, 97)
+    want = reference.fit_poly_moments_torch(*moments, init, lr, 70_000, 97)
+    assert not torch.isfinite(want[1]).all() and torch.isfinite(want[1][: overflow_at // 200]).all()
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, equal_nan=True, rtol=1e-9, atol=0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("record_every", [1, 5, 16, 10**9])
 @pytest.mark.parametrize("steps", [15, 16, 203, 4099])

@@ -563,10 +563,102 @@ bool fit_single_jumps(const JumpMaps<D>& maps, const TargetTables<D>& target, in
   return ok;
 }
 
+// Where a single fit stands: its coefficients, the countdown to its next recorded step, where its next loss goes,
+// whether every loss written so far is finite as stored.
+template <int D, typename scalar_t>
+struct SingleFitState {
+  double c[D + 1];
+  int64_t until_record;
+  scalar_t* trace;
+  bool trace_finite;
+};
+
+// Up to `blocks` jumps from `state`, in segments of at most 256, each checked (fit_single_jumps). Returns the
+// number taken: fewer where a segment failed, the state then at that segment's start.
+template <int D, typename scalar_t>
+int64_t jump_segments(const JumpMaps<D>& maps, const TargetTables<D>& target, int64_t blocks, int64_t record_every,
+                      SingleFitState<D, scalar_t>& state) {
+  constexpr int64_t kSegmentBlocks = 256;
+  int64_t done = 0;
+  while (done < blocks) {
+    const int64_t segment = std::min(kSegmentBlocks, blocks - done);
+    SingleFitState<D, scalar_t> next = state;
+    bool segment_finite = true;
+    if (!fit_single_jumps<D>(maps, target, segment, record_every, next.until_record, next.c, next.trace,
+                             segment_finite)) {
+      break;
+    }
+    next.trace_finite = next.trace_finite && segment_finite;
+    state = next;
+    done += segment;
+  }
+  return done;
+}
+
+// The state `blocks` jumps after `start`, its coefficients from (P_16, q_16) raised to that power by repeated
+// squaring (2 log2(blocks) jumps composed, not the chain of blocks): its countdown and trace position follow from
+// the step it stands at.
+template <int D, typename scalar_t>
+SingleFitState<D, scalar_t> state_after(const JumpMaps<D>& maps, const TargetTables<D>& target,
+                                        const SingleFitState<D, scalar_t>& start, int64_t blocks,
+                                        int64_t record_every) {
+  constexpr int kTerms = D + 1;
+  // the affine maps c -> P c + q: `power` = (P_16, q_16)^(2^k), `total` the product of those the bits of blocks take
+  double power[kTerms][kTerms], power_offset[kTerms], total[kTerms][kTerms], total_offset[kTerms];
+  for (int a = 0; a < kTerms; ++a) {
+    for (int b = 0; b < kTerms; ++b) {
+      power[a][b] = maps.jump[a][b];
+      total[a][b] = a == b ? 1.0 : 0.0;
+    }
+    power_offset[a] = target.jump_offset[a];
+    total_offset[a] = 0.0;
+  }
+  // (P, q) after (P', q'): c -> P (P' c + q') + q
+  const auto compose = [](const double (&outer)[kTerms][kTerms], const double (&outer_offset)[kTerms],
+                          double (&inner)[kTerms][kTerms], double (&inner_offset)[kTerms]) {
+    double product[kTerms][kTerms], offset[kTerms];
+    for (int a = 0; a < kTerms; ++a) {
+      offset[a] = outer_offset[a];
+      for (int k = 0; k < kTerms; ++k) offset[a] += outer[a][k] * inner_offset[k];
+      for (int b = 0; b < kTerms; ++b) {
+        double sum = 0.0;
+        for (int k = 0; k < kTerms; ++k) sum += outer[a][k] * inner[k][b];
+        product[a][b] = sum;
+      }
+    }
+    std::copy(&product[0][0], &product[0][0] + kTerms * kTerms, &inner[0][0]);
+    std::copy(offset, offset + kTerms, inner_offset);
+  };
+  for (int64_t remaining = blocks; remaining > 0; remaining >>= 1) {
+    if (remaining & 1) compose(power, power_offset, total, total_offset);
+    if (remaining > 1) {
+      double square[kTerms][kTerms], square_offset[kTerms];
+      std::copy(&power[0][0], &power[0][0] + kTerms * kTerms, &square[0][0]);
+      std::copy(power_offset, power_offset + kTerms, square_offset);
+      compose(square, square_offset, power, power_offset);
+    }
+  }
+  SingleFitState<D, scalar_t> state = start;
+  for (int a = 0; a < kTerms; ++a) {
+    double sum = total_offset[a];
+    for (int b = 0; b < kTerms; ++b) sum += total[a][b] * start.c[b];
+    state.c[a] = sum;
+  }
+  // the steps from the start, and the recorded ones among them (every record_every-th, from the start's countdown)
+  const int64_t steps = blocks * kJump;
+  const int64_t recorded = steps < start.until_record ? 0 : (steps - start.until_record) / record_every + 1;
+  state.trace = start.trace + recorded;
+  state.until_record = start.until_record - steps + recorded * record_every;  // in this order: no overflow
+  state.trace_finite = true;
+  return state;
+}
+
 // A single fit: jumps of 16 steps in segments, each checked; a segment that ends with something not finite is redone
-// one step at a time from its start, and so is every step after it. Degrees above kMaxUnrolledDegree, systems
-// that are not finite and the last steps (fewer than 16) step one at a time. Returns whether every written loss
-// is finite.
+// one step at a time from its start, and so is every step after it. A fit of at least kSplitBlocks jumps runs in
+// two halves, in parallel: the second from its start reached by repeated squaring (whatever the thread count, so
+// the result does not depend on it); where either half fails a segment, the fit goes on from the first half's end
+// as one chain. Degrees above kMaxUnrolledDegree, systems that are not finite and the last steps (fewer than 16)
+// step one at a time. Returns whether every written loss is finite.
 template <int kDegree, typename scalar_t>
 bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
                 double* c, scalar_t* trace) {
@@ -577,26 +669,44 @@ bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
     const bool finite_system = all_finite(system.moments.data(), 2 * terms - 1) &&
                                all_finite(system.target.data(), terms) && std::isfinite(system.offset) &&
                                all_finite(c, terms);
-    if (finite_system && steps >= kJump) {
-      const JumpMaps<kDegree> maps(system.moments.data(), lr);
+    const JumpMaps<kDegree> maps(system.moments.data(), lr);
+    if (finite_system && steps >= kJump && maps.finite()) {
       const TargetTables<kDegree> target(maps, system.target.data(), system.offset);
-      constexpr int64_t kSegmentBlocks = 256;
-      std::vector<double> start(terms);
-      while (maps.finite() && steps - done >= kJump) {
-        const int64_t blocks = std::min(kSegmentBlocks, (steps - done) / kJump);
-        std::copy(c, c + terms, start.begin());
-        const int64_t until_record_at_start = until_record;
-        scalar_t* const trace_at_start = trace;
-        bool segment_finite = true;
-        if (!fit_single_jumps<kDegree>(maps, target, blocks, record_every, until_record, c, trace, segment_finite)) {
-          std::copy(start.begin(), start.end(), c);
-          until_record = until_record_at_start;
-          trace = trace_at_start;
-          break;
+      const int64_t blocks = steps / kJump;
+      SingleFitState<kDegree, scalar_t> state;
+      std::copy(c, c + terms, state.c);
+      state.until_record = until_record;
+      state.trace = trace;
+      state.trace_finite = true;
+      int64_t taken = 0;
+      bool failed = false;
+      constexpr int64_t kSplitBlocks = 4096;  // 65,536 steps: each half well past a thread's start-up
+      if (blocks >= kSplitBlocks) {
+        const int64_t first = blocks / 2;
+        SingleFitState<kDegree, scalar_t> second = state_after(maps, target, state, first, record_every);
+        if (all_finite(second.c, terms)) {
+          int64_t halves_taken[2] = {0, 0};
+          at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t half = begin; half < end; ++half) {
+              halves_taken[half] = half == 0 ? jump_segments(maps, target, first, record_every, state)
+                                             : jump_segments(maps, target, blocks - first, record_every, second);
+              finish_streaming();
+            }
+          });
+          if (halves_taken[0] == first && halves_taken[1] == blocks - first) {
+            second.trace_finite = second.trace_finite && state.trace_finite;
+            state = second;
+          }
+          taken = halves_taken[0] == first && halves_taken[1] == blocks - first ? blocks : halves_taken[0];
+          failed = halves_taken[0] < first;
         }
-        trace_finite = trace_finite && segment_finite;
-        done += blocks * kJump;
       }
+      if (!failed && taken < blocks) taken += jump_segments(maps, target, blocks - taken, record_every, state);
+      std::copy(state.c, state.c + terms, c);
+      until_record = state.until_record;
+      trace = state.trace;
+      trace_finite = state.trace_finite;
+      done = taken * kJump;
     }
   }
   fit_single_stepwise(system, terms, lr, steps - done, record_every, until_record, c, trace, trace_finite);
