@@ -9,6 +9,7 @@ differentiated. Everything works under ``torch.compile`` and ``torch.export``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -237,15 +238,23 @@ def choose_fit_method(moments: PolyMoments, *, lr: float, steps: int, dtype: tor
     return "gram" if accurate.all() else "data"
 
 
+@functools.cache
+def _compiled_fit_ops() -> tuple[torch._ops.OpOverload, torch._ops.OpOverload]:
+    """The compiled fit on the statistics and its checked form (looked up once: a lookup through torch.ops costs
+    about a microsecond, a tenth of what auto may add to a fit)."""
+    return torch.ops.pykernels.fit_poly_moments.default, torch.ops.pykernels._fit_poly_moments_checked.default
+
+
 def _statistics_fit(
     ops, moments: PolyMoments, init: torch.Tensor, lr: float, steps: int, record_every: int
 ) -> tuple[FitResult, np.ndarray, np.ndarray]:
     """The fit on the statistics and, per series, whether its coefficients and every recorded loss are finite, and
     ``pykernels._auto.loss_bound`` of its last loss (0 without one): from the compiled CPU kernel as it writes
     them (no pass over the trace), elsewhere computed after."""
-    if ops.fit_poly_moments is torch.ops.pykernels.fit_poly_moments.default and init.device.type == "cpu":
-        *fit, finite, bound = torch.ops.pykernels._fit_poly_moments_checked(*moments, init, lr, steps, record_every)
-        return FitResult(*fit), finite.numpy(), bound.detach().numpy()
+    plain, checked = _compiled_fit_ops()
+    if ops.fit_poly_moments is plain and init.device.type == "cpu":
+        coeffs, trace, finite, bound = checked(*moments, init, lr, steps, record_every)
+        return FitResult(coeffs, trace), finite.numpy(), bound.numpy()
     fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
     finite = (torch.isfinite(fit.coeffs).all(-1) & torch.isfinite(fit.trace).all(-1)).cpu().numpy()
     if fit.trace.shape[-1] == 0:
@@ -281,13 +290,17 @@ def _auto_fit(ops, x, y, init, degree: int, lr: float, steps: int, record_every:
     if not accurate.any():
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     fit, finite, last_loss_bound = _statistics_fit(ops, moments, init, lr, steps, record_every)
+    if y.dim() == 1:  # one fit: Python bools (NumPy's 0-d operations cost microseconds here)
+        if bool(accurate) and bool(finite) and bool(_auto.within(float(last_loss_bound), tolerance)):
+            return fit
+        return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     kept = accurate & finite & _auto.within(last_loss_bound, tolerance)
     # not kept: the statistics overflowed (y^2 beyond float64), or the fit is so close to exact that the quadratic
     # form cannot resolve its loss: the data pass's values (for float32 data, a float32 sum of squares may overflow
     # where the kept float64 statistics do not: auto then returns the finite MSE)
     if kept.all():
         return fit
-    if y.dim() == 1 or not kept.any():
+    if not kept.any():
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     redo = torch.from_numpy(np.flatnonzero(~kept)).to(y.device)
     part = ops.fit_poly(
