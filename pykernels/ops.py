@@ -254,7 +254,7 @@ def _statistics_fit(
     plain, checked = _compiled_fit_ops()
     if ops.fit_poly_moments is plain and init.device.type == "cpu":
         coeffs, trace, finite, bound = checked(*moments, init, lr, steps, record_every)
-        return FitResult(coeffs, trace), finite.numpy(), bound.numpy()
+        return FitResult(coeffs, trace), finite.numpy(), bound.detach().numpy()
     fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
     finite = (torch.isfinite(fit.coeffs).all(-1) & torch.isfinite(fit.trace).all(-1)).cpu().numpy()
     if fit.trace.shape[-1] == 0:

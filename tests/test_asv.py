@@ -661,3 +661,17 @@ def test_outliers_follow_each_parameter_by_its_label_and_drop_only_outliers(monk
         if json.loads(path.read_text()) != before[path.name]
     }
     assert changed == {f"{commits[1][:8]}-env.json", f"{commits[5][:8]}-env.json"}
+
+
+def test_fused_fits_measures_each_tree_side_by_side():
+    """asv_bench/fused_fits.py, issue 27's before/after script: every row (seed fits by method and dtype, the numba
+    yardstick, batched fits freed and kept) gets a time and page faults per call for each tree (one round; this
+    checkout given twice)."""
+    out = _run([sys.executable, "fused_fits.py", "--rounds", "1", "--tree", str(ROOT), "--tree", str(ROOT)])
+    rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "ns |" not in line]
+    names = [cells[0].strip() for cells in rows]
+    assert len(names) == 13 and len(set(names)) == 13
+    assert sum("batched" in name for name in names) == 6 and sum("method=auto" in name for name in names) == 4
+    for cells in rows:
+        ns, faults = [float(c) for c in cells[1::2]], [float(c) for c in cells[2::2]]
+        assert len(ns) == len(faults) == 2 and all(0 < t < 1000 for t in ns) and all(f >= 0 for f in faults)

@@ -793,6 +793,52 @@ def test_the_jumps_are_the_stepwise_float64_recurrence(dtype, batch, record_ever
         torch.testing.assert_close(g.double(), w.to(dtype).double(), rtol=rtol, atol=0)
 
 
+@pytest.mark.parametrize("batch", [None, 9])
+def test_tiny_coefficients_with_a_large_lr_are_not_jumped_over(batch):
+    """|c| ~ 1e-165 and lr 10: the 16-step form's products c_a c_b underflow to 0, while Q_j (a large lr's P_j^T A P_j)
+    would make their losses ~1e-300 a few steps on; the jumps must leave such blocks to the stepwise loop (found by
+    review: the losses came out 0)."""
+    x = torch.linspace(-1, 1, 20, dtype=torch.float64)
+    y = torch.zeros(*((batch,) if batch else ()), 20, dtype=torch.float64)
+    moments = pykernels.poly_moments(x, y, 1)
+    init = torch.tensor([1e-165, 0.0], dtype=torch.float64).expand(*y.shape[:-1], 2)
+    got = torch.ops.pykernels.fit_poly_moments(*moments, init, 10.0, 40, 1)
+    want = reference.fit_poly_moments_torch(*moments, init, 10.0, 40, 1)
+    assert (want[1][..., 12:16] > 1e-301).all()
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("steps", [48, 50, 64])
+def test_the_last_recorded_loss_is_the_stepwise_form(steps):
+    """The loss auto checks is the last recorded one, and its bound (pykernels._auto.loss_bound) is of the stepwise
+    form c.u - 2 c.b + s: the jumps leave that step to the stepwise loop. At lr 0 every step's loss is the same
+    number, and on a nearly exact fit its terms cancel to ~1e-16 of themselves: the last one is the stepwise form
+    in Python floats bit for bit (products rounded, summed left to right), while the jumps' form (Q_j, r_j, k_j)
+    rounds otherwise."""
+    x = torch.linspace(0, 1, 30, dtype=torch.float64)
+    moments = pykernels.poly_moments(x, 1 + 2 * x - 3 * x**2, 2)
+    init = torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64) * (1 + 1e-9)
+    _, trace = torch.ops.pykernels.fit_poly_moments(*moments, init, 0.0, steps, 1)
+    count = moments.power_sums[0].item()
+    gram = [[moments.power_sums[j + k].item() / count for k in range(3)] for j in range(3)]
+    target = [v / count for v in moments.cross_sums.tolist()]
+    c = init.tolist()
+    u = [sum_left_to_right(gram[j][k] * c[k] for k in range(3)) for j in range(3)]
+    quadratic = sum_left_to_right(c[j] * u[j] for j in range(3))
+    linear = sum_left_to_right(c[j] * target[j] for j in range(3))
+    stepwise = quadratic - 2.0 * linear + moments.square_sum.item() / count
+    assert trace[-1].item() == stepwise
+    assert len(set(trace.tolist())) > 1  # the jumps' losses round otherwise (else the case shows nothing)
+
+
+def sum_left_to_right(terms) -> float:
+    total = 0.0
+    for term in terms:
+        total += term
+    return total
+
+
 @pytest.fixture(scope="module")
 def long_seed_fit():
     """The seed fit's statistics and the stepwise float64 reference over 70,003 steps (4,375 jumps: a single fit

@@ -346,8 +346,13 @@ struct JumpMaps {
 
   // Whether blocks from coefficients of at most `largest` (max norm, at every block start) for targets of at most
   // `target_norm`, with losses' linear and constant terms of at most `form_norm`, can be jumped over: every
-  // intermediate value of the stepwise loop (c, u - b, c.u, the update) and of the quadratic form stays below 1e300.
-  bool safe(double largest, double target_norm, double form_norm) const {
+  // intermediate value of the stepwise loop (c, u - b, c.u, the update) and of the quadratic form stays below 1e300,
+  // and the products c_a c_b and b_a b_b the form takes are not all below the normal range: `smallest`, the least
+  // max norm of a nonzero c at a block start, and a nonzero |b| are at least 2^-511 (coefficients that small, with
+  // a large lr's large Q_j, would give losses of 0 where the stepwise loop's are ~1e-300).
+  bool safe(double largest, double smallest, double target_norm, double form_norm) const {
+    constexpr double kTiny = 0x1p-511;  // its square is the smallest normal double
+    if (smallest < kTiny || (target_norm > 0.0 && target_norm < kTiny)) return false;
     const double c_bound = reach * largest + drift * target_norm;
     const double u_bound = gram_norm * c_bound + target_norm;
     const double form_bound =
@@ -525,10 +530,14 @@ bool fit_single_jumps(const JumpMaps<D>& maps, const TargetTables<D>& target, in
   std::copy(c_io, c_io + kTerms, c);
   LaneVector finite_losses = splat<LaneVector>(0.0);
   StoredLanes<scalar_t> finite_stored = StoredLanes<scalar_t>{} + scalar_t(0);
-  double largest = 0.0;  // max |c| at the blocks' starts (and the end)
+  // max |c| at the blocks' starts (and the end); the least nonzero of those block maxima
+  double largest = 0.0, smallest = std::numeric_limits<double>::infinity();
   for (int64_t block = 0; block < blocks; ++block) {
+    double block_largest = 0.0;
 #pragma GCC unroll 16
-    for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
+    for (int a = 0; a < kTerms; ++a) block_largest = std::max(block_largest, std::fabs(c[a]));
+    largest = std::max(largest, block_largest);
+    smallest = block_largest > 0.0 ? std::min(smallest, block_largest) : smallest;
     if (until_record <= kJump) {  // a recorded step in this block: its 16 losses, lane per step
       double products[kPairs];
       int pair = 0;
@@ -558,7 +567,7 @@ bool fit_single_jumps(const JumpMaps<D>& maps, const TargetTables<D>& target, in
   for (int a = 0; a < kTerms; ++a) largest = std::max(largest, std::fabs(c[a]));
   // a NaN c stays NaN to the end: all_finite sees it
   const bool ok = all_finite(c, kTerms) && lanes_zero(finite_losses) &&
-                  maps.safe(largest, target.target_norm, target.form_norm);
+                  maps.safe(largest, smallest, target.target_norm, target.form_norm);
   stored_finite = stored_finite && lanes_zero(finite_stored);
   return ok;
 }
@@ -653,12 +662,49 @@ SingleFitState<D, scalar_t> state_after(const JumpMaps<D>& maps, const TargetTab
   return state;
 }
 
-// A single fit: jumps of 16 steps in segments, each checked; a segment that ends with something not finite is redone
-// one step at a time from its start, and so is every step after it. A fit of at least kSplitBlocks jumps runs in
-// two halves, in parallel: the second from its start reached by repeated squaring (whatever the thread count, so
-// the result does not depend on it); where either half fails a segment, the fit goes on from the first half's end
-// as one chain. Degrees above kMaxUnrolledDegree, systems that are not finite and the last steps (fewer than 16)
-// step one at a time. Returns whether every written loss is finite.
+// Up to `blocks` jumps from `state`, `done` counting the steps taken; whether all were taken (else the state stands
+// at the start of the segment that failed). At least kSplitBlocks jumps run in two halves, in parallel: the second
+// from its start reached by repeated squaring (whatever the thread count, so the result does not depend on it);
+// where the second half fails a segment, the first half's end goes on as one chain.
+template <int D, typename scalar_t>
+bool jump_phase(const JumpMaps<D>& maps, const TargetTables<D>& target, int64_t blocks, int64_t record_every,
+                SingleFitState<D, scalar_t>& state, int64_t& done) {
+  constexpr int64_t kSplitBlocks = 4096;  // 65,536 steps: each half well past a thread's start-up
+  int64_t taken = 0;
+  if (blocks >= kSplitBlocks) {
+    const int64_t first = blocks / 2;
+    SingleFitState<D, scalar_t> second = state_after(maps, target, state, first, record_every);
+    if (all_finite(second.c, D + 1)) {
+      int64_t halves_taken[2] = {0, 0};
+      at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t half = begin; half < end; ++half) {
+          halves_taken[half] = half == 0 ? jump_segments(maps, target, first, record_every, state)
+                                         : jump_segments(maps, target, blocks - first, record_every, second);
+          finish_streaming();
+        }
+      });
+      taken = halves_taken[0];
+      if (taken < first) {
+        done += taken * kJump;
+        return false;
+      }
+      if (halves_taken[1] == blocks - first) {
+        second.trace_finite = second.trace_finite && state.trace_finite;
+        state = second;
+        taken = blocks;
+      }
+    }
+  }
+  taken += jump_segments(maps, target, blocks - taken, record_every, state);
+  done += taken * kJump;
+  return taken == blocks;
+}
+
+// A single fit: jumps of 16 steps in segments, each checked (jump_phase); a segment that ends with something not
+// finite is redone one step at a time from its start, and so is every step after it. The block of the last
+// recorded step steps (the loss auto checks comes from the stepwise form, which its bound is of), and so do
+// degrees above kMaxUnrolledDegree, systems that are not finite and the last steps (fewer than 16). Returns whether
+// every written loss is finite.
 template <int kDegree, typename scalar_t>
 bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t steps, int64_t record_every,
                 double* c, scalar_t* trace) {
@@ -672,41 +718,24 @@ bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
     const JumpMaps<kDegree> maps(system.moments.data(), lr);
     if (finite_system && steps >= kJump && maps.finite()) {
       const TargetTables<kDegree> target(maps, system.target.data(), system.offset);
-      const int64_t blocks = steps / kJump;
       SingleFitState<kDegree, scalar_t> state;
       std::copy(c, c + terms, state.c);
       state.until_record = until_record;
       state.trace = trace;
       state.trace_finite = true;
-      int64_t taken = 0;
-      bool failed = false;
-      constexpr int64_t kSplitBlocks = 4096;  // 65,536 steps: each half well past a thread's start-up
-      if (blocks >= kSplitBlocks) {
-        const int64_t first = blocks / 2;
-        SingleFitState<kDegree, scalar_t> second = state_after(maps, target, state, first, record_every);
-        if (all_finite(second.c, terms)) {
-          int64_t halves_taken[2] = {0, 0};
-          at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t half = begin; half < end; ++half) {
-              halves_taken[half] = half == 0 ? jump_segments(maps, target, first, record_every, state)
-                                             : jump_segments(maps, target, blocks - first, record_every, second);
-              finish_streaming();
-            }
-          });
-          if (halves_taken[0] == first && halves_taken[1] == blocks - first) {
-            second.trace_finite = second.trace_finite && state.trace_finite;
-            state = second;
-          }
-          taken = halves_taken[0] == first && halves_taken[1] == blocks - first ? blocks : halves_taken[0];
-          failed = halves_taken[0] < first;
-        }
+      const int64_t records = fit_records(steps, record_every);
+      const int64_t last_recorded = records > 0 ? (records - 1) * record_every : -1;
+      if (jump_phase(maps, target, (last_recorded >= 0 ? last_recorded : steps) / kJump, record_every, state, done) &&
+          last_recorded >= 0) {
+        fit_single_stepwise(system, terms, lr, last_recorded + 1 - done, record_every, state.until_record, state.c,
+                            state.trace, state.trace_finite);
+        done = last_recorded + 1;
+        jump_phase(maps, target, (steps - done) / kJump, record_every, state, done);
       }
-      if (!failed && taken < blocks) taken += jump_segments(maps, target, blocks - taken, record_every, state);
       std::copy(state.c, state.c + terms, c);
       until_record = state.until_record;
       trace = state.trace;
       trace_finite = state.trace_finite;
-      done = taken * kJump;
     }
   }
   fit_single_stepwise(system, terms, lr, steps - done, record_every, until_record, c, trace, trace_finite);
@@ -728,8 +757,8 @@ inline T term(T v) {
 // Batched fits, SIMD across series: kGroup vectors of kLanes series step together (independent chains in flight).
 // The Hankel moments m[p] = power_sums[p] / N are lane vectors (equal lanes when the series share x). Losses are
 // kept for kPending records and then written row by row (a series' trace is a row of the (B, T) output), from
-// record `first_record` on; `until_record` counts down to the first recorded step. trace_finite[series] turns false
-// at a written loss that is not finite.
+// record `next_record` on (advanced past them); `until_record` counts down to the next recorded step (and is left
+// counting from the end). trace_finite[series] turns false at a written loss that is not finite.
 //
 // Steps run in segments of kSegment. A segment whose every intermediate is bounded far below the float64 range
 // (from the coefficients at its start, the growth of a step, 1 + 2 lr |A|, and |b|, s) runs fused: multiply-adds
@@ -738,7 +767,7 @@ inline T term(T v) {
 // every product rounded on its own, in the reference's order, so inf and NaN come out as the reference's.
 template <int kDegree, int kGroup, typename scalar_t>
 void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVector* offset, int64_t degree,
-               double lr, int64_t steps, int64_t record_every, int64_t until_record, int64_t first_record,
+               double lr, int64_t steps, int64_t record_every, int64_t& until_record, int64_t& next_record,
                LaneVector* c, scalar_t* trace, int64_t records, int64_t live_series, bool* trace_finite) {
   using Stored = StoredLanes<scalar_t>;
   Stored finite_stored[kGroup];  // per lane 0 while every loss, as written, is finite (x - x = 0)
@@ -750,7 +779,7 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
   std::vector<LaneVector> dynamic_u(kDegree == kDynamicDegree ? (deg + 1) * kGroup : 0);
   LaneVector pending[kPending][kGroup];
   int pending_count = 0;
-  int64_t first_pending = first_record;
+  int64_t first_pending = next_record;
   const auto flush = [&] {
     for (int64_t series = 0; series < live_series; ++series) {
       scalar_t* row = trace + series * records + first_pending;
@@ -839,6 +868,7 @@ void fit_lanes(const LaneVector* moments, const LaneVector* target, const LaneVe
     }
   }
   flush();
+  next_record = first_pending;
   for (int64_t series = 0; series < live_series; ++series) {
     trace_finite[series] = trace_finite[series] && finite_stored[series / kLanes][series % kLanes] == scalar_t(0);
   }
@@ -864,10 +894,14 @@ bool fit_lanes_jumps(const JumpMaps<D>& maps, const TargetTables<D> (&targets)[k
   LaneVector finite_losses = splat<LaneVector>(0.0);
   StoredLanes<scalar_t> finite_stored[kLanes];
   for (auto& v : finite_stored) v = StoredLanes<scalar_t>{} + scalar_t(0);
-  LaneVector largest = splat<LaneVector>(0.0);  // per series, max |c| at the blocks' starts (NaN stays)
+  // per series, max |c| at the blocks' starts (NaN stays), and the least nonzero of those block maxima
+  LaneVector largest = splat<LaneVector>(0.0), smallest = splat<LaneVector>(std::numeric_limits<double>::infinity());
   const auto take_largest = [&] {
+    LaneVector block_largest = splat<LaneVector>(0.0);
 #pragma GCC unroll 16
-    for (int a = 0; a < kTerms; ++a) largest = magnitude_max(largest, c[a]);
+    for (int a = 0; a < kTerms; ++a) block_largest = magnitude_max(block_largest, c[a]);
+    largest = magnitude_max(largest, block_largest);
+    smallest = block_largest > 0.0 && block_largest < smallest ? block_largest : smallest;
   };
   for (int64_t block = 0; block < blocks; ++block) {
     take_largest();
@@ -912,12 +946,13 @@ bool fit_lanes_jumps(const JumpMaps<D>& maps, const TargetTables<D> (&targets)[k
     std::copy(next, next + kTerms, c);
   }
   take_largest();
-  double group_largest = 0.0;
+  double group_largest = 0.0, group_smallest = std::numeric_limits<double>::infinity();
   for (int lane = 0; lane < kLanes; ++lane) {
     group_largest = nan_max(group_largest, largest[lane]);
+    group_smallest = std::min(group_smallest, smallest[lane]);
   }
   std::copy(c, c + kTerms, c_io);
-  bool ok = lanes_zero(finite_losses) && maps.safe(group_largest, target_norm, form_norm);
+  bool ok = lanes_zero(finite_losses) && maps.safe(group_largest, group_smallest, target_norm, form_norm);
   for (int a = 0; a < kTerms; ++a) {
     for (int lane = 0; lane < kLanes; ++lane) ok = ok && std::isfinite(c[a][lane]);
   }
@@ -949,32 +984,54 @@ void fit_lanes_with_jumps(const JumpMaps<D>& maps, const LaneVector* moments, co
   std::vector<scalar_t> scratch(live_series < kLanes ? records : 0);
   scalar_t* rows[kLanes];
   for (int lane = 0; lane < kLanes; ++lane) rows[lane] = lane < live_series ? trace + lane * records : scratch.data();
+  std::array<scalar_t*, kLanes> row_starts;
+  std::copy(rows, rows + kLanes, row_starts.begin());
   bool stored_finite[kLanes];
   std::fill(stored_finite, stored_finite + kLanes, true);
-  constexpr int64_t kSegmentBlocks = 16;
-  int64_t until_record = 1, done = 0;
-  const bool jumps = maps.finite() && std::isfinite(target_norm) && std::isfinite(form_norm);
-  while (jumps && steps - done >= kJump) {
-    const int64_t blocks = std::min(kSegmentBlocks, (steps - done) / kJump);
-    LaneVector start[kTerms];
-    std::copy(c, c + kTerms, start);
-    scalar_t* rows_at_start[kLanes];
-    std::copy(rows, rows + kLanes, rows_at_start);
-    const int64_t until_record_at_start = until_record;
-    if (!fit_lanes_jumps<D>(maps, targets, target_norm, form_norm, blocks, record_every, until_record, c, rows,
-                            stored_finite)) {
-      std::copy(start, start + kTerms, c);
-      std::copy(rows_at_start, rows_at_start + kLanes, rows);
-      until_record = until_record_at_start;
-      break;
+  int64_t until_record = 1, done = 0, written = 0;
+  // up to `blocks` jumps, in checked segments of 16; whether all were taken (else c stands at the failed segment)
+  const auto jump = [&](int64_t blocks) {
+    constexpr int64_t kSegmentBlocks = 16;
+    for (int lane = 0; lane < kLanes; ++lane) rows[lane] = row_starts[lane] + written;
+    bool all_taken = maps.finite() && std::isfinite(target_norm) && std::isfinite(form_norm);
+    for (int64_t taken = 0; all_taken && taken < blocks;) {
+      const int64_t segment = std::min(kSegmentBlocks, blocks - taken);
+      LaneVector start[kTerms];
+      std::copy(c, c + kTerms, start);
+      scalar_t* rows_at_start[kLanes];
+      std::copy(rows, rows + kLanes, rows_at_start);
+      const int64_t until_record_at_start = until_record;
+      if (!fit_lanes_jumps<D>(maps, targets, target_norm, form_norm, segment, record_every, until_record, c, rows,
+                              stored_finite)) {
+        std::copy(start, start + kTerms, c);
+        std::copy(rows_at_start, rows_at_start + kLanes, rows);
+        until_record = until_record_at_start;
+        all_taken = false;
+        break;
+      }
+      taken += segment;
+      done += segment * kJump;
     }
-    done += blocks * kJump;
+    finish_streaming();
+    written = rows[0] - row_starts[0];
+    return all_taken;
+  };
+  const auto step = [&](int64_t count) {
+    fit_lanes<D, 1, scalar_t>(moments, target, offset, D, lr, count, record_every, until_record, written, c, trace,
+                              records, live_series, trace_finite);
+    done += count;
+  };
+  // the jumps stop before the block of the last recorded step, which steps: the loss auto checks (its bound is
+  // the stepwise form's) comes from the stepwise loop; then jumps to the last 16 or fewer steps
+  const int64_t last_recorded = records > 0 ? (records - 1) * record_every : -1;
+  if (jump((last_recorded >= 0 ? last_recorded : steps) / kJump) && last_recorded >= 0) {
+    step(last_recorded + 1 - done);
+    jump((steps - done) / kJump);
   }
-  finish_streaming();
-  for (int64_t series = 0; series < live_series; ++series) trace_finite[series] = stored_finite[series];
-  const int64_t written = rows[kLanes - 1] - (live_series == kLanes ? trace + (kLanes - 1) * records : scratch.data());
-  fit_lanes<D, 1, scalar_t>(moments, target, offset, D, lr, steps - done, record_every, until_record, written, c,
-                            trace, records, live_series, trace_finite);
+  step(steps - done);
+  for (int64_t series = 0; series < live_series; ++series) {
+    trace_finite[series] = trace_finite[series] && stored_finite[series];
+  }
 }
 
 // The bound of pykernels._auto.loss_bound on the relative error of the loss `loss` computed from the statistics at
@@ -1085,8 +1142,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_poly_moments_chec
       fit_in_groups(std::integral_constant<int, 4>{}, [&](const LaneVector* moments, const LaneVector* target,
                                                           const LaneVector* offset, LaneVector* c, int64_t s0,
                                                           int64_t live) {
-        fit_lanes<kDeg, 4, scalar_t>(moments, target, offset, degree, lr, steps, record_every, 1, 0, c,
-                                     trace_data + s0 * records, records, live, finite_data + s0);
+        int64_t until_record = 1, next_record = 0;  // from step 0, which is recorded
+        fit_lanes<kDeg, 4, scalar_t>(moments, target, offset, degree, lr, steps, record_every, until_record,
+                                     next_record, c, trace_data + s0 * records, records, live, finite_data + s0);
       });
     });
   });
