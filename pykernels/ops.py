@@ -252,8 +252,10 @@ def _statistics_fit(
     ``pykernels._auto.loss_bound`` of its last loss (0 without one): from the compiled CPU kernel as it writes
     them (no pass over the trace), elsewhere computed after."""
     plain, checked = _compiled_fit_ops()
-    if ops.fit_poly_moments is plain and init.device.type == "cpu":
+    if ops.fit_poly_moments is plain and init.is_cpu:
         coeffs, trace, finite, bound = checked(*moments, init, lr, steps, record_every)
+        if finite.dim() == 0:  # one fit: Python values (0-d NumPy arrays cost a microsecond more, on every fit)
+            return FitResult(coeffs, trace), np.bool_(finite.item()), np.float64(bound.item())
         return FitResult(coeffs, trace), finite.numpy(), bound.detach().numpy()
     fit = FitResult(*ops.fit_poly_moments(*moments, init, lr, steps, record_every))
     finite = (torch.isfinite(fit.coeffs).all(-1) & torch.isfinite(fit.trace).all(-1)).cpu().numpy()
@@ -267,14 +269,20 @@ def _values_unreadable(*tensors: torch.Tensor) -> bool:
     """Whether auto's choice cannot read the tensors' values: inside torch.func transforms (vmap, grad), on the
     meta device, for fake tensors and tensor subclasses with their own dispatch (the Python dispatch key), or
     while make_fx or a FakeTensorMode traces."""
-    modes = torch._C._TorchDispatchModeKey
-    if any(torch._C._get_dispatch_mode(mode) is not None for mode in (modes.FAKE, modes.PROXY)):
+    # plain loops and calls, no generators: this runs on every eager auto fit (a microsecond saved is ~1% of the seed
+    # fit on the statistics)
+    mode, modes = torch._C._get_dispatch_mode, torch._C._TorchDispatchModeKey
+    if mode(modes.FAKE) is not None or mode(modes.PROXY) is not None:
         return True
-    python = torch._C.DispatchKey.Python
-    return any(
-        t.is_meta or torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._dispatch_keys(t).has(python)
-        for t in tensors
+    python, keys, wrapped = (
+        torch._C.DispatchKey.Python,
+        torch._C._dispatch_keys,
+        torch._C._functorch.is_functorch_wrapped_tensor,
     )
+    for t in tensors:
+        if t.is_meta or wrapped(t) or keys(t).has(python):
+            return True
+    return False
 
 
 def _auto_fit(ops, x, y, init, degree: int, lr: float, steps: int, record_every: int) -> FitResult:
@@ -291,7 +299,7 @@ def _auto_fit(ops, x, y, init, degree: int, lr: float, steps: int, record_every:
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     fit, finite, last_loss_bound = _statistics_fit(ops, moments, init, lr, steps, record_every)
     if y.dim() == 1:  # one fit: Python bools (NumPy's 0-d operations cost microseconds here)
-        if bool(accurate) and bool(finite) and bool(_auto.within(float(last_loss_bound), tolerance)):
+        if accurate and finite and _auto.within(float(last_loss_bound), tolerance):
             return fit
         return FitResult(*ops.fit_poly(x, y, init, lr, steps, record_every))
     kept = accurate & finite & _auto.within(last_loss_bound, tolerance)
