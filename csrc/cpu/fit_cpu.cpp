@@ -27,6 +27,7 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../checks.h"
@@ -43,6 +44,8 @@ template <>
 struct Simd<float> {
   typedef float type __attribute__((vector_size(64)));
   typedef double wide __attribute__((vector_size(128)));
+  using integer = int32_t;  // bits: the lanes' bit patterns
+  typedef integer bits __attribute__((vector_size(64)));
   static constexpr int kLanes = 16;
 };
 
@@ -50,6 +53,8 @@ template <>
 struct Simd<double> {
   using type = LaneVector;
   using wide = LaneVector;
+  using integer = int64_t;
+  typedef integer bits __attribute__((vector_size(64)));
   static constexpr int kLanes = 8;
 };
 
@@ -86,6 +91,90 @@ inline Simd<double>::type broadcast_sum(Simd<double>::type v) {
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
   v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
   return v;
+}
+
+// Many sums folded at once (a transposed butterfly): each level adds the same lanes as broadcast_sum's (lane i and
+// i + d, for d = L/2, L/4, ..., 1), so every total is broadcast_sum's bit for bit, but each level packs two vectors'
+// partial sums into one, so m sums take ~m/2 shuffles a level instead of m. Each level takes a and b, adds lanes d
+// apart within each of their segments of 2d lanes, and packs the halved segments, a's first. fold_halves
+// (d = L/2) and fold_quarters (d = L/4) pair sums across 128-bit chunks (fold_quad: four sums, one per chunk);
+// fold_by_2 and fold_by_1 work inside the chunks.
+inline Simd<float>::type fold_halves(Simd<float>::type a, Simd<float>::type b) {
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+         __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+}
+inline Simd<float>::type fold_quarters(Simd<float>::type a, Simd<float>::type b) {
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+         __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+}
+inline Simd<float>::type fold_by_2(Simd<float>::type a, Simd<float>::type b) {  // within each chunk
+  return __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+         __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+}
+inline Simd<float>::type fold_by_1(Simd<float>::type a, Simd<float>::type b) {  // within each chunk
+  return __builtin_shufflevector(a, b, 0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30) +
+         __builtin_shufflevector(a, b, 1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31);
+}
+inline Simd<double>::type fold_halves(Simd<double>::type a, Simd<double>::type b) {
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+inline Simd<double>::type fold_quarters(Simd<double>::type a, Simd<double>::type b) {
+  return __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13) +
+         __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15);
+}
+inline Simd<double>::type fold_by_1(Simd<double>::type a, Simd<double>::type b) {  // within each chunk
+  return __builtin_shufflevector(a, b, 0, 8, 2, 10, 4, 12, 6, 14) +
+         __builtin_shufflevector(a, b, 1, 9, 3, 11, 5, 13, 7, 15);
+}
+
+// Sums 4q .. 4q + 3 of kSums (zero past the last), one per 128-bit chunk: chunk j holds sum 4q + j's partials.
+template <int kSums, typename V>
+[[gnu::always_inline]] inline V fold_quad(const V* sums, int q) {
+  const auto sum = [&](int s) { return s < kSums ? sums[s] : V{}; };
+  return fold_quarters(fold_halves(sum(4 * q), sum(4 * q + 1)), fold_halves(sum(4 * q + 2), sum(4 * q + 3)));
+}
+
+// (always_inline: a call would spill the sums to memory, on each step's chain)
+template <int kSums>
+[[gnu::always_inline]] inline void fold_sums(const Simd<float>::type* sums, Simd<float>::type* totals) {
+  using V = Simd<float>::type;
+  constexpr int kQuads = (kSums + 3) / 4;
+  for (int o = 0; 4 * o < kQuads; ++o) {
+    const auto quad = [&](int q) { return 4 * o + q < kQuads ? fold_quad<kSums>(sums, 4 * o + q) : V{}; };
+    totals[o] = fold_by_1(fold_by_2(quad(0), quad(1)), fold_by_2(quad(2), quad(3)));
+  }
+}
+
+template <int kSums>
+[[gnu::always_inline]] inline void fold_sums(const Simd<double>::type* sums, Simd<double>::type* totals) {
+  using V = Simd<double>::type;
+  constexpr int kQuads = (kSums + 3) / 4;
+  for (int o = 0; 2 * o < kQuads; ++o) {
+    const auto quad = [&](int q) { return 2 * o + q < kQuads ? fold_quad<kSums>(sums, 2 * o + q) : V{}; };
+    totals[o] = fold_by_1(quad(0), quad(1));
+  }
+}
+
+// Where fold_sums leaves sum s's total: in totals[s / kLanes], this lane (quad q's chunk j holds sum 4q + j).
+template <typename scalar_t>
+constexpr int folded_lane(int s) {
+  constexpr int kChunkLanes = 16 / static_cast<int>(sizeof(scalar_t));
+  const int lane = s % Simd<scalar_t>::kLanes;
+  return kChunkLanes * (lane % 4) + lane / 4;
+}
+
+template <int kLane, typename V, size_t... I>
+inline V broadcast_lane(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, ((void)I, kLane)...);
+}
+
+// The coefficients kept where fold_sums leaves their gradient sums (c_k at sum k + 1's lane), each broadcast to a
+// whole vector for Horner's rule.
+template <typename scalar_t, typename V, size_t... K>
+inline void unpack_coefficients(const V* packed, V* c, std::index_sequence<K...>) {
+  constexpr int L = Simd<scalar_t>::kLanes;
+  ((c[K] = broadcast_lane<folded_lane<scalar_t>(K + 1)>(packed[(K + 1) / L], std::make_index_sequence<L>{})), ...);
 }
 
 // Fixed-size storage when the degree is known at compile time (registers), a vector otherwise.
@@ -215,42 +304,71 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
 
 // A single fit with its degree known at compile time: fit_single's step with the groups in tiles of kGroups, each
 // tile's loop unrolled, so the coefficients and sums stay in registers. (With fit_single's runtime group loop GCC
-// keeps them on the stack, and each step's chain then waits on store-to-load round trips.) Groups past n are all
-// padding (zero masks). kStoredPowers: the masked powers x^k are precomputed (while they fit in L1); otherwise each
-// step multiplies them out from the masked residual, reading only x, y and the mask. kOneTile: a fit of at most
-// kGroups groups, with no tile loop at all (the seed fit's case; the loop costs it ~1 ns per step).
+// keeps them on the stack, and each step's chain then waits on store-to-load round trips.) kStoredPowers: the masked
+// powers x^k are precomputed (while they fit in L1); otherwise each step multiplies them out from the masked
+// residual, reading only x, y and the mask. kOneTile: a fit of at most kGroups groups, with no tile loop at all (the
+// seed fit's case; the loop costs it ~1 ns per step), and no work on the groups past n.
+//
+// The step is a chain (residuals, their sums, the folds across lanes, the update), and the core runs it as fast as
+// it can schedule it: each step's ~150 vector instructions wait on the last one's update, more than the core's
+// scheduler holds. So the step issues few of them, critical ones first: every group's residual before any sum;
+// the sums' lanes folded together (fold_sums: the same additions as broadcast_sum's, so the same iterates, with a
+// third of its shuffles); the coefficients kept packed in the folded layout, so one FMA updates them all.
 template <int kDegree, int kGroups, bool kStoredPowers, bool kOneTile, typename scalar_t>
 void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, int64_t /*degree*/, scalar_t lr,
                          int64_t steps, int64_t record_every, int64_t& until_record, scalar_t* coeffs,
                          scalar_t*& trace, scalar_t& coeff_bound) {
   using V = typename Simd<scalar_t>::type;
+  using Bits = typename Simd<scalar_t>::bits;
   constexpr int L = Simd<scalar_t>::kLanes;
   constexpr int D = kDegree;
+  constexpr int kSums = D + 2;  // sum 0: the loss's, sum k + 1: the gradient's k-th
+  constexpr int kFolded = (kSums + L - 1) / L;
   constexpr int kStride = kStoredPowers ? D + 1 : 1;  // powers per group: x^0..x^D, or the mask (x^0) alone
+  const int64_t groups = (n + L - 1) / L;
   const int64_t tiles = kOneTile ? 1 : (n + kGroups * L - 1) / (kGroups * L);
   std::vector<V> xs(tiles * kGroups), ys(tiles * kGroups), powers(tiles * kGroups * kStride);
   for (int64_t g = 0; g < tiles * kGroups; ++g) {
     pack_group(x, y, n, g, kStride - 1, xs[g], ys[g], &powers[g * kStride]);
   }
-  V c[D + 1];
-  for (int k = 0; k <= D; ++k) c[k] = splat<V>(coeffs[k]);
-  const V step_scale = splat<V>(static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n)));
+  // c_k, the step's scale and the mask of |.| (every bit but the sign) in sum k + 1's folded lane; zeros elsewhere,
+  // so the other lanes (the loss's, padding) stay 0 and are never tracked.
+  V packed[kFolded] = {}, step_scale[kFolded] = {};
+  Bits magnitude_mask[kFolded] = {};
+  for (int k = 0; k <= D; ++k) {
+    const int o = (k + 1) / L, lane = folded_lane<scalar_t>(k + 1);
+    packed[o][lane] = coeffs[k];
+    step_scale[o][lane] = static_cast<scalar_t>(lr * 2.0 / static_cast<double>(n));
+    magnitude_mask[o][lane] = std::numeric_limits<typename Simd<scalar_t>::integer>::max();
+  }
   const scalar_t inv_n = static_cast<scalar_t>(1.0 / static_cast<double>(n));
+  int64_t countdown = until_record;  // locals, not the references: no memory round trip per step
+  scalar_t* next_loss = trace;
   V largest{};  // of every coefficient, every step: for fit_cannot_overflow
   for (int64_t step = 0; step < steps; ++step) {
-    V sums[2][D + 2];  // even and odd groups: half the add chain
+    V c[D + 1];
+    unpack_coefficients<scalar_t>(packed, c, std::make_index_sequence<D + 1>{});
+    V sums[2][kSums];  // even and odd groups: half the add chain
 #pragma GCC unroll 16
-    for (int s = 0; s < D + 2; ++s) sums[0][s] = sums[1][s] = V{};
+    for (int s = 0; s < kSums; ++s) sums[0][s] = sums[1][s] = V{};
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const V* xt = xs.data() + tile * kGroups;
       const V* yt = ys.data() + tile * kGroups;
       const V* pt = powers.data() + tile * kGroups * kStride;
+      V residuals[kGroups] = {};  // (zeros: GCC cannot tell the two loops stop at the same group)
 #pragma GCC unroll 16
       for (int g = 0; g < kGroups; ++g) {
+        if (kOneTile && g >= groups) break;
+        // Horner's last step adds (c_0 - y) instead of c_0, then subtracts y: one add less on the chain
         V value = c[D];
 #pragma GCC unroll 16
         for (int k = D - 1; k >= 1; --k) value = value * xt[g] + c[k];
-        const V r = D == 0 ? c[0] - yt[g] : value * xt[g] + (c[0] - yt[g]);
+        residuals[g] = D == 0 ? c[0] - yt[g] : value * xt[g] + (c[0] - yt[g]);
+      }
+#pragma GCC unroll 16
+      for (int g = 0; g < kGroups; ++g) {
+        if (kOneTile && g >= groups) break;
+        const V r = residuals[g];
         V* acc = sums[g & 1];
         const V* pw = pt + g * kStride;
         if constexpr (kStoredPowers) {
@@ -265,17 +383,28 @@ void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, int64_
         }
       }
     }
+    V totals[kSums], folded[kFolded];
 #pragma GCC unroll 16
-    for (int k = 0; k <= D; ++k) c[k] -= step_scale * broadcast_sum(sums[0][k + 1] + sums[1][k + 1]);
-#pragma GCC unroll 16
-    for (int k = 0; k <= D; ++k) track_largest(largest, c[k]);  // off the step's chain
-    if (--until_record == 0) {
-      *trace++ = broadcast_sum(sums[0][0] + sums[1][0])[0] * inv_n;
-      until_record = record_every;
+    for (int s = 0; s < kSums; ++s) totals[s] = sums[0][s] + sums[1][s];
+    fold_sums<kSums>(totals, folded);
+#pragma GCC unroll 2
+    for (int o = 0; o < kFolded; ++o) {
+      packed[o] -= step_scale[o] * folded[o];
+      // Off the step's chain. A NaN is not kept here: one NaN coefficient makes every residual NaN, so every
+      // coefficient stays NaN, and fit_single_checked refuses the segment on its last coefficients.
+      const V magnitude = (V)((Bits)packed[o] & magnitude_mask[o]);  // |c| in coefficient lanes, else 0
+      largest = magnitude > largest ? magnitude : largest;
+    }
+    if (--countdown == 0) {
+      *next_loss++ = folded[0][folded_lane<scalar_t>(0)] * inv_n;
+      countdown = record_every;
     }
   }
-  for (int k = 0; k <= D; ++k) coeffs[k] = c[k][0];
-  coeff_bound = largest[0];
+  for (int k = 0; k <= D; ++k) coeffs[k] = packed[(k + 1) / L][folded_lane<scalar_t>(k + 1)];
+  coeff_bound = 0;
+  for (int lane = 0; lane < L; ++lane) coeff_bound = std::max(coeff_bound, largest[lane]);
+  until_record = countdown;
+  trace = next_loss;
 }
 
 // A fit too long for one block: the same step, with each block's sums widened to float64 before they are added.
