@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -715,9 +716,10 @@ bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
     const bool finite_system = all_finite(system.moments.data(), 2 * terms - 1) &&
                                all_finite(system.target.data(), terms) && std::isfinite(system.offset) &&
                                all_finite(c, terms);
-    const JumpMaps<kDegree> maps(system.moments.data(), lr);
-    if (finite_system && steps >= kJump && maps.finite()) {
-      const TargetTables<kDegree> target(maps, system.target.data(), system.offset);
+    std::optional<JumpMaps<kDegree>> maps;  // built only where jumps can be taken (a few microseconds)
+    if (finite_system && steps >= kJump) maps.emplace(system.moments.data(), lr);
+    if (maps && maps->finite()) {
+      const TargetTables<kDegree> target(*maps, system.target.data(), system.offset);
       SingleFitState<kDegree, scalar_t> state;
       std::copy(c, c + terms, state.c);
       state.until_record = until_record;
@@ -725,12 +727,12 @@ bool fit_single(const GramSystem& system, int64_t terms, double lr, int64_t step
       state.trace_finite = true;
       const int64_t records = fit_records(steps, record_every);
       const int64_t last_recorded = records > 0 ? (records - 1) * record_every : -1;
-      if (jump_phase(maps, target, (last_recorded >= 0 ? last_recorded : steps) / kJump, record_every, state, done) &&
+      if (jump_phase(*maps, target, (last_recorded >= 0 ? last_recorded : steps) / kJump, record_every, state, done) &&
           last_recorded >= 0) {
         fit_single_stepwise(system, terms, lr, last_recorded + 1 - done, record_every, state.until_record, state.c,
                             state.trace, state.trace_finite);
         done = last_recorded + 1;
-        jump_phase(maps, target, (steps - done) / kJump, record_every, state, done);
+        jump_phase(*maps, target, (steps - done) / kJump, record_every, state, done);
       }
       std::copy(state.c, state.c + terms, c);
       until_record = state.until_record;
