@@ -95,10 +95,10 @@ inline Simd<double>::type broadcast_sum(Simd<double>::type v) {
 
 // Many sums folded at once (a transposed butterfly): each level adds the same lanes as broadcast_sum's (lane i and
 // i + d, for d = L/2, L/4, ..., 1), so every total is broadcast_sum's bit for bit, but each level packs two vectors'
-// partial sums into one, so m sums take ~m/2 shuffles a level instead of m. Each level takes a and b, adds lanes d
-// apart within each of their segments of 2d lanes, and packs the halved segments, a's first. fold_halves
-// (d = L/2) and fold_quarters (d = L/4) pair sums across 128-bit chunks (fold_quad: four sums, one per chunk);
-// fold_by_2 and fold_by_1 work inside the chunks.
+// partial sums into one, so the vectors halve level by level: m sums take ~2m shuffles and ~m adds, where m
+// broadcast_sums take 4m of each (16 lanes). A level takes a and b, adds lanes d apart within each of their segments
+// of 2d lanes, and packs the halved segments, a's first. fold_halves (d = L/2) and fold_quarters (d = L/4) pair
+// sums across 128-bit chunks (fold_quad: four sums, one per chunk); fold_by_2 and fold_by_1 work inside the chunks.
 inline Simd<float>::type fold_halves(Simd<float>::type a, Simd<float>::type b) {
   return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
          __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
@@ -312,8 +312,8 @@ void fit_single(const scalar_t* x, const scalar_t* y, int64_t n, int64_t degree,
 // The step is a chain (residuals, their sums, the folds across lanes, the update), and the core runs it as fast as
 // it can schedule it: each step's ~150 vector instructions wait on the last one's update, more than the core's
 // scheduler holds. So the step issues few of them, critical ones first: every group's residual before any sum;
-// the sums' lanes folded together (fold_sums: the same additions as broadcast_sum's, so the same iterates, with a
-// third of its shuffles); the coefficients kept packed in the folded layout, so one FMA updates them all.
+// the sums' lanes folded together (fold_sums: the same additions as broadcast_sum's, so the same iterates, with
+// about half its shuffles); the coefficients kept packed in the folded layout, so one FMA updates them all.
 template <int kDegree, int kGroups, bool kStoredPowers, bool kOneTile, typename scalar_t>
 void fit_single_unrolled(const scalar_t* x, const scalar_t* y, int64_t n, int64_t /*degree*/, scalar_t lr,
                          int64_t steps, int64_t record_every, int64_t& until_record, scalar_t* coeffs,
