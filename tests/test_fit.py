@@ -93,6 +93,21 @@ BAD_FITS = [
 ]
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [17, 5000])  # the SIMD kernel on one tile of groups; the one that widens block sums
+@pytest.mark.parametrize("lr", [0.0, 0.1])
+def test_a_coefficient_that_does_not_move_keeps_the_sign_of_its_zero(backend, dtype, n, lr):
+    """init = -0 on y = 0: every step subtracts a zero, so the reference keeps -0 (the CPU kernel once returned +0,
+    having broadcast the coefficients by adding them to a zero vector)."""
+    x, y = torch.linspace(-1, 1, n, dtype=dtype), torch.zeros(n, dtype=dtype)
+    init = torch.tensor([-0.0, -0.0], dtype=dtype)
+    fit = pykernels.fit_poly(x, y, 1, lr=lr, steps=3, init=init, method="data", backend=backend)
+    expected, _ = reference.fit_poly_torch(x.double(), y.double(), init.double(), lr, 3)
+    assert torch.equal(fit.coeffs.double(), expected)  # both zeros
+    assert torch.equal(torch.signbit(fit.coeffs), torch.signbit(expected)) and torch.signbit(expected).all()
+
+
 @pytest.mark.parametrize("backend", [*KERNEL_BACKENDS, "torch"])
 @pytest.mark.parametrize(("name", "make", "error", "pattern"), BAD_FITS, ids=[c[0] for c in BAD_FITS])
 def test_bad_fit_input_is_named(backend, name, make, error, pattern):
