@@ -136,23 +136,20 @@ template <int kSums, typename V>
 }
 
 // (always_inline: a call would spill the sums to memory, on each step's chain)
-template <int kSums>
-[[gnu::always_inline]] inline void fold_sums(const Simd<float>::type* sums, Simd<float>::type* totals) {
-  using V = Simd<float>::type;
+template <int kSums, typename V>
+[[gnu::always_inline]] inline void fold_sums(const V* sums, V* totals) {
+  constexpr int kChunkLanes = 16 / sizeof(V{}[0]);  // one quad per lane of a 128-bit chunk: 4 (float), 2 (double)
   constexpr int kQuads = (kSums + 3) / 4;
-  for (int o = 0; 4 * o < kQuads; ++o) {
-    const auto quad = [&](int q) { return 4 * o + q < kQuads ? fold_quad<kSums>(sums, 4 * o + q) : V{}; };
-    totals[o] = fold_by_1(fold_by_2(quad(0), quad(1)), fold_by_2(quad(2), quad(3)));
-  }
-}
-
-template <int kSums>
-[[gnu::always_inline]] inline void fold_sums(const Simd<double>::type* sums, Simd<double>::type* totals) {
-  using V = Simd<double>::type;
-  constexpr int kQuads = (kSums + 3) / 4;
-  for (int o = 0; 2 * o < kQuads; ++o) {
-    const auto quad = [&](int q) { return 2 * o + q < kQuads ? fold_quad<kSums>(sums, 2 * o + q) : V{}; };
-    totals[o] = fold_by_1(quad(0), quad(1));
+  for (int o = 0; kChunkLanes * o < kQuads; ++o) {
+    const auto quad = [&](int q) {
+      const int index = kChunkLanes * o + q;
+      return index < kQuads ? fold_quad<kSums>(sums, index) : V{};
+    };
+    if constexpr (kChunkLanes == 4) {
+      totals[o] = fold_by_1(fold_by_2(quad(0), quad(1)), fold_by_2(quad(2), quad(3)));
+    } else {
+      totals[o] = fold_by_1(quad(0), quad(1));
+    }
   }
 }
 
